@@ -1,0 +1,287 @@
+"""The four custom resources (spec and status), apiVersion ``codekiln.dev/v1alpha1``.
+
+These pydantic models are the single source of truth: CRDs are generated from them,
+``codekiln validate`` and the operator validate with them, ``--local`` runs read them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field, field_validator
+
+from codekiln.operator.version import GROUP_VERSION
+from codekiln.workloads.data.config import DataPipelineConfig
+from codekiln.workloads.rl.config import RLConfig
+from codekiln.workloads.sandbox.config import SandboxConfig
+from codekiln.workloads.schema import ConfigModel
+from codekiln.workloads.train.config import TrainConfig
+
+DEFAULT_IMAGE = "ghcr.io/codekiln/workload:0.1.0"
+DEFAULT_SANDBOX_IMAGE = "ghcr.io/codekiln/sandbox:0.1.0"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Set by the operator for the torchrun rendezvous; users may not override them.
+RESERVED_ENV_NAMES = frozenset({
+    "PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT",
+    "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+})
+RESERVED_ENV_PREFIX = "CODEKILN_"
+QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+
+
+# ---------------------------------------------------------------- shared pieces
+class ObjectMeta(ConfigModel):
+    """The parts of Kubernetes metadata codekiln reads; server-set fields pass through."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=NAME_PATTERN, max_length=40, description="Resource name (DNS label, ≤ 40 chars).")
+    namespace: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class EnvVar(ConfigModel):
+    """An environment variable for the workload container."""
+
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name.")
+    value: str = Field(default="", description="Variable value.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIX):
+            raise ValueError(f"'{name}' is reserved: codekiln sets it for the distributed launch")
+        return name
+
+
+class ResourceRequirements(ConfigModel):
+    """Container compute resources, as in a Kubernetes container spec."""
+
+    requests: dict[str, str] = Field(default_factory=dict, description="e.g. {cpu: '4', memory: 16Gi}.")
+    limits: dict[str, str] = Field(default_factory=dict, description="e.g. {nvidia.com/gpu: '8'}.")
+
+    @field_validator("requests", "limits", mode="before")
+    @classmethod
+    def _quantities(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        out = {}
+        for key, value in values.items():
+            text = str(value).strip()
+            if text.startswith("-"):
+                raise ValueError(f"{key}: quantity must not be negative, got {value!r}")
+            if not QUANTITY.match(text):
+                raise ValueError(f"{key}: {value!r} is not a Kubernetes quantity (e.g. 500m, 4, 16Gi)")
+            out[key] = text
+        return out
+
+
+class Toleration(ConfigModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0)
+
+
+class Scheduling(ConfigModel):
+    """Where and how pods are scheduled."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods require.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")
+    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
+    scheduler_name: str | None = Field(default=None, description="e.g. `volcano` for gang scheduling.")
+    queue_name: str | None = Field(default=None, description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name).")
+    gang_scheduling: bool = Field(default=False, description="Create a Volcano PodGroup (minMember = pods).")
+
+
+class Storage(ConfigModel):
+    """A PersistentVolumeClaim mounted into every pod (data, checkpoints)."""
+
+    claim_name: str = Field(pattern=NAME_PATTERN, description="Existing PVC name.")
+    mount_path: str = Field(default="/data", pattern=r"^/", description="Absolute mount path.")
+
+
+class PodTemplateFields(ConfigModel):
+    """Fields every kind has for its pods."""
+
+    image: str = Field(default=DEFAULT_IMAGE, min_length=1, description="Container image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment (reserved names rejected).")
+    scheduling: Scheduling = Field(default_factory=Scheduling)
+    storage: Storage | None = Field(default=None, description="Shared volume for data and checkpoints.")
+    service_account_name: str | None = Field(default=None, pattern=NAME_PATTERN)
+
+
+class RunFields(PodTemplateFields):
+    """Fields of kinds that run to completion."""
+
+    suspend: bool = Field(default=False, description="Stop (delete pods) while true; resume when false (Kueue).")
+    active_deadline_seconds: int | None = Field(default=None, ge=1, description="Fail after this many seconds.")
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, description="Delete children this long after finishing.")
+
+
+class GangFields(RunFields):
+    """Fields of the distributed-training kinds (one pod per node)."""
+
+    nodes: int = Field(default=1, ge=1, le=4096, description="Pods in the gang (one per node).")
+    max_restarts: int = Field(default=3, ge=0, le=1000, description="Whole-gang restarts before Failed.")
+    master_port: int = Field(default=29500, ge=1024, le=65535, description="torchrun rendezvous port.")
+
+
+# ---------------------------------------------------------------- status
+Phase = Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
+
+
+class Condition(ConfigModel):
+    """A Kubernetes-style condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class Progress(ConfigModel):
+    """Training / processing progress, pushed by the workload."""
+
+    step: int | None = Field(default=None, description="Steps (or shards) done.")
+    total_steps: int | None = None
+    percent: float | None = Field(default=None, description="0-100.")
+    stage: str | None = Field(default=None, description="Current stage.")
+    tokens: int | None = None
+    throughput: float | None = Field(default=None, description="Work per second.")
+    throughput_unit: str | None = Field(default=None, description="e.g. tokens/s, docs/s.")
+    loss: float | None = None
+    reward: float | None = None
+    eta_seconds: float | None = None
+    message: str | None = None
+    updated_at: str | None = None
+
+
+class StatusBase(ConfigModel):
+    model_config = ConfigDict(extra="allow")
+    phase: Phase | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    progress: Progress | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    message: str | None = None
+
+
+class StageStatus(ConfigModel):
+    name: str
+    phase: Phase | None = None
+    shards: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    active: int = 0
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+class DataPipelineStatus(StatusBase):
+    stages: list[StageStatus] = Field(default_factory=list)
+    current_stage: str | None = None
+
+
+class GangStatus(StatusBase):
+    restarts: int = 0
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+class RLRunStatus(GangStatus):
+    sandbox_url: str | None = None
+
+
+class SandboxPoolStatus(StatusBase):
+    replicas: int = 0
+    ready_replicas: int = 0
+    selector: str | None = None
+
+
+# ---------------------------------------------------------------- specs
+class DataPipelineSpec(RunFields):
+    parallelism: int | None = Field(default=None, ge=1, description="Shards run at once per stage (default: all).")
+    backoff_limit_per_index: int = Field(default=3, ge=0, le=100, description="Retries of one failed shard.")
+    pipeline: DataPipelineConfig = Field(description="What to curate (stages of steps).")
+
+
+class PretrainRunSpec(GangFields):
+    training: TrainConfig = Field(description="Model, data, stages, optimizer, checkpoints.")
+
+
+class ObjectRef(ConfigModel):
+    name: str = Field(pattern=NAME_PATTERN, description="Name in the same namespace.")
+
+
+class RLRunSpec(GangFields):
+    sandbox_pool_ref: ObjectRef | None = Field(default=None, description="SandboxPool that scores rollouts.")
+    rl: RLConfig = Field(description="Algorithm, model, tasks, rewards.")
+
+
+class SandboxPoolSpec(PodTemplateFields):
+    image: str = Field(default=DEFAULT_SANDBOX_IMAGE, min_length=1, description="Sandbox server image.")
+    replicas: int = Field(default=2, ge=0, le=10000, description="Warm sandbox servers.")
+    runtime_class_name: str | None = Field(default=None, description="e.g. gvisor or kata for VM-grade isolation.")
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="Server settings.")
+
+
+# ---------------------------------------------------------------- resources
+class Resource(ConfigModel):
+    """Common envelope of a codekiln custom resource."""
+
+    kind_name: ClassVar[str]
+    plural: ClassVar[str]
+    short_names: ClassVar[list[str]]
+    api_version: Literal["codekiln.dev/v1alpha1"] = Field(alias="apiVersion")
+    metadata: ObjectMeta
+
+
+class DataPipeline(Resource):
+    kind_name: ClassVar[str] = "DataPipeline"
+    plural: ClassVar[str] = "datapipelines"
+    short_names: ClassVar[list[str]] = ["dp", "dpipe"]
+    kind: Literal["DataPipeline"]
+    spec: DataPipelineSpec
+    status: DataPipelineStatus | None = None
+
+
+class PretrainRun(Resource):
+    kind_name: ClassVar[str] = "PretrainRun"
+    plural: ClassVar[str] = "pretrainruns"
+    short_names: ClassVar[list[str]] = ["ptr", "pretrain"]
+    kind: Literal["PretrainRun"]
+    spec: PretrainRunSpec
+    status: GangStatus | None = None
+
+
+class RLRun(Resource):
+    kind_name: ClassVar[str] = "RLRun"
+    plural: ClassVar[str] = "rlruns"
+    short_names: ClassVar[list[str]] = ["rlr"]
+    kind: Literal["RLRun"]
+    spec: RLRunSpec
+    status: RLRunStatus | None = None
+
+
+class SandboxPool(Resource):
+    kind_name: ClassVar[str] = "SandboxPool"
+    plural: ClassVar[str] = "sandboxpools"
+    short_names: ClassVar[list[str]] = ["sbp", "sandbox"]
+    kind: Literal["SandboxPool"]
+    spec: SandboxPoolSpec
+    status: SandboxPoolStatus | None = None
+
+
+RESOURCE_KINDS: dict[str, type[Resource]] = {
+    cls.kind_name: cls for cls in (DataPipeline, PretrainRun, RLRun, SandboxPool)
+}
+assert GROUP_VERSION == "codekiln.dev/v1alpha1"
