@@ -120,7 +120,9 @@ class RunFields(PodTemplateFields):
 
     suspend: bool = Field(default=False, description="Stop (delete pods) while true; resume when false (Kueue).")
     active_deadline_seconds: int | None = Field(default=None, ge=1, description="Fail after this many seconds.")
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, description="Delete children this long after finishing.")
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete children this long after finishing."
+    )
 
 
 class GangFields(RunFields):

@@ -32,7 +32,9 @@ def resolve_runner(kind: str) -> Callable[[dict], int]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise RunnerUnavailable(f"kind {kind!r} has no local runner yet ({module_name} is not implemented)") from exc
+            raise RunnerUnavailable(
+                f"kind {kind!r} has no local runner yet ({module_name} is not implemented)"
+            ) from exc
         raise RunnerUnavailable(
             f"the {kind} runner needs the optional package {exc.name!r}: pip install 'codekiln[all]'"
         ) from exc

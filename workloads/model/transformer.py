@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from codekiln.workloads.model import ops
 from codekiln.workloads.model.config import ModelConfig
 
 
@@ -35,24 +36,6 @@ def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
     return torch.where(medium, smoothed, scaled)
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Reference RMSNorm computed in fp32."""
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(x.dtype)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE. x: [B, H, T, D]; cos/sin: [B, T, D]."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
-
-
-def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    return F.silu(gate) * up
-
-
 def document_causal_mask(document_ids: torch.Tensor) -> torch.Tensor:
     """[B, T] document ids -> [B, T, T] bool mask: causal and within the same document."""
     t = document_ids.shape[-1]
@@ -69,7 +52,7 @@ class RMSNorm(nn.Module):
         self.kernels = kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)
+        return ops.rms_norm(x, self.weight, self.eps, self.kernels)
 
 
 class KVCache:
@@ -108,7 +91,7 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(b, t, nh, hd).transpose(1, 2)
         k = self.k_proj(x).view(b, t, nkv, hd).transpose(1, 2)
         v = self.v_proj(x).view(b, t, nkv, hd).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = ops.apply_rope(q, cos, sin, self.cfg.kernels), ops.apply_rope(k, cos, sin, self.cfg.kernels)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
         if nkv != nh:
@@ -121,12 +104,13 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        self.kernels = cfg.kernels
         self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
+        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x), self.kernels))
 
 
 class Block(nn.Module):
@@ -157,9 +141,7 @@ class Transformer(nn.Module):
 
     def reset_parameters(self, std: float = 0.02) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=std)
-            elif isinstance(module, nn.Embedding):
+            if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=std)
         for block in self.layers:  # scaled init of residual projections
             nn.init.normal_(block.self_attn.o_proj.weight, std=std / math.sqrt(2 * self.cfg.n_layers))

@@ -1,0 +1,62 @@
+"""Op dispatch for the model and the losses: ``kernels="torch"`` (reference) or ``"triton"``.
+
+The model and the training/RL losses call these functions only, so the model config's
+``kernels`` switch selects implementations without monkey-patching. The Triton
+implementations live in ``codekiln.kernels``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, kernels: str = "torch") -> torch.Tensor:
+    """RMSNorm computed in fp32, cast back to the input dtype."""
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kernels: str = "torch") -> torch.Tensor:
+    """Rotate-half RoPE. x: [B, H, T, D]; cos/sin: [B, T, D] built from the batch's position ids."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor, kernels: str = "torch") -> torch.Tensor:
+    return F.silu(gate) * up
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    kernels: str = "torch",
+) -> torch.Tensor:
+    """Cross-entropy of ``hidden @ weight.T`` against ``labels`` (hidden [N, D], labels [N])."""
+    logits = hidden.reshape(-1, hidden.shape[-1]) @ weight.t()
+    return F.cross_entropy(logits.float(), labels.reshape(-1), ignore_index=ignore_index, reduction=reduction)
+
+
+def token_logprobs_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    kernels: str = "torch",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of each label token and the entropy of each position's distribution.
+
+    hidden [N, D], weight [V, D], labels [N] -> (logprobs [N], entropy [N]), fp32.
+    """
+    logits = (hidden.reshape(-1, hidden.shape[-1]) @ weight.t()).float() / temperature
+    logp = torch.log_softmax(logits, dim=-1)
+    token_logp = logp.gather(-1, labels.reshape(-1, 1)).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return token_logp, entropy
