@@ -1,0 +1,154 @@
+"""The ``codekiln`` command line: crds, validate, run --local, operator, sandbox, version."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from codekiln.operator.version import GROUP_VERSION, __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    """Write crds/*.yaml (and the Helm chart's copy) from the resource models."""
+    from codekiln.operator.crds import write_crds
+
+    for path in write_crds(Path(args.root)):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate resource files; print one line per problem; exit 2 when any is invalid."""
+    from codekiln.operator.validation import validate_file
+
+    status = EXIT_OK
+    for file in args.file:
+        for result in validate_file(file):
+            if result.ok:
+                meta = result.resource.metadata
+                print(f"{result.source}: {result.resource.kind} {meta.name!r} is valid")
+            else:
+                status = EXIT_INVALID
+                for line in result.errors:
+                    _err(line if line.startswith(result.source.split("#")[0]) else f"{result.source}: {line}")
+    return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the resource in a file on this machine (``--local``)."""
+    from codekiln.operator.runners import RunnerUnavailable, resolve_runner
+    from codekiln.operator.validation import validate_file
+
+    if not args.local:
+        _err("codekiln run: only --local is supported; in a cluster use `kubectl apply -f FILE`")
+        return EXIT_INVALID
+    results = validate_file(args.file)
+    bad = [r for r in results if not r.ok]
+    for result in bad:
+        for line in result.errors:
+            _err(f"{result.source}: {line}")
+    if bad:
+        return EXIT_INVALID
+    status = EXIT_OK
+    for result in results:
+        kind = result.resource.kind
+        try:
+            runner = resolve_runner(kind)
+        except RunnerUnavailable as exc:
+            _err(f"codekiln run: {exc}")
+            return EXIT_FAILED
+        try:
+            code = runner(result.wire())
+        except KeyboardInterrupt:
+            _err("codekiln run: interrupted")
+            return 130
+        status = status or code
+    return status
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Start the kopf operator."""
+    from codekiln.operator.app import run_operator
+
+    return run_operator(
+        namespaces=args.namespace or [],
+        all_namespaces=args.all_namespaces,
+        metrics_port=args.metrics_port,
+        liveness_port=args.liveness_port,
+    )
+
+
+def cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    """Serve the sandbox execution API (SandboxFusion-compatible)."""
+    from codekiln.workloads.sandbox.config import SandboxConfig
+    from codekiln.workloads.sandbox.server import serve
+
+    overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "max_concurrency", "max_queue") and v}
+    serve(SandboxConfig(**overrides))
+    return EXIT_OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"codekiln {__version__} (API {GROUP_VERSION})")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codekiln",
+        description="Train code LLMs end to end on Kubernetes: DataPipeline, PretrainRun, RLRun, SandboxPool.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("crds", help="write crds/*.yaml from the resource models", description=cmd_crds.__doc__)
+    p.add_argument("--root", default=".", help="project root to write crds/ and helm/codekiln/crds/ under")
+    p.set_defaults(func=cmd_crds)
+
+    p = sub.add_parser("validate", help="validate resource files", description=cmd_validate.__doc__)
+    p.add_argument("-f", "--file", action="append", required=True, help="YAML file (repeatable; multi-document ok)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run a resource on this machine", description=cmd_run.__doc__)
+    p.add_argument("-f", "--file", required=True, help="YAML file with the resource")
+    p.add_argument("--local", action="store_true", help="run here, without a cluster")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("operator", help="start the Kubernetes operator", description=cmd_operator.__doc__)
+    p.add_argument("--namespace", action="append", help="namespace to watch (repeatable)")
+    p.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
+    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0 = off)")
+    p.add_argument("--liveness-port", type=int, default=8080, help="liveness probe port (0 = off)")
+    p.set_defaults(func=cmd_operator)
+
+    p = sub.add_parser("sandbox", help="sandbox execution server", description="Sandbox execution server.")
+    ssub = p.add_subparsers(dest="sandbox_command", required=True, metavar="SUBCOMMAND")
+    s = ssub.add_parser("serve", help="serve /run_code and friends", description=cmd_sandbox_serve.__doc__)
+    s.add_argument("--host", help="listen address (default 0.0.0.0)")
+    s.add_argument("--port", type=int, help="port (default 8080)")
+    s.add_argument("--max-concurrency", type=int, help="executions at once")
+    s.add_argument("--max-queue", type=int, help="waiting requests before answering 429")
+    s.set_defaults(func=cmd_sandbox_serve)
+
+    p = sub.add_parser("version", help="print the version", description="Print the codekiln version.")
+    p.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:  # configuration problems surface as one line
+        _err(f"codekiln {args.command}: {exc}")
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())

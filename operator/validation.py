@@ -1,0 +1,119 @@
+"""One validation path for the CLI, the operator and local runs.
+
+``validate_document`` turns a parsed YAML/JSON document into a resource model or a
+list of one-line problems, each naming the field path (camelCase, as in the YAML).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from codekiln.operator.resources import RESOURCE_KINDS, Resource
+from codekiln.operator.version import GROUP_VERSION
+
+
+@dataclass
+class ValidationResult:
+    """A validated resource, or the problems that stopped it."""
+
+    resource: Resource | None = None
+    errors: list[str] = field(default_factory=list)
+    source: str = ""  # e.g. "file.yaml#2" (document number, 1-based)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def wire(self) -> dict[str, Any]:
+        """The validated resource with defaults applied, camelCase, without status."""
+        assert self.resource is not None
+        return self.resource.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
+
+
+def format_location(loc: tuple[Any, ...]) -> str:
+    """('spec', 'training', 'stages', 0, 'lr') -> 'spec.training.stages[0].lr'."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += ("." if path else "") + str(part)
+    return path or "<document>"
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, msg = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown field (not in the schema)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind in ("value_error", "assertion_error"):
+        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "literal_error" and "input" in error:
+        return f"{msg}, got {error['input']!r}"
+    return msg
+
+
+def _loc(error: dict[str, Any]) -> tuple[Any, ...]:
+    # Drop pydantic's internal union/function tags so paths match the YAML.
+    return tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+
+
+def validate_document(doc: Any) -> ValidationResult:
+    """Validate one parsed document against its kind's model."""
+    if not isinstance(doc, dict):
+        return ValidationResult(errors=[f"<document>: expected a mapping (a Kubernetes resource), got {type(doc).__name__}"])
+    errors: list[str] = []
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if api_version != GROUP_VERSION:
+        errors.append(f"apiVersion: expected {GROUP_VERSION!r}, got {api_version!r}")
+    if kind not in RESOURCE_KINDS:
+        errors.append(f"kind: unknown kind {kind!r} (expected one of {', '.join(sorted(RESOURCE_KINDS))})")
+    if errors:
+        return ValidationResult(errors=errors)
+    try:
+        resource = RESOURCE_KINDS[kind].model_validate(doc)
+    except ValidationError as exc:
+        lines = [f"{format_location(_loc(e))}: {_message(e)}" for e in exc.errors()]
+        return ValidationResult(errors=list(dict.fromkeys(lines)))
+    return ValidationResult(resource=resource)
+
+
+def iter_documents(text: str, source: str = "<input>") -> Iterator[tuple[str, Any]]:
+    """Parse a multi-document YAML string; raise ``ValueError`` naming the line on bad YAML."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{source}:{where}: malformed YAML: {problem}") from None
+    for index, doc in enumerate(docs, start=1):
+        yield f"{source}#{index}", doc
+
+
+def validate_file(path: str | Path) -> list[ValidationResult]:
+    """Validate every document of a YAML file. Malformed YAML gives a single failed result."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        return [ValidationResult(errors=[f"{path}: cannot read file: {exc.strerror}"], source=str(path))]
+    try:
+        documents = list(iter_documents(text, str(path)))
+    except ValueError as exc:
+        return [ValidationResult(errors=[str(exc)], source=str(path))]
+    if not documents:
+        return [ValidationResult(errors=[f"{path}: no documents found"], source=str(path))]
+    results = []
+    for source, doc in documents:
+        result = validate_document(doc)
+        result.source = source
+        results.append(result)
+    return results
