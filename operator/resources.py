@@ -107,12 +107,18 @@ class PodTemplateFields(ConfigModel):
     """Fields every kind has for its pods."""
 
     image: str = Field(default=DEFAULT_IMAGE, min_length=1, description="Container image.")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="When the kubelet pulls the image."
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="Requests and limits of the workload container."
+    )
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment (reserved names rejected).")
-    scheduling: Scheduling = Field(default_factory=Scheduling)
+    scheduling: Scheduling = Field(default_factory=Scheduling, description="Node selection, queueing, gangs.")
     storage: Storage | None = Field(default=None, description="Shared volume for data and checkpoints.")
-    service_account_name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    service_account_name: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="ServiceAccount of the pods (default: the operator's)."
+    )
 
 
 class RunFields(PodTemplateFields):
