@@ -1,0 +1,20 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - install, then run the local pipeline on the embedded example resources (no cluster)
+#   make test   - install, then run the test suite
+.PHONY: demo test lint crds
+
+demo:
+	./scripts/bootstrap.sh
+	.venv/bin/codekiln run --local -f examples/datapipeline.yaml
+	.venv/bin/codekiln run --local -f examples/pretrainrun.yaml
+	.venv/bin/codekiln run --local -f examples/rlrun.yaml
+
+test:
+	./scripts/bootstrap.sh
+	.venv/bin/python -m pytest -q
+
+lint:
+	.venv/bin/ruff check .
+
+crds:
+	.venv/bin/codekiln crds

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up a development environment: system packages (when root), .venv, torch CPU build, codekiln[all].
+# Idempotent: re-running after a change of pyproject.toml reinstalls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = "0" ] && ! command -v bwrap >/dev/null 2>&1; then
+  echo "==> installing bubblewrap (sandbox isolation)"
+  (apt-get install -y -q bubblewrap >/dev/null 2>&1) || (apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null)
+fi
+command -v bwrap >/dev/null 2>&1 || echo "warning: bubblewrap (bwrap) not found; sandbox isolation tests will fail" >&2
+
+PYTHON="${PYTHON:-python3}"
+stamp=".venv/.codekiln-installed"
+want="$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+echo "==> creating .venv"
+[ -d .venv ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q -U pip
+echo "==> installing torch==2.13.0 (CPU build)"
+.venv/bin/python -m pip install -q torch==2.13.0
+echo "==> installing codekiln[all]"
+.venv/bin/python -m pip install -q -e '.[all]'
+echo "$want" > "$stamp"
