@@ -2,7 +2,8 @@
 
 The model and the training/RL losses call these functions only, so the model config's
 ``kernels`` switch selects implementations without monkey-patching. The Triton
-implementations live in ``codekiln.kernels``.
+implementations live in ``codekiln.kernels`` (imported on first use, so the torch path
+never imports Triton; without CUDA that import turns on the Triton interpreter).
 """
 
 from __future__ import annotations
@@ -10,9 +11,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+KERNELS = ("torch", "triton")
+
+
+def _triton(kernels: str) -> bool:
+    """True for the Triton path; a clear error for an unknown name."""
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+    return kernels == "triton"
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, kernels: str = "torch") -> torch.Tensor:
     """RMSNorm computed in fp32, cast back to the input dtype."""
+    if _triton(kernels):
+        from codekiln.kernels import rms_norm as triton_rms_norm
+
+        return triton_rms_norm(x, weight, eps)
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return weight * xf.to(x.dtype)
@@ -20,12 +34,21 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, kernels: str = "
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kernels: str = "torch") -> torch.Tensor:
     """Rotate-half RoPE. x: [B, H, T, D]; cos/sin: [B, T, D] built from the batch's position ids."""
+    if _triton(kernels):
+        from codekiln.kernels import apply_rope as triton_apply_rope
+
+        return triton_apply_rope(x, cos, sin)
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor, kernels: str = "torch") -> torch.Tensor:
+    """silu(gate) * up."""
+    if _triton(kernels):
+        from codekiln.kernels import swiglu as triton_swiglu
+
+        return triton_swiglu(gate, up)
     return F.silu(gate) * up
 
 
@@ -38,7 +61,14 @@ def linear_cross_entropy(
     reduction: str = "mean",
     kernels: str = "torch",
 ) -> torch.Tensor:
-    """Cross-entropy of ``hidden @ weight.T`` against ``labels`` (hidden [N, D], labels [N])."""
+    """Cross-entropy of ``hidden @ weight.T`` against ``labels`` (hidden [N, D], labels [N]).
+
+    The Triton path never materialises the full logits and supports ``reduction`` "mean" and "sum".
+    """
+    if _triton(kernels):
+        from codekiln.kernels import linear_cross_entropy as fused
+
+        return fused(hidden, weight, labels, ignore_index=ignore_index, reduction=reduction)
     logits = hidden.reshape(-1, hidden.shape[-1]) @ weight.t()
     return F.cross_entropy(logits.float(), labels.reshape(-1), ignore_index=ignore_index, reduction=reduction)
 
@@ -54,7 +84,12 @@ def token_logprobs_entropy(
     """Log-prob of each label token and the entropy of each position's distribution.
 
     hidden [N, D], weight [V, D], labels [N] -> (logprobs [N], entropy [N]), fp32.
+    The Triton path streams over vocabulary tiles and keeps no [N, V] tensor for backward.
     """
+    if _triton(kernels):
+        from codekiln.kernels import token_logprobs_entropy as fused
+
+        return fused(hidden, weight, labels, temperature=temperature)
     logits = (hidden.reshape(-1, hidden.shape[-1]) @ weight.t()).float() / temperature
     logp = torch.log_softmax(logits, dim=-1)
     token_logp = logp.gather(-1, labels.reshape(-1, 1)).squeeze(-1)

@@ -1,0 +1,53 @@
+"""Interpreter switch and launch-size helpers shared by the kernels.
+
+Imported first by every kernel module: without CUDA it sets ``TRITON_INTERPRET=1``
+before ``triton`` is imported, because ``triton.jit`` decides at decoration time whether
+a kernel is compiled or interpreted.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import triton  # noqa: E402
+
+
+def interpreting() -> bool:
+    """True when kernels run under the Triton interpreter (CPU tensors)."""
+    return bool(triton.knobs.runtime.interpret)
+
+
+def row_block(n_cols: int, *, gpu_elems: int = 4096, cpu_elems: int = 1 << 16) -> tuple[int, int]:
+    """(BLOCK_ROWS, BLOCK_COLS) for a row-wise kernel whose row fits one tile.
+
+    On GPU a program owns a few rows (register budget ~``gpu_elems``); under the
+    interpreter each program is run sequentially in Python, so programs take many rows
+    and let numpy do the work.
+    """
+    block_cols = triton.next_power_of_2(n_cols)
+    budget = cpu_elems if interpreting() else gpu_elems
+    return max(1, budget // block_cols), block_cols
+
+
+def vocab_block(vocab: int) -> tuple[int, int]:
+    """(BLOCK_ROWS, BLOCK_V) for the kernels that stream over vocabulary tiles."""
+    if interpreting():
+        return 64, min(triton.next_power_of_2(vocab), 2048)
+    return 1, min(triton.next_power_of_2(vocab), 4096)
+
+
+def check_device(*tensors: torch.Tensor) -> None:
+    """Raise a clear error when a tensor cannot run on this Triton backend."""
+    for t in tensors:
+        if interpreting():
+            if t.device.type != "cpu":
+                raise ValueError(f"Triton interpreter needs CPU tensors, got one on {t.device}")
+            if t.dtype == torch.bfloat16:  # the interpreter computes in numpy, which has no bf16
+                raise ValueError("the Triton interpreter does not support bfloat16; use float32 on CPU")
+        elif t.device.type != "cuda":
+            raise ValueError(f"Triton kernels need CUDA tensors, got one on {t.device}")

@@ -1,0 +1,119 @@
+"""Fused linear + cross-entropy (Liger-style): chunked over tokens, tiled over the vocabulary.
+
+Forward computes the loss and, when gradients are needed, d loss / d hidden and
+d loss / d weight in the same pass (each chunk's logits buffer is overwritten with its
+gradient), so backward only scales them by the incoming scalar. Peak extra memory is
+one ``[chunk, V]`` logits buffer instead of several ``[N, V]`` tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from codekiln.kernels._chunks import add_chunk_grads, check_inputs, chunk_rows
+from codekiln.kernels._runtime import check_device, vocab_block
+
+
+@triton.jit
+def _ce_kernel(
+    LOGITS, LABELS, LOSS, n_rows, vocab, ignore_index, grad_scale,
+    COMPUTE_GRAD: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < n_rows
+    safe_rows = tl.minimum(rows, n_rows - 1)  # padding rows re-read the last row: no inf - inf
+    labels = tl.load(LABELS + safe_rows).to(tl.int32)
+    valid = row_ok & (labels != ignore_index)
+    row_ptr = LOGITS + safe_rows.to(tl.int64)[:, None] * vocab
+    m = tl.full([BLOCK_R], float("-inf"), tl.float32)
+    s = tl.zeros([BLOCK_R], tl.float32)
+    z_label = tl.zeros([BLOCK_R], tl.float32)
+    for start in range(0, vocab, BLOCK_V):  # pass 1: online log-sum-exp and the label's logit
+        cols = start + tl.arange(0, BLOCK_V)
+        col_ok = cols[None, :] < vocab
+        z = tl.load(row_ptr + cols[None, :], mask=col_ok, other=float("-inf")).to(tl.float32)
+        m_new = tl.maximum(m, tl.max(z, axis=1))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new[:, None]), axis=1)
+        m = m_new
+        z_label += tl.sum(tl.where(cols[None, :] == labels[:, None], z, 0.0), axis=1)
+    lse = m + tl.log(s)
+    tl.store(LOSS + rows, tl.where(valid, lse - z_label, 0.0), mask=row_ok)
+    if COMPUTE_GRAD:  # pass 2: logits <- (softmax - onehot) * scale, in place
+        scale = tl.where(valid, grad_scale, 0.0)
+        for start in range(0, vocab, BLOCK_V):
+            cols = start + tl.arange(0, BLOCK_V)
+            mask = row_ok[:, None] & (cols[None, :] < vocab)
+            z = tl.load(row_ptr + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            p = tl.exp(z - lse[:, None])
+            grad = (p - tl.where(cols[None, :] == labels[:, None], 1.0, 0.0)) * scale[:, None]
+            tl.store(row_ptr + cols[None, :], grad, mask=mask)
+
+
+class LinearCrossEntropyFunction(torch.autograd.Function):
+    """Cross-entropy of ``hidden @ weight.T``; gradients for hidden and weight."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, ignore_index: int, reduction: str, chunk_size: int | None, grad: bool):
+        h2, y = check_inputs("linear_cross_entropy", hidden, weight, labels, ignore_index)
+        n_rows, vocab = h2.shape[0], weight.shape[0]
+        n_valid = (y != ignore_index).sum()
+        need_h = grad and ctx.needs_input_grad[0]
+        need_w = grad and ctx.needs_input_grad[1]
+        if reduction == "mean":
+            grad_scale = 1.0 / max(int(n_valid), 1)
+        else:
+            grad_scale = 1.0
+        loss_rows = torch.empty(n_rows, dtype=torch.float32, device=h2.device)
+        grad_h = torch.empty_like(h2) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        block_r, block_v = vocab_block(vocab)
+        step = chunk_rows(n_rows, vocab, h2.shape[1], chunk_size)
+        for start in range(0, n_rows, step):
+            end = min(start + step, n_rows)
+            h_c = h2[start:end]
+            logits = h_c @ weight.t()
+            _ce_kernel[(triton.cdiv(end - start, block_r),)](
+                logits, y[start:end], loss_rows[start:end], end - start, vocab, ignore_index, grad_scale,
+                COMPUTE_GRAD=need_h or need_w, BLOCK_R=block_r, BLOCK_V=block_v,
+            )
+            if need_h or need_w:
+                add_chunk_grads(logits, h_c, weight, grad_h[start:end] if need_h else None, grad_w)
+            del logits
+        loss = loss_rows.sum()
+        if reduction == "mean":
+            loss = loss / n_valid  # nan when every label is ignored, as in torch
+        ctx.save_for_backward(
+            grad_h.view(hidden.shape) if need_h else None, grad_w.to(weight.dtype) if need_w else None
+        )
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        grad_h, grad_w = ctx.saved_tensors
+        grad_h = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
+        grad_w = grad_w * grad_out.to(grad_w.dtype) if grad_w is not None else None
+        return grad_h, grad_w, None, None, None, None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Fused ``cross_entropy(hidden @ weight.T, labels)``; hidden [..., D], weight [V, D], labels [...].
+
+    Args:
+        ignore_index: labels equal to this contribute neither loss nor gradient.
+        reduction: ``"mean"`` (over non-ignored labels) or ``"sum"``.
+        chunk_size: tokens per chunk (default: logits chunk about the size of ``hidden``).
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"linear_cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
+    check_device(hidden, weight, labels)
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    return LinearCrossEntropyFunction.apply(hidden, weight, labels, ignore_index, reduction, chunk_size, grad)
