@@ -1,0 +1,243 @@
+"""Pieces every builder shares: owner references, metadata, the config map, pod templates, RBAC."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from codekiln.operator.builders import names
+from codekiln.operator.resources import Resource
+from codekiln.operator.version import GROUP_VERSION
+
+# Env the workload's progress reporter reads (workloads/progress.py, in-cluster backend).
+ENV_RESOURCE_KIND = "CODEKILN_RESOURCE_KIND"
+ENV_RESOURCE_PLURAL = "CODEKILN_RESOURCE_PLURAL"
+ENV_RESOURCE_NAME = "CODEKILN_RESOURCE_NAME"
+ENV_RESOURCE_NAMESPACE = "CODEKILN_RESOURCE_NAMESPACE"
+ENV_RESOURCE_API_VERSION = "CODEKILN_RESOURCE_API_VERSION"
+ENV_PROGRESS_BACKEND = "CODEKILN_PROGRESS"
+WORKLOAD_METRICS_PORT = 9400
+
+
+def uid_of(resource: Resource) -> str:
+    """The server-assigned uid (ownerReferences need it)."""
+    uid = (resource.metadata.model_extra or {}).get("uid")
+    if not uid:
+        raise ValueError(f"{resource.kind_name} {resource.metadata.name}: metadata.uid is missing (not from a server?)")
+    return str(uid)
+
+
+def namespace_of(resource: Resource) -> str:
+    return resource.metadata.namespace or "default"
+
+
+def owner_reference(resource: Resource) -> dict[str, Any]:
+    """A controller ownerReference: children are garbage-collected with the resource."""
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": resource.kind_name,
+        "name": resource.metadata.name,
+        "uid": uid_of(resource),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_metadata(
+    resource: Resource,
+    name: str,
+    *,
+    component: str,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Metadata of a child object: name, namespace, owner labels, controller ownerReference."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace_of(resource),
+        "labels": {
+            **names.owner_labels(resource.kind_name, resource.metadata.name),
+            names.LABEL_COMPONENT: component,
+            **(labels or {}),
+        },
+        "ownerReferences": [owner_reference(resource)],
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def resource_document(resource: Resource) -> dict[str, Any]:
+    """The validated resource in wire form, exactly what pods read from /etc/codekiln/resource.json."""
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": resource.kind_name,
+        "metadata": {"name": resource.metadata.name, "namespace": namespace_of(resource)},
+        "spec": resource.spec.to_wire(),
+    }
+
+
+def build_config_map(resource: Resource) -> dict[str, Any]:
+    """ConfigMap ``<name>-config`` holding ``resource.json`` (defaults filled in)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(resource, names.config_map_name(resource.metadata.name), component="config"),
+        "data": {names.CONFIG_KEY: json.dumps(resource_document(resource), indent=2, sort_keys=True)},
+    }
+
+
+def build_service_account(resource: Resource) -> dict[str, Any]:
+    """The per-resource ServiceAccount workload pods run as (only when the spec names none)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": child_metadata(
+            resource, names.workload_service_account(resource.metadata.name), component="workload-identity"
+        ),
+    }
+
+
+def pod_service_account(resource: Resource) -> str:
+    return resource.spec.service_account_name or names.workload_service_account(resource.metadata.name)
+
+
+def build_progress_role(resource: Resource) -> dict[str, Any]:
+    """Role allowing get/patch of exactly this resource's status subresource (progress reports)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": child_metadata(resource, names.progress_role_name(resource.metadata.name), component="progress"),
+        "rules": [{
+            "apiGroups": [GROUP_VERSION.split("/")[0]],
+            "resources": [f"{resource.plural}/status"],
+            "resourceNames": [resource.metadata.name],
+            "verbs": ["get", "patch"],
+        }],
+    }
+
+
+def build_progress_role_binding(resource: Resource) -> dict[str, Any]:
+    """Binds the progress Role to the ServiceAccount the workload pods run as."""
+    name = names.progress_role_name(resource.metadata.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": child_metadata(resource, name, component="progress"),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{
+            "kind": "ServiceAccount",
+            "name": pod_service_account(resource),
+            "namespace": namespace_of(resource),
+        }],
+    }
+
+
+def progress_env(resource: Resource) -> list[dict[str, Any]]:
+    """Env telling ``codekiln.workloads.progress`` which resource's status to patch."""
+    return [
+        {"name": ENV_PROGRESS_BACKEND, "value": "kubernetes"},
+        {"name": ENV_RESOURCE_API_VERSION, "value": GROUP_VERSION},
+        {"name": ENV_RESOURCE_KIND, "value": resource.kind_name},
+        {"name": ENV_RESOURCE_PLURAL, "value": resource.plural},
+        {"name": ENV_RESOURCE_NAME, "value": resource.metadata.name},
+        {"name": ENV_RESOURCE_NAMESPACE, "value": namespace_of(resource)},
+    ]
+
+
+def user_env(resource: Resource) -> list[dict[str, Any]]:
+    return [{"name": var.name, "value": var.value} for var in resource.spec.env]
+
+
+def compute_resources(resource: Resource) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if resource.spec.resources.requests:
+        out["requests"] = dict(resource.spec.resources.requests)
+    if resource.spec.resources.limits:
+        out["limits"] = dict(resource.spec.resources.limits)
+    return out
+
+
+def config_volume(resource: Resource) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, mount) of the resource ConfigMap at /etc/codekiln."""
+    volume = {
+        "name": "codekiln-config",
+        "configMap": {"name": names.config_map_name(resource.metadata.name), "defaultMode": 0o444},
+    }
+    return volume, {"name": "codekiln-config", "mountPath": names.CONFIG_MOUNT, "readOnly": True}
+
+
+def storage_volume(resource: Resource) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    storage = resource.spec.storage
+    if storage is None:
+        return None
+    volume = {"name": "codekiln-storage", "persistentVolumeClaim": {"claimName": storage.claim_name}}
+    return volume, {"name": "codekiln-storage", "mountPath": storage.mount_path}
+
+
+def apply_scheduling(resource: Resource, pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """Copy nodeSelector, tolerations, priority class and scheduler name into ``pod_spec``."""
+    scheduling = resource.spec.scheduling
+    if scheduling.node_selector:
+        pod_spec["nodeSelector"] = dict(scheduling.node_selector)
+    if scheduling.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in scheduling.tolerations]
+    if scheduling.priority_class_name:
+        pod_spec["priorityClassName"] = scheduling.priority_class_name
+    if scheduling.scheduler_name:
+        pod_spec["schedulerName"] = scheduling.scheduler_name
+    elif scheduling.gang_scheduling:
+        pod_spec["schedulerName"] = "volcano"
+    return pod_spec
+
+
+def workload_pod_spec(
+    resource: Resource,
+    *,
+    command: list[str],
+    env: list[dict[str, Any]],
+    extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] = (),
+    service_account: str | None = None,
+) -> dict[str, Any]:
+    """A run-to-completion pod spec: one ``workload`` container, config + storage mounted."""
+    volumes_mounts = [config_volume(resource), *extra_volumes]
+    storage = storage_volume(resource)
+    if storage is not None:
+        volumes_mounts.append(storage)
+    container: dict[str, Any] = {
+        "name": names.WORKLOAD_CONTAINER,
+        "image": resource.spec.image,
+        "imagePullPolicy": resource.spec.image_pull_policy,
+        "command": command,
+        "env": [*env, *user_env(resource)],
+        "ports": [{"name": "metrics", "containerPort": WORKLOAD_METRICS_PORT, "protocol": "TCP"}],
+        "volumeMounts": [mount for _, mount in volumes_mounts],
+    }
+    resources = compute_resources(resource)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "enableServiceLinks": False,
+        "containers": [container],
+        "volumes": [volume for volume, _ in volumes_mounts],
+    }
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    else:
+        pod_spec["automountServiceAccountToken"] = False
+    return apply_scheduling(resource, pod_spec)
+
+
+def base_env(resource: Resource) -> list[dict[str, Any]]:
+    """Env every workload pod gets: unbuffered output and the metrics port."""
+    return [
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "CODEKILN_METRICS_PORT", "value": str(WORKLOAD_METRICS_PORT)},
+    ]
+
+
+def queue_labels(resource: Resource) -> dict[str, str]:
+    """Kueue's queue label, when the spec names a LocalQueue."""
+    queue = resource.spec.scheduling.queue_name
+    return {names.KUEUE_QUEUE_LABEL: queue} if queue else {}
