@@ -1,13 +1,92 @@
-"""RLRun workload config (torch-free; embedded in the RLRun CRD)."""
+"""RLRun workload config (torch-free; embedded in the RLRun CRD).
+
+Batch sizes are unambiguous by name: one optimizer step consumes ``prompts_per_step``
+prompts × ``rollouts_per_prompt`` completions; ``micro_batch_rollouts`` only bounds
+memory and never changes the result (the loss is normalised by the global token count).
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from codekiln.workloads.model.config import ModelConfig
 from codekiln.workloads.schema import ConfigModel
+
+
+class RLStageConfig(ConfigModel):
+    """A progressive stage (Seed-Coder: 16k context × 16 rollouts, then 32k × 32)."""
+
+    name: str = Field(description="Stage name.")
+    steps: int = Field(ge=1, description="Optimizer steps in this stage.")
+    max_response_tokens: int = Field(ge=1, description="Completion budget (tokens) in this stage.")
+    rollouts_per_prompt: int = Field(ge=1, le=1024, description="Samples per prompt (GRPO group size).")
+
+
+class OverlongConfig(ConfigModel):
+    """DAPO overlong handling: filtering masks truncated completions; the soft penalty shapes the reward."""
+
+    filtering: bool = Field(default=True, description="Drop truncated completions from the loss.")
+    penalty: bool = Field(default=False, description="Add the soft length penalty to the reward.")
+    buffer_tokens: int = Field(default=4096, ge=1, description="Penalty ramps over the last bufferTokens tokens.")
+    penalty_factor: float = Field(default=1.0, ge=0, description="Penalty at the full budget.")
+
+
+class DynamicSamplingConfig(ConfigModel):
+    """DAPO dynamic sampling: keep only groups with reward variance, refill up to promptsPerStep."""
+
+    enabled: bool = Field(default=True, description="Drop zero-variance groups and sample more.")
+    max_num_gen_batches: int = Field(default=10, ge=1, description="Error after this many generation batches.")
+
+
+class CurriculumConfig(ConfigModel):
+    """Drop prompts the policy already solves (Seed-Coder: pass rate > 87.5%)."""
+
+    enabled: bool = Field(default=True, description="Retire prompts above the ceiling.")
+    pass_rate_ceiling: float = Field(default=0.875, gt=0, le=1, description="Retire a prompt above this pass rate.")
+    min_active_prompts: int = Field(default=1, ge=1, description="Never retire below this many active prompts.")
+
+
+class KatConfig(ConfigModel):
+    """KAT-Dev difficulty (λ) and entropy (μ) aware advantage rescaling; 0/0 = plain GRPO."""
+
+    difficulty_lambda: float = Field(default=0.0, ge=0, description="λ: weight of group difficulty 1 − pass rate.")
+    entropy_mu: float = Field(default=0.0, ge=0, description="μ: weight of the sample's mean token entropy.")
+
+
+class TasksConfig(ConfigModel):
+    """Where the programming tasks come from."""
+
+    source: Literal["builtin", "jsonl"] = Field(default="builtin", description="Built-in demo set or a JSONL file.")
+    path: str | None = Field(default=None, description="JSONL file ({id, prompt, tests, language, reference?}).")
+    builtin_set: Literal["arith"] = Field(default="arith", description="Which built-in set.")
+    limit: int | None = Field(default=None, ge=1, description="Use only the first N tasks.")
+
+    @model_validator(mode="after")
+    def _path_for_jsonl(self) -> TasksConfig:
+        if self.source == "jsonl" and not self.path:
+            raise ValueError("tasks.path is required when tasks.source is 'jsonl'")
+        return self
+
+
+class WarmStartConfig(ConfigModel):
+    """Warm start: a random model earns zero reward, so RL starts from an SFT'd policy."""
+
+    init_checkpoint: str | None = Field(default=None, description="Policy checkpoint (.pt / safetensors dir).")
+    sft_steps: int = Field(default=0, ge=0, description="In-run SFT steps on the task format before RL (0 = off).")
+    sft_lr: float = Field(default=3e-3, gt=0, description="SFT learning rate.")
+    sft_correct_fraction: float = Field(
+        default=0.3, ge=0, le=1, description="Share of SFT targets that are correct (the rest are distractors)."
+    )
+
+
+class CheckpointConfig(ConfigModel):
+    """Whole-RL-state checkpoints (policy, optimiser, sampler, curriculum, stage)."""
+
+    dir: str = Field(default="runs/rl", description="Output folder (checkpoints, metrics, plot).")
+    every_steps: int = Field(default=0, ge=0, description="Save every N steps (0 = only at the end).")
+    resume: bool = Field(default=True, description="Resume from the latest checkpoint in dir.")
 
 
 class RLConfig(ConfigModel):
@@ -16,4 +95,71 @@ class RLConfig(ConfigModel):
     algorithm: Literal["grpo", "dr_grpo", "dapo", "dpo", "rft"] = Field(default="grpo", description="Algorithm.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Policy architecture.")
     nproc_per_node: int = Field(default=1, ge=1, le=64, description="Processes (GPUs) per node.")
-    steps: int = Field(default=100, ge=1, description="Optimizer steps.")
+    steps: int = Field(default=100, ge=1, description="Optimizer steps (when no stages are given).")
+    seed: int = Field(default=0, ge=0, description="Random seed.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where to train.")
+    engine: Literal["torch", "vllm"] = Field(default="torch", description="Rollout engine.")
+    prompts_per_step: int = Field(default=8, ge=1, description="Prompts per optimizer step (after filtering).")
+    rollouts_per_prompt: int = Field(default=8, ge=1, le=1024, description="Samples per prompt (group size).")
+    max_response_tokens: int = Field(default=256, ge=1, description="Completion budget in tokens.")
+    stages: list[RLStageConfig] = Field(
+        default_factory=list, description="Progressive stages; overrides steps/maxResponseTokens/rolloutsPerPrompt."
+    )
+    temperature: float = Field(default=1.0, gt=0, description="Sampling temperature (Seed-Coder 0.6).")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    stop: list[str] = Field(default_factory=list, description="Stop sequences (EOT always stops).")
+    lr: float = Field(default=1e-6, gt=0, description="Policy learning rate.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    grad_clip_norm: float = Field(default=1.0, ge=0, description="Gradient norm clip (0 = off).")
+    micro_batch_rollouts: int = Field(default=16, ge=1, description="Rollouts per forward/backward (memory only).")
+    ppo_epochs: int = Field(default=1, ge=1, description="Updates per rollout batch (1 = on-policy).")
+    clip_ratio_low: float = Field(default=0.2, ge=0, lt=1, description="ε_low of the PPO clip.")
+    clip_ratio_high: float = Field(default=0.28, ge=0, description="ε_high (clip-higher).")
+    dual_clip_c: float | None = Field(default=None, gt=1, description="Dual-clip bound c for A < 0 (e.g. 3).")
+    kl_coef: float = Field(default=0.0, ge=0, description="KL penalty to the reference policy (0 = off).")
+    loss_normalization: Literal["token", "sequence"] = Field(
+        default="token", description="token: divide by global loss tokens; sequence: mean of per-sequence means."
+    )
+    trie_packing: bool = Field(default=True, description="Train on prefix-tree packed rollouts.")
+    overlong: OverlongConfig = Field(default_factory=OverlongConfig)
+    dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    kat: KatConfig = Field(default_factory=KatConfig)
+    format_reward: float = Field(default=0.0, ge=0, description="Bonus for a well-formed code answer.")
+    dpo_beta: float = Field(default=0.1, gt=0, description="DPO β.")
+    rft_max_divergence: float = Field(
+        default=0.5, gt=0, le=1, description="RFT: stop a rollout once its edit distance to the reference exceeds this."
+    )
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
+    sandbox_url: str | None = Field(
+        default=None, description="Sandbox URL (default: env CODEKILN_SANDBOX_URL, else a local server)."
+    )
+    reward_timeout_s: float = Field(default=10.0, gt=0, description="Per-execution run timeout.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    tokenizer: Literal["char"] = Field(default="char", description="Tokenizer (char-level for the demo).")
+
+    @model_validator(mode="after")
+    def _check(self) -> RLConfig:
+        if self.clip_ratio_high < self.clip_ratio_low:
+            raise ValueError(
+                f"clipRatioHigh ({self.clip_ratio_high}) must be >= clipRatioLow ({self.clip_ratio_low}) (clip-higher)"
+            )
+        if self.algorithm == "dapo" and not self.dynamic_sampling.enabled:
+            raise ValueError("algorithm 'dapo' needs dynamicSampling.enabled")
+        return self
+
+    def stage_plan(self) -> list[RLStageConfig]:
+        """The stages to run (one implicit stage from the flat fields when none are given)."""
+        if self.stages:
+            return list(self.stages)
+        return [
+            RLStageConfig(
+                name="main", steps=self.steps,
+                max_response_tokens=self.max_response_tokens, rollouts_per_prompt=self.rollouts_per_prompt,
+            )
+        ]
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stage_plan())

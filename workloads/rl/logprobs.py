@@ -1,0 +1,86 @@
+"""Per-token log-probs and entropies of rollouts under the policy, unpacked or trie-packed.
+
+Both paths return the same layout: ``logp`` and ``entropy`` [N, R] aligned with the
+right-padded responses (0 at padding), so the losses never know how they were computed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from codekiln.workloads.model import ops
+from codekiln.workloads.rl.trie import build_trie
+
+
+def _scatter_rows(values: torch.Tensor, lengths: list[int], width: int) -> torch.Tensor:
+    """Flat [sum(lengths)] -> right-padded [N, width]."""
+    out = values.new_zeros(len(lengths), width)
+    rows = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    cols = torch.cat([torch.arange(n) for n in lengths]) if lengths else torch.zeros(0, dtype=torch.long)
+    return out.index_put((rows, cols), values)
+
+
+def response_logprobs_unpacked(
+    model, prompts: list[list[int]], responses: list[list[int]], temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference path: each rollout is its own right-padded row with a causal mask."""
+    device = model.lm_head.weight.device
+    seqs = [p + r for p, r in zip(prompts, responses, strict=True)]
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), width, dtype=torch.long, device=device)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, device=device)
+    hidden = model.hidden_states(ids)
+    rows, src, labels = [], [], []
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        n = len(r)
+        rows.append(torch.full((n,), i, dtype=torch.long))
+        src.append(torch.arange(len(p) - 1, len(p) - 1 + n))  # position t-1 predicts token t
+        labels.append(torch.tensor(r, dtype=torch.long))
+    rows_t, src_t = torch.cat(rows).to(device), torch.cat(src).to(device)
+    h = hidden[rows_t, src_t]
+    logp, ent = ops.token_logprobs_entropy(
+        h, model.lm_head.weight, torch.cat(labels).to(device), temperature=temperature, kernels=model.cfg.kernels
+    )
+    lengths = [len(r) for r in responses]
+    width_r = max(lengths) if lengths else 0
+    return _scatter_rows(logp, lengths, width_r), _scatter_rows(ent, lengths, width_r)
+
+
+def response_logprobs_packed(
+    model, prompts: list[list[int]], responses: list[list[int]], temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trie-packed path: one row, tree attention mask, depth positions, per-node log-probs
+    computed once (from the parent's hidden state) and gathered back per rollout."""
+    device = model.lm_head.weight.device
+    for p in prompts:
+        if not p:
+            raise ValueError("every prompt needs at least one token")
+    trie = build_trie([p + r for p, r in zip(prompts, responses, strict=True)])
+    mask = trie.attention_mask().to(device)
+    hidden = model.hidden_states(
+        trie.input_ids.unsqueeze(0).to(device),
+        position_ids=trie.position_ids.unsqueeze(0).to(device),
+        attention_mask=mask.unsqueeze(0),
+    )[0]
+    # Only nodes that are response tokens of some rollout need a log-prob.
+    needed = torch.zeros(trie.num_tokens, dtype=torch.bool)
+    for path, p in zip(trie.paths, prompts, strict=True):
+        needed[path[len(p):]] = True
+    nodes = needed.nonzero().squeeze(-1)
+    node_logp, node_ent = ops.token_logprobs_entropy(
+        hidden[trie.parent[nodes].to(device)], model.lm_head.weight, trie.input_ids[nodes].to(device),
+        temperature=temperature, kernels=model.cfg.kernels,
+    )
+    slot = torch.full((trie.num_tokens,), -1, dtype=torch.long)
+    slot[nodes] = torch.arange(len(nodes))
+    gather = torch.cat([slot[path[len(p):]] for path, p in zip(trie.paths, prompts, strict=True)]).to(device)
+    lengths = [len(r) for r in responses]
+    width_r = max(lengths) if lengths else 0
+    return _scatter_rows(node_logp[gather], lengths, width_r), _scatter_rows(node_ent[gather], lengths, width_r)
+
+
+def response_logprobs(model, prompts, responses, temperature: float = 1.0, packed: bool = True):
+    """Dispatch to the packed or unpacked path."""
+    fn = response_logprobs_packed if packed else response_logprobs_unpacked
+    return fn(model, prompts, responses, temperature)

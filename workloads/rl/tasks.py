@@ -1,0 +1,88 @@
+"""Programming tasks for RL: a prompt (code to complete), unit tests, optional reference answer.
+
+The built-in ``arith`` set is a dozen one-line Python functions. Their prompt names the
+operation in a comment; the completion is the function body. Tests are assert lines
+run by the sandbox after the completed function.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task. ``prompt`` is code that the completion continues; ``tests`` are assert lines."""
+
+    id: str
+    prompt: str
+    tests: list[str]
+    language: str = "python"
+    reference: str | None = None
+    distractors: list[str] = field(default_factory=list)
+
+
+_ARITH = [
+    # id, description, body expression
+    ("add", "the sum of a and b", "a + b"),
+    ("sub", "a minus b", "a - b"),
+    ("mul", "the product of a and b", "a * b"),
+    ("max", "the larger of a and b", "max(a, b)"),
+    ("min", "the smaller of a and b", "min(a, b)"),
+    ("mod", "a modulo b", "a % b"),
+    ("floordiv", "a integer-divided by b", "a // b"),
+    ("pow", "a to the power b", "a ** b"),
+    ("rsub", "b minus a", "b - a"),
+    ("sumsq", "a squared plus b squared", "a * a + b * b"),
+    ("absdiff", "the absolute difference of a and b", "abs(a - b)"),
+    ("avg", "the mean of a and b, rounded down", "(a + b) // 2"),
+]
+_CASES = [(7, 3), (2, 5), (9, 4), (6, 6), (1, 8)]
+
+
+def _arith_tasks() -> list[Task]:
+    tasks = []
+    bodies = {tid: f"    return {expr}\n" for tid, _, expr in _ARITH}
+    for tid, desc, expr in _ARITH:
+        fn = eval(f"lambda a, b: {expr}")  # noqa: S307 - our own constant expressions
+        tests = [f"assert solve({a}, {b}) == {fn(a, b)!r}" for a, b in _CASES]
+        tasks.append(Task(
+            id=tid, prompt=f"# Return {desc}.\ndef solve(a, b):\n", tests=tests,
+            reference=bodies[tid], distractors=[b for k, b in bodies.items() if k != tid],
+        ))
+    return tasks
+
+
+def load_tasks(
+    source: str, path: str | None = None, builtin_set: str = "arith", limit: int | None = None
+) -> list[Task]:
+    """Built-in tasks or a JSONL file of ``{id, prompt, tests, language?, reference?}``."""
+    if source == "builtin":
+        if builtin_set != "arith":
+            raise ValueError(f"tasks.builtinSet: unknown set {builtin_set!r}")
+        tasks = _arith_tasks()
+    elif source == "jsonl":
+        if not path:
+            raise ValueError("tasks.path is required for tasks.source 'jsonl'")
+        tasks = []
+        for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                tasks.append(Task(
+                    id=str(row["id"]), prompt=row["prompt"], tests=list(row["tests"]),
+                    language=row.get("language", "python"), reference=row.get("reference"),
+                ))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ValueError(f"tasks.path {path}:{n}: bad task line ({exc!r}); need id, prompt, tests") from None
+    else:
+        raise ValueError(f"tasks.source must be 'builtin' or 'jsonl', got {source!r}")
+    if not tasks:
+        raise ValueError("the task set is empty")
+    ids = [t.id for t in tasks]
+    if len(set(ids)) != len(ids):
+        raise ValueError("task ids must be unique")
+    return tasks[:limit] if limit else tasks
