@@ -2,17 +2,69 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from codekiln.workloads.schema import ConfigModel
+
+
+class SandboxLimits(ConfigModel):
+    """Per-execution limits. Requests may ask for less, never for more than the ``max_*`` caps."""
+
+    compile_timeout_s: float = Field(default=10.0, gt=0, le=600, description="Default compile wall-clock limit.")
+    run_timeout_s: float = Field(default=10.0, gt=0, le=600, description="Default run wall-clock limit.")
+    max_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="Largest timeout a request may ask for.")
+    memory_mb: int = Field(
+        default=1024, ge=16, le=65536, description="Default writable memory per process (RLIMIT_DATA), MiB."
+    )
+    max_memory_mb: int = Field(default=4096, ge=16, le=262144, description="Largest memory a request may ask for.")
+    max_processes: int = Field(
+        default=64, ge=4, le=4096, description="Processes and threads per execution (RLIMIT_NPROC)."
+    )
+    max_file_size_mb: int = Field(default=32, ge=1, le=65536, description="Largest file a program may write.")
+    max_open_files: int = Field(default=256, ge=16, le=65536, description="Open file descriptors per process.")
+    workspace_mb: int = Field(default=128, ge=1, le=65536, description="Size of the private tmpfs work directory.")
+    tmp_mb: int = Field(default=64, ge=1, le=65536, description="Size of the private tmpfs at /tmp and /dev/shm.")
+    max_output_bytes: int = Field(
+        default=1 << 20, ge=1024, le=1 << 30, description="stdout and stderr are each cut at this size."
+    )
+    max_source_bytes: int = Field(default=4 << 20, ge=1024, le=1 << 30, description="Largest program source.")
+    max_files: int = Field(default=64, ge=0, le=4096, description="Input or fetched files per request.")
+    max_files_bytes: int = Field(
+        default=32 << 20, ge=0, le=1 << 31, description="Total size of input or fetched files per request."
+    )
+    max_batch_cases: int = Field(default=1024, ge=1, le=100000, description="Test cases per batch request.")
+
+    @model_validator(mode="after")
+    def _caps(self) -> SandboxLimits:
+        for default, cap in (("compile_timeout_s", "max_timeout_s"), ("run_timeout_s", "max_timeout_s"),
+                             ("memory_mb", "max_memory_mb")):
+            if getattr(self, default) > getattr(self, cap):
+                raise ValueError(f"{default}={getattr(self, default)} exceeds {cap}={getattr(self, cap)}")
+        return self
 
 
 class SandboxConfig(ConfigModel):
     """How one sandbox server executes code."""
 
     host: str = Field(default="0.0.0.0", description="Listen address.")
-    port: int = Field(default=8080, ge=1, le=65535, description="HTTP port.")
+    port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0: pick a free one).")
     max_concurrency: int = Field(default=8, ge=1, le=1024, description="Executions running at once.")
     max_queue: int = Field(
         default=64, ge=0, le=100000, description="Requests waiting; beyond: 429."
     )
+    limits: SandboxLimits = Field(default_factory=SandboxLimits, description="Per-execution limits.")
+    work_dir: str = Field(
+        default="/tmp/codekiln-sandbox",
+        pattern=r"^/",
+        description="Writable scratch directory of the server (the only path it writes; a tmpfs in pods).",
+    )
+    sandbox_uid_base: int = Field(
+        default=61000,
+        ge=1000,
+        le=2**31 - 70000,
+        description="When the server runs as root, execution slot i runs as host uid base+i (exact process limits).",
+    )
+    languages: list[str] = Field(
+        default_factory=list, description="Languages to offer (empty: every language whose toolchain is present)."
+    )
+    max_request_mb: int = Field(default=64, ge=1, le=4096, description="Largest HTTP request body, MiB.")

@@ -1,0 +1,261 @@
+"""Turns API requests into isolated executions: limits, files, compile once, run, verdicts.
+
+Executions take one of ``max_concurrency`` slots. When the server runs as root, slot ``i``
+runs as host uid ``sandbox_uid_base + i``, so RLIMIT_NPROC (counted per uid) bounds exactly
+one execution; as a non-root server every slot shares the server's uid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import os
+import posixpath
+from collections.abc import AsyncIterator
+
+from codekiln.workloads.sandbox.config import SandboxConfig
+from codekiln.workloads.sandbox.isolation import WORKSPACE, ExecResult, Execution, Isolator, Limits
+from codekiln.workloads.sandbox.languages import Toolchain, canonical, detect
+from codekiln.workloads.sandbox.models import (
+    BatchCase,
+    CaseResult,
+    CommandRunResult,
+    RunBatchRequest,
+    RunBatchResponse,
+    RunCodeRequest,
+    RunCodeResponse,
+)
+
+
+class RequestError(ValueError):
+    """The request names a bad field value; the message says which and why."""
+
+
+class Executor:
+    """Runs requests under the config's limits with at most ``max_concurrency`` executions at once."""
+
+    def __init__(self, config: SandboxConfig):
+        self.config = config
+        self.limits = config.limits
+        os.makedirs(config.work_dir, exist_ok=True)
+        self.isolator = Isolator(etc_dir=os.path.join(config.work_dir, "etc"))
+        self.toolchains: dict[str, Toolchain] = detect(tuple(config.languages))
+        self._slots: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(config.max_concurrency):
+            self._slots.put_nowait(i)
+        self._as_root = os.geteuid() == 0
+        self.pod_name = os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or os.uname().nodename
+
+    @property
+    def busy(self) -> int:
+        return self.config.max_concurrency - self._slots.qsize()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[int | None]:
+        """An execution slot; yields the host uid to run as (None: the server's own)."""
+        index = await self._slots.get()
+        try:
+            yield self.config.sandbox_uid_base + index if self._as_root else None
+        finally:
+            self._slots.put_nowait(index)
+
+    # ------------------------------------------------------------ requests
+    async def run_code(self, req: RunCodeRequest) -> RunCodeResponse:
+        tc, limits_c, limits_r, files = self._prepare(req.code, req.language, req.compile_timeout, req.run_timeout,
+                                                      req.memory_limit_MB, req.files)
+        fetch = self._fetch_paths(req.fetch_files)
+        compile_result, program = await self._compile(tc, limits_c, files)
+        if program is None:
+            return RunCodeResponse(status="Failed", message="compilation failed", compile_result=compile_result,
+                                   executor_pod_name=self.pod_name)
+        stdin = (req.stdin or "").encode()
+        async with self.slot() as uid:
+            res = await self.isolator.run(Execution(argv=tc.run_argv_for(limits_r), limits=limits_r, files=program,
+                                                    stdin=stdin, binds=tc.binds, env=tc.env,
+                                                    collect=fetch or None, uid=uid))
+        run_result = _command_result(res)
+        status, message = _overall(res)
+        return RunCodeResponse(status=status, message=message, compile_result=compile_result, run_result=run_result,
+                               executor_pod_name=self.pod_name, files=_fetched(res, req.fetch_files))
+
+    async def run_batch(self, req: RunBatchRequest) -> RunBatchResponse:
+        if len(req.cases) > self.limits.max_batch_cases:
+            raise RequestError(f"cases: {len(req.cases)} cases exceed the limit of {self.limits.max_batch_cases}")
+        tc, limits_c, limits_r, files = self._prepare(req.code, req.language, req.compile_timeout, req.run_timeout,
+                                                      req.memory_limit_MB, req.files)
+        fetch = self._fetch_paths(req.fetch_files)
+        case_files = [self._decode_files(c.files, f"cases[{i}].files") for i, c in enumerate(req.cases)]
+        compile_result, program = await self._compile(tc, limits_c, files)
+        if program is None:
+            return RunBatchResponse(status="Failed", message="compilation failed", compile_result=compile_result,
+                                    results=[CaseResult(passed=False, skipped=True) for _ in req.cases],
+                                    total=len(req.cases), executor_pod_name=self.pod_name)
+        stop = asyncio.Event() if req.stop_on_first_failure else None
+
+        async def one(case: BatchCase, extra: dict[str, tuple[bytes, bool]]) -> CaseResult:
+            if stop is not None and stop.is_set():
+                return CaseResult(passed=False, skipped=True)
+            async with self.slot() as uid:
+                if stop is not None and stop.is_set():
+                    return CaseResult(passed=False, skipped=True)
+                res = await self.isolator.run(Execution(
+                    argv=tc.run_argv_for(limits_r), limits=limits_r, files={**program, **extra},
+                    stdin=(case.stdin or "").encode(), binds=tc.binds, env=tc.env, collect=fetch or None, uid=uid))
+            passed = res.verdict == "OK" and (case.expected_stdout is None
+                                              or _same_output(res.stdout, case.expected_stdout))
+            if not passed and stop is not None:
+                stop.set()
+            return CaseResult(run_result=_command_result(res), passed=passed, files=_fetched(res, req.fetch_files))
+
+        results = await asyncio.gather(*(one(c, f) for c, f in zip(req.cases, case_files, strict=True)))
+        npass = sum(r.passed for r in results)
+        errors = [r for r in results if r.run_result is not None and r.run_result.verdict == "SandboxError"]
+        status = "SandboxError" if errors else ("Success" if npass == len(results) else "Failed")
+        return RunBatchResponse(status=status, message=f"{npass}/{len(results)} cases passed",
+                                compile_result=compile_result, results=list(results), passed=npass,
+                                total=len(results), executor_pod_name=self.pod_name)
+
+    async def self_check(self) -> str | None:
+        """Run ``true`` in a sandbox; returns an error text when isolation does not work here."""
+        lim = self._limits(5.0, None)
+        async with self.slot() as uid:
+            res = await self.isolator.run(Execution(argv=["/bin/sh", "-c", "exit 0"], limits=lim, uid=uid))
+        if res.verdict != "OK":
+            return res.sandbox_error or f"self-check failed: {res.verdict} {res.stderr[-500:]!r}"
+        return None
+
+    # ------------------------------------------------------------ helpers
+    def _prepare(self, code, language, compile_timeout, run_timeout, memory_mb, files):
+        name = canonical(language or "")
+        if name is None or name not in self.toolchains:
+            offered = ", ".join(sorted(self.toolchains))
+            raise RequestError(f"language: {language!r} is not available here (offered: {offered})")
+        tc = self.toolchains[name]
+        source = code.encode()
+        if len(source) > self.limits.max_source_bytes:
+            raise RequestError(f"code: {len(source)} bytes exceed the limit of {self.limits.max_source_bytes}")
+        decoded = self._decode_files(files, "files")
+        decoded[tc.language.source] = (source, False)
+        limits_r = self._limits(run_timeout, memory_mb, field="run_timeout")
+        limits_c = None
+        if tc.compile_argv is not None:
+            mem = max(limits_r.memory_mb, tc.language.compile_memory_floor_mb)
+            limits_c = self._limits(compile_timeout, min(mem, self.limits.max_memory_mb), field="compile_timeout",
+                                    default_timeout=self.limits.compile_timeout_s)
+        return tc, limits_c, limits_r, decoded
+
+    def _limits(self, timeout_s, memory_mb, field="run_timeout", default_timeout=None) -> Limits:
+        cfg = self.limits
+        if timeout_s is None or timeout_s <= 0:
+            timeout_s = default_timeout or cfg.run_timeout_s
+        if timeout_s > cfg.max_timeout_s:
+            raise RequestError(f"{field}: {timeout_s}s exceeds the server limit of {cfg.max_timeout_s}s")
+        if memory_mb is None or memory_mb <= 0:
+            memory_mb = cfg.memory_mb
+        if memory_mb > cfg.max_memory_mb:
+            raise RequestError(f"memory_limit_MB: {memory_mb} exceeds the server limit of {cfg.max_memory_mb}")
+        return Limits(timeout_s=float(timeout_s), memory_mb=int(memory_mb), processes=cfg.max_processes,
+                      file_size_mb=cfg.max_file_size_mb, open_files=cfg.max_open_files, workspace_mb=cfg.workspace_mb,
+                      tmp_mb=cfg.tmp_mb, max_output_bytes=cfg.max_output_bytes, max_collect_bytes=cfg.max_files_bytes)
+
+    def _decode_files(self, files: dict[str, str | None], field: str) -> dict[str, tuple[bytes, bool]]:
+        if len(files) > self.limits.max_files:
+            raise RequestError(f"{field}: {len(files)} files exceed the limit of {self.limits.max_files}")
+        out: dict[str, tuple[bytes, bool]] = {}
+        total = 0
+        for path, b64 in files.items():
+            clean = sandbox_path(path, field)
+            try:
+                data = base64.b64decode(b64 or "", validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise RequestError(f"{field}[{path!r}]: not valid base64 ({exc})") from exc
+            total += len(data)
+            if total > self.limits.max_files_bytes:
+                raise RequestError(f"{field}: files exceed {self.limits.max_files_bytes} bytes in total")
+            out[clean] = (data, False)
+        return out
+
+    def _fetch_paths(self, paths: list[str]) -> list[str]:
+        if len(paths) > self.limits.max_files:
+            raise RequestError(f"fetch_files: {len(paths)} paths exceed the limit of {self.limits.max_files}")
+        return [_abs(sandbox_path(p, "fetch_files")) for p in paths]
+
+    async def _compile(self, tc: Toolchain, limits: Limits | None, files: dict[str, tuple[bytes, bool]]):
+        """Compile when the language needs it; returns (compile_result, files of the program or None)."""
+        if tc.compile_argv is None or limits is None:
+            return None, files
+        async with self.slot() as uid:
+            res = await self.isolator.run(Execution(argv=list(tc.compile_argv), limits=limits, files=files,
+                                                    binds=tc.binds, env=tc.env, collect=["."], uid=uid))
+        result = _command_result(res)
+        if res.verdict != "OK":
+            if res.verdict == "RuntimeError":
+                result.verdict = "CompileError"
+            return result, None
+        program = {name: (data, name in res.executables) for name, data in res.files.items()}
+        # Inputs under /tmp are not in the workspace tar: carry them over as given.
+        program.update({p: f for p, f in files.items() if p.startswith("/")})
+        return result, program
+
+
+def sandbox_path(path: str, field: str) -> str:
+    """A request path as a workspace-relative path or an absolute /tmp path; anything else is refused."""
+    if not path or "\x00" in path:
+        raise RequestError(f"{field}: empty path or NUL byte in {path!r}")
+    if path.startswith("/"):
+        norm = posixpath.normpath(path)
+        if norm.startswith(WORKSPACE + "/"):
+            rel = norm[len(WORKSPACE) + 1:]
+        elif norm.startswith("/tmp/"):
+            return norm
+        else:
+            raise RequestError(f"{field}: {path!r} must be relative or under {WORKSPACE} or /tmp")
+    else:
+        rel = posixpath.normpath(path)
+    if rel in (".", "") or rel.startswith("../") or rel == "..":
+        raise RequestError(f"{field}: {path!r} escapes the work directory")
+    return rel
+
+
+def _abs(path: str) -> str:
+    return path if path.startswith("/") else f"{WORKSPACE}/{path}"
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _command_result(res: ExecResult) -> CommandRunResult:
+    stderr = _text(res.stderr) if res.verdict != "SandboxError" else res.sandbox_error
+    return CommandRunResult(status=res.status, execution_time=res.execution_time, return_code=res.return_code,
+                            stdout=_text(res.stdout), stderr=stderr, verdict=res.verdict,
+                            stdout_truncated=res.stdout_truncated, stderr_truncated=res.stderr_truncated)
+
+
+def _overall(res: ExecResult) -> tuple[str, str]:
+    if res.verdict == "SandboxError":
+        return "SandboxError", res.sandbox_error or "sandbox failed to start"
+    if res.verdict == "OK":
+        return "Success", ""
+    return "Failed", res.verdict
+
+
+def _fetched(res: ExecResult, requested: list[str]) -> dict[str, str]:
+    out = {}
+    for path in requested:
+        key = _abs(sandbox_path(path, "fetch_files")).lstrip("/")
+        if key in res.files:
+            out[path] = base64.b64encode(res.files[key]).decode()
+    return out
+
+
+def _same_output(stdout: bytes, expected: str) -> bool:
+    def norm(text: str) -> list[str]:
+        lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+        while lines and not lines[-1]:
+            lines.pop()
+        return lines
+
+    return norm(_text(stdout)) == norm(expected)

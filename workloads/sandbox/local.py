@@ -1,0 +1,78 @@
+"""Start a sandbox server in a subprocess on a free port (tests, RL runs, benchmarks)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+
+from codekiln.workloads.sandbox.config import SandboxConfig
+
+
+@contextlib.contextmanager
+def local_server(config: SandboxConfig | None = None, *, startup_timeout_s: float = 60.0) -> Iterator[str]:
+    """Run ``python -m codekiln.workloads.sandbox serve`` on a free port; yields its base URL once ready.
+
+    The server is stopped (SIGTERM, then SIGKILL) when the block exits.
+    """
+    config = (config or SandboxConfig()).model_copy(update={"host": "127.0.0.1", "port": 0})
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(config.to_wire(), fh)
+        path = fh.name
+    proc = subprocess.Popen([sys.executable, "-m", "codekiln.workloads.sandbox", "serve", "--config", path],
+                            stdout=subprocess.PIPE, stderr=None, text=True)
+    try:
+        url = _wait_listening(proc, startup_timeout_s)
+        _wait_ready(url, proc, startup_timeout_s)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        os.unlink(path)
+
+
+def _wait_listening(proc: subprocess.Popen, timeout_s: float) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"sandbox server exited with {proc.wait()} before listening")
+        with contextlib.suppress(json.JSONDecodeError):
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("event") == "listening":
+                return f"http://127.0.0.1:{event['port']}"
+    raise TimeoutError("sandbox server did not start listening in time")
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sandbox server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError as exc:
+            last = str(exc)
+            body = getattr(exc, "read", None)
+            if body is not None:
+                last = body().decode(errors="replace")
+        time.sleep(0.1)
+    raise RuntimeError(f"sandbox server at {url} not ready: {last}")

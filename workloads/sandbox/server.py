@@ -1,0 +1,184 @@
+"""The sandbox HTTP server (aiohttp): SandboxFusion's ``/run_code``, ``/run_batch``, health and metrics.
+
+Admission: at most ``max_concurrency + max_queue`` requests are admitted at once; beyond
+that the server answers 429 at once (it never queues unboundedly, never crashes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from codekiln.workloads.sandbox.config import SandboxConfig
+from codekiln.workloads.sandbox.executor import Executor, RequestError
+from codekiln.workloads.sandbox.languages import canonical
+from codekiln.workloads.sandbox.metrics import SandboxMetrics
+from codekiln.workloads.sandbox.models import RunBatchRequest, RunCodeRequest
+
+log = logging.getLogger("codekiln.sandbox")
+EXECUTOR = web.AppKey("executor", Executor)
+METRICS = web.AppKey("metrics", SandboxMetrics)
+STATE = web.AppKey("state", dict)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"status": "SandboxError", "message": message}, status=status)
+
+
+async def _parse(request: web.Request, model):
+    try:
+        body = await request.read()
+        return model.model_validate_json(body)
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+        raise RequestError(problems) from exc
+
+
+def _make_handler(kind: str):
+    async def handler(request: web.Request) -> web.Response:
+        app = request.app
+        state, metrics, executor = app[STATE], app[METRICS], app[EXECUTOR]
+        cfg: SandboxConfig = executor.config
+        if state["admitted"] >= cfg.max_concurrency + cfg.max_queue:
+            metrics.rejections.labels("overload").inc()
+            return _error(429, f"overloaded: {state['admitted']} requests admitted "
+                               f"(max_concurrency {cfg.max_concurrency} + max_queue {cfg.max_queue})")
+        state["admitted"] += 1
+        metrics.in_flight.set(state["admitted"])
+        metrics.queue_depth.set(max(0, state["admitted"] - cfg.max_concurrency))
+        start = time.monotonic()
+        language = "unknown"
+        try:
+            model = RunCodeRequest if kind == "run_code" else RunBatchRequest
+            req = await _parse(request, model)
+            language = canonical(req.language) or "unknown"
+            if kind == "run_code":
+                resp = await executor.run_code(req)
+                _count(metrics, language, resp.compile_result, resp.run_result)
+            else:
+                resp = await executor.run_batch(req)
+                _count(metrics, language, resp.compile_result, *(r.run_result for r in resp.results))
+            return web.json_response(text=resp.model_dump_json())
+        except RequestError as exc:
+            metrics.rejections.labels("bad_request").inc()
+            return _error(400, str(exc))
+        except Exception as exc:  # a bug must not take the server down; say what happened
+            log.exception("sandbox request failed")
+            metrics.runs.labels(language, "run", "SandboxError").inc()
+            return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            state["admitted"] -= 1
+            metrics.in_flight.set(state["admitted"])
+            metrics.queue_depth.set(max(0, state["admitted"] - cfg.max_concurrency))
+            metrics.latency.labels(kind, language).observe(time.monotonic() - start)
+
+    return handler
+
+
+def _count(metrics: SandboxMetrics, language: str, compile_result, *runs) -> None:
+    if compile_result is not None:
+        metrics.runs.labels(language, "compile", compile_result.verdict).inc()
+        if compile_result.execution_time is not None:
+            metrics.exec_seconds.labels(language, "compile").observe(compile_result.execution_time)
+    for run in runs:
+        if run is None:
+            continue
+        metrics.runs.labels(language, "run", run.verdict).inc()
+        if run.execution_time is not None:
+            metrics.exec_seconds.labels(language, "run").observe(run.execution_time)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.get("ready"):
+        return web.json_response({"status": "ready", "languages": sorted(request.app[EXECUTOR].toolchains)})
+    return web.json_response({"status": "not ready", "message": state.get("error", "starting")}, status=503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    app = request.app
+    app[METRICS].busy.set(app[EXECUTOR].busy)
+    body = generate_latest(app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _languages(request: web.Request) -> web.Response:
+    tcs = request.app[EXECUTOR].toolchains
+    return web.json_response({"languages": {
+        name: {"aliases": list(tc.language.aliases), "compiled": tc.compile_argv is not None, "version": tc.version,
+               "source": tc.language.source} for name, tc in sorted(tcs.items())}})
+
+
+async def _startup_check(app: web.Application) -> None:
+    error = await app[EXECUTOR].self_check()
+    if error:
+        app[STATE]["error"] = f"sandbox self-check failed: {error}"
+        log.error(app[STATE]["error"])
+    else:
+        app[STATE]["ready"] = True
+
+
+def build_app(config: SandboxConfig) -> web.Application:
+    """The aiohttp application (routes, executor, metrics); readiness follows a startup self-check."""
+    app = web.Application(client_max_size=config.max_request_mb << 20)
+    app[EXECUTOR] = Executor(config)
+    app[METRICS] = SandboxMetrics()
+    app[STATE] = {"admitted": 0, "ready": False}
+    app.router.add_post("/run_code", _make_handler("run_code"))
+    app.router.add_post("/run_batch", _make_handler("run_batch"))
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/languages", _languages)
+    app.router.add_get("/v1/languages", _languages)
+
+    async def on_startup(app: web.Application) -> None:
+        app[STATE]["check"] = asyncio.ensure_future(_startup_check(app))
+
+    app.on_startup.append(on_startup)
+    return app
+
+
+async def serve_async(config: SandboxConfig, ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled or SIGTERM/SIGINT. Prints one JSON line with the bound address."""
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # the real port when config.port == 0
+    await app[STATE]["check"]
+    print(json.dumps({"event": "listening", "host": config.host, "port": port,
+                      "ready": app[STATE]["ready"], "languages": sorted(app[EXECUTOR].toolchains)}), flush=True)
+    if ready is not None:
+        ready.set()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(config: SandboxConfig) -> None:
+    """Run the server in the foreground until SIGTERM or Ctrl-C (``codekiln sandbox serve`` calls this)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_async(config))
