@@ -1,0 +1,144 @@
+"""Step and filter bases: one contract (documents in, documents out) with stats and timing."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from codekiln.workloads.data.document import AtomicJsonlWriter, Document
+from codekiln.workloads.schema import ConfigModel
+
+
+class NoParams(ConfigModel):
+    """A step without parameters."""
+
+
+@dataclass
+class StepStats:
+    """Per-step counters, mergeable across shards."""
+
+    name: str
+    docs_in: int = 0
+    docs_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    time_s: float = 0.0
+    rejects: Counter = field(default_factory=Counter)
+
+    def merge(self, other: StepStats) -> None:
+        self.docs_in += other.docs_in
+        self.docs_out += other.docs_out
+        self.bytes_in += other.bytes_in
+        self.bytes_out += other.bytes_out
+        self.time_s += other.time_s
+        self.rejects.update(other.rejects)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "docs_in": self.docs_in, "docs_out": self.docs_out, "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out, "time_s": round(self.time_s, 4), "rejects": dict(self.rejects),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StepStats:
+        return cls(d["name"], d["docs_in"], d["docs_out"], d["bytes_in"], d["bytes_out"], d["time_s"],
+                   Counter(d.get("rejects", {})))
+
+
+@dataclass
+class StageContext:
+    """Where a shard of a stage runs: folders, rank, and the rejects sink for malformed records."""
+
+    output_dir: Path
+    stage: str
+    rank: int = 0
+    world_size: int = 1
+    stage_shards: dict[str, int] = field(default_factory=dict)
+    rejects: AtomicJsonlWriter | None = None
+
+    def stage_dir(self, name: str | None = None) -> Path:
+        return self.output_dir / (name or self.stage)
+
+    def shard_name(self, rank: int | None = None) -> str:
+        return f"shard-{self.rank if rank is None else rank:05d}"
+
+    def resolve(self, path: str) -> Path:
+        """A path relative to ``output_dir`` (absolute paths pass through)."""
+        p = Path(path)
+        return p if p.is_absolute() else self.output_dir / p
+
+    def reject(self, source: str, reason: str, record: Any = None) -> None:
+        """Record a malformed input (never raises)."""
+        if self.rejects is not None:
+            self.rejects.write({"source": source, "reason": reason, "record": None if record is None else str(record)[:2000]})
+
+
+class Step:
+    """A block: ``run(docs, rank, world_size) -> docs``. Subclasses set ``Params`` and implement ``run``."""
+
+    Params: ClassVar[type[ConfigModel]] = NoParams
+    name: ClassVar[str] = "step"
+    requires: ClassVar[tuple[str, ...]] = ()  # importable modules this step needs
+
+    def __init__(self, params: ConfigModel, ctx: StageContext) -> None:
+        self.params = params
+        self.ctx = ctx
+        self.stats = StepStats(self.name)
+
+    def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        raise NotImplementedError
+
+    def __call__(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        """Run with stats: docs/bytes in and out, and time spent in this step only."""
+        stats = self.stats
+        upstream = [0.0]
+
+        def counted() -> Iterator[Document]:
+            it = iter(docs)
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    doc = next(it)
+                except StopIteration:
+                    upstream[0] += time.perf_counter() - t0
+                    return
+                upstream[0] += time.perf_counter() - t0
+                stats.docs_in += 1
+                stats.bytes_in += len(doc.text.encode("utf-8", "surrogatepass"))
+                yield doc
+
+        t0 = time.perf_counter()
+        out = iter(self.run(counted(), rank, world_size))
+        stats.time_s += time.perf_counter() - t0 - upstream[0]
+        while True:
+            t0, u0 = time.perf_counter(), upstream[0]
+            try:
+                doc = next(out)
+            except StopIteration:
+                stats.time_s += time.perf_counter() - t0 - (upstream[0] - u0)
+                return
+            stats.time_s += time.perf_counter() - t0 - (upstream[0] - u0)
+            stats.docs_out += 1
+            stats.bytes_out += len(doc.text.encode("utf-8", "surrogatepass"))
+            yield doc
+
+
+class Filter(Step):
+    """A step that keeps or drops documents: implement ``keep(doc) -> True | False | reason``."""
+
+    name = "filter"
+
+    def keep(self, doc: Document) -> bool | str:
+        raise NotImplementedError
+
+    def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        for doc in docs:
+            verdict = self.keep(doc)
+            if verdict is True:
+                yield doc
+            else:
+                self.stats.rejects[verdict if isinstance(verdict, str) else self.name] += 1

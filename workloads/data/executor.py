@@ -1,0 +1,68 @@
+"""Run one shard of one stage: build its steps, stream documents, write outputs atomically, mark done."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from codekiln.workloads.data.base import StageContext, StepStats
+from codekiln.workloads.data.config import DataPipelineConfig, DataStageConfig
+from codekiln.workloads.data.document import AtomicJsonlWriter, atomic_write_text
+from codekiln.workloads.data.registry import build_step
+
+
+def marker_path(output_dir: Path, stage: str, rank: int) -> Path:
+    return output_dir / stage / "_markers" / f"shard-{rank:05d}.done"
+
+
+def find_stage(config: DataPipelineConfig, name: str) -> DataStageConfig:
+    for stage in config.stages:
+        if stage.name == name:
+            return stage
+    raise ValueError(f"--stage {name!r} is not in spec.pipeline.stages ({', '.join(s.name for s in config.stages)})")
+
+
+def run_shard(
+    config: DataPipelineConfig,
+    stage_name: str,
+    rank: int,
+    *,
+    on_doc: Callable[[int], None] | None = None,
+) -> tuple[list[StepStats], bool]:
+    """Run shard ``rank`` of stage ``stage_name``; returns (per-step stats, skipped).
+
+    A finished shard (marker present) is skipped and its recorded stats returned. The
+    documents of the stage land in ``<stage>/data/shard-XXXXX.jsonl``, malformed inputs in
+    ``<stage>/rejects/shard-XXXXX.jsonl``; both are renamed into place only when the shard
+    succeeds, and the marker (holding the stats) is written last.
+    """
+    stage = find_stage(config, stage_name)
+    if not 0 <= rank < stage.shards:
+        raise ValueError(f"shard index {rank} out of range for stage {stage_name!r} with {stage.shards} shards")
+    out = Path(config.output_dir)
+    marker = marker_path(out, stage_name, rank)
+    if marker.exists():
+        return [StepStats.from_dict(s) for s in json.loads(marker.read_text())["steps"]], True
+    ctx = StageContext(output_dir=out, stage=stage_name, rank=rank, world_size=stage.shards,
+                       stage_shards={s.name: s.shards for s in config.stages})
+    steps = [build_step(s.type, s.params, ctx, where=f"stage {stage_name!r} step {i} ") for i, s in enumerate(stage.steps)]
+    ctx.rejects = AtomicJsonlWriter(out / stage_name / "rejects" / f"shard-{rank:05d}.jsonl")
+    writer = AtomicJsonlWriter(out / stage_name / "data" / f"shard-{rank:05d}.jsonl")
+    try:
+        docs = iter(())
+        for step in steps:
+            docs = step(docs, rank, stage.shards)
+        for n, doc in enumerate(docs, 1):
+            writer.write(doc)
+            if on_doc is not None:
+                on_doc(n)
+    except BaseException:
+        writer.discard()
+        ctx.rejects.discard()
+        raise
+    writer.close()
+    ctx.rejects.close()
+    stats = [s.stats for s in steps]
+    atomic_write_text(marker, json.dumps({"stage": stage_name, "rank": rank, "steps": [s.to_dict() for s in stats]}))
+    return stats, False

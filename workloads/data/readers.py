@@ -1,0 +1,281 @@
+"""Readers: source trees, repositories, JSONL, Parquet, and the output of an earlier stage."""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import json
+import os
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from pydantic import Field
+
+from codekiln.workloads.data.base import Filter, Step
+from codekiln.workloads.data.document import Document
+from codekiln.workloads.data.lang import language_of
+from codekiln.workloads.schema import ConfigModel
+from codekiln.workloads.special_tokens import FILE_SEP, REPO_NAME
+
+DEFAULT_EXCLUDES = [".git", "__pycache__", "node_modules", ".venv", "*.egg-info", ".tox"]
+
+
+class SourceParams(ConfigModel):
+    paths: list[str] = Field(min_length=1, description="Directories (or files) to read; relative to the working dir.")
+    languages: list[str] = Field(default_factory=list, description="Keep only these languages (empty: any known).")
+    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDES), description="Directory/file globs to skip.")
+    max_file_bytes: int = Field(default=1_000_000, ge=1, description="Skip larger files.")
+    limit: int = Field(default=0, ge=0, description="Read at most this many files in total (0: all), before sharding.")
+    every_nth: int = Field(default=1, ge=1, description="Deterministic subset: keep every n-th file of the sorted list.")
+
+
+def list_files(root: Path, exclude: list[str]) -> list[Path]:
+    """All regular files under ``root`` (sorted, excluded globs pruned)."""
+    if root.is_file():
+        return [root]
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not any(fnmatch.fnmatch(d, p) for p in exclude))
+        for f in sorted(filenames):
+            if not any(fnmatch.fnmatch(f, p) for p in exclude):
+                p = Path(dirpath) / f
+                if p.is_file() and not p.is_symlink():
+                    out.append(p)
+    return out
+
+
+def load_source(path: Path, max_bytes: int) -> tuple[str | None, str]:
+    """``(text, "")`` or ``(None, reason)`` for binary, oversized or undecodable files."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            return None, "too_large"
+        data = path.read_bytes()
+    except OSError:
+        return None, "unreadable"
+    if b"\x00" in data[:8192]:
+        return None, "binary"
+    try:
+        return data.decode("utf-8"), ""
+    except UnicodeDecodeError:
+        return None, "not_utf8"
+
+
+class ReadFiles(Step):
+    """File-level documents from directories; language from extension or shebang."""
+
+    name = "read_files"
+    Params = SourceParams
+
+    def _candidates(self) -> list[tuple[Path, Path]]:
+        out = []
+        for root in self.params.paths:
+            r = Path(root)
+            if not r.exists():
+                raise FileNotFoundError(f"read_files: params.paths: {root} does not exist")
+            out.extend((r, f) for f in list_files(r, self.params.exclude))
+        out = out[:: self.params.every_nth]
+        return out[: self.params.limit] if self.params.limit else out
+
+    def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        yield from docs
+        for i, (root, path) in enumerate(self._candidates()):
+            if i % world_size != rank:
+                continue
+            doc = self._read(root, path)
+            if doc is not None:
+                yield doc
+
+    def _read(self, root: Path, path: Path, repo: str | None = None) -> Document | None:
+        rel = str(path.relative_to(root)) if path != root else path.name
+        lang = language_of(rel)
+        if lang is None and path.suffix == "":
+            with open(path, "rb") as fh:
+                head = fh.read(200).decode("utf-8", "replace")
+            lang = language_of(rel, head)
+        if lang is None or (self.params.languages and lang not in self.params.languages):
+            self.stats.rejects["language"] += 1
+            return None
+        text, why = load_source(path, self.params.max_file_bytes)
+        if text is None:
+            self.stats.rejects[why] += 1
+            return None
+        name = repo or root.name
+        meta = {"path": rel, "language": lang, "repo": name}
+        return Document(id=f"{name}/{rel}", text=text, metadata=meta)
+
+
+def git_repo_stats(repo: Path) -> dict:
+    """Commit count, activity days and last-commit time of a git checkout (empty if not a repository)."""
+    if not (repo / ".git").exists():
+        return {}
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "log", "--format=%ct"], capture_output=True, text=True,
+                             check=True, timeout=60).stdout.split()
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    if not out:
+        return {}
+    ts = [int(t) for t in out]
+    return {"commits": len(ts), "activity_days": len({t // 86400 for t in ts}), "updated_ts": max(ts)}
+
+
+class RepoParams(SourceParams):
+    level: str = Field(default="file", pattern="^(file|repo)$", description="`file`: a document per file; `repo`: one per repository.")
+    metadata_file: str | None = Field(default=None, description="JSONL of {name, stars, forks, commits, activity_days, updated_ts}.")
+
+
+class ReadRepos(ReadFiles):
+    """Every sub-directory of ``paths`` is a repository; shards split by repository."""
+
+    name = "read_repos"
+    Params = RepoParams
+
+    def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        yield from docs
+        meta_by_name = {}
+        if self.params.metadata_file:
+            with open(self.params.metadata_file, encoding="utf-8") as fh:
+                meta_by_name = {r["name"]: r for r in map(json.loads, filter(str.strip, fh))}
+        repos = sorted(p for root in self.params.paths for p in Path(root).iterdir()
+                       if p.is_dir() and not any(fnmatch.fnmatch(p.name, x) for x in self.params.exclude))
+        repos = repos[:: self.params.every_nth][: self.params.limit or None]
+        for i, repo in enumerate(repos):
+            if i % world_size != rank:
+                continue
+            extra = {k: v for k, v in {**git_repo_stats(repo), **meta_by_name.get(repo.name, {})}.items() if k != "name"}
+            files = [d for f in list_files(repo, self.params.exclude) if (d := self._read(repo, f, repo.name))]
+            for d in files:
+                d.metadata.update(extra)
+            if self.params.level == "file":
+                yield from files
+            elif files:
+                text = f"{REPO_NAME}{repo.name}\n" + "".join(f"{FILE_SEP}{d.metadata['path']}\n{d.text}" for d in files)
+                yield Document(id=repo.name, text=text, metadata={"repo": repo.name, "language": files[0].metadata["language"],
+                                                                   "files": len(files), **extra})
+
+
+class RepoMetadataFilter(Filter):
+    """Keep repositories meeting thresholds (Seed-Coder's commit-data defaults); absent fields pass unless required."""
+
+    name = "repo_metadata_filter"
+
+    class Params(ConfigModel):
+        min_stars: int = Field(default=100, ge=0)
+        min_forks: int = Field(default=10, ge=0)
+        min_commits: int = Field(default=100, ge=0)
+        min_activity_days: int = Field(default=100, ge=0)
+        require_metadata: bool = Field(default=False, description="Drop documents whose metadata lacks a field.")
+
+    def keep(self, doc: Document) -> bool | str:
+        p = self.params
+        for key, lo in (("stars", p.min_stars), ("forks", p.min_forks), ("commits", p.min_commits),
+                        ("activity_days", p.min_activity_days)):
+            value = doc.metadata.get(key)
+            if value is None:
+                if p.require_metadata:
+                    return f"missing_{key}"
+            elif float(value) < lo:
+                return f"{key}_below_{lo}"
+        return True
+
+
+class ReadJsonl(Step):
+    """Documents from JSONL files (``.jsonl`` / ``.jsonl.gz``); malformed lines go to the rejects file."""
+
+    name = "read_jsonl"
+
+    class Params(ConfigModel):
+        paths: list[str] = Field(min_length=1, description="Files or directories of JSONL files.")
+        text_key: str = Field(default="text")
+        id_key: str = Field(default="id")
+
+    def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        yield from docs
+        files = sorted(f for p in self.params.paths for f in list_files(Path(p), [])
+                       if f.name.endswith((".jsonl", ".jsonl.gz", ".json")))
+        for i, f in enumerate(files):
+            if i % world_size != rank:
+                continue
+            opener = gzip.open if f.name.endswith(".gz") else open
+            with opener(f, "rt", encoding="utf-8", errors="replace") as fh:
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                        yield Document.from_record(rec, text_key=self.params.text_key, id_key=self.params.id_key,
+                                                   default_id=f"{f.name}:{n}")
+                    except ValueError as exc:
+                        self.stats.rejects["malformed"] += 1
+                        self.ctx.reject(f"{f}:{n}", str(exc), line.rstrip()[:2000])
+
+
+class ReadParquet(Step):
+    """Documents from Parquet files, one row group batch at a time."""
+
+    name = "read_parquet"
+    requires = ("pyarrow",)
+
+    class Params(ConfigModel):
+        paths: list[str] = Field(min_length=1)
+        text_key: str = Field(default="text")
+        id_key: str = Field(default="id")
+        batch_rows: int = Field(default=1024, ge=1)
+
+    def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        import pyarrow.parquet as pq
+
+        yield from docs
+        files = sorted(f for p in self.params.paths for f in list_files(Path(p), []) if f.suffix == ".parquet")
+        for i, f in enumerate(files):
+            if i % world_size != rank:
+                continue
+            pf = pq.ParquetFile(f)
+            if self.params.text_key not in pf.schema_arrow.names:
+                raise ValueError(f"read_parquet: {f} has no column params.text_key={self.params.text_key!r}")
+            n = 0
+            for batch in pf.iter_batches(batch_size=self.params.batch_rows):
+                for rec in batch.to_pylist():
+                    n += 1
+                    try:
+                        yield Document.from_record(rec, text_key=self.params.text_key, id_key=self.params.id_key,
+                                                   default_id=f"{f.name}:{n}")
+                    except ValueError as exc:
+                        self.stats.rejects["malformed"] += 1
+                        self.ctx.reject(f"{f}:{n}", str(exc), rec)
+
+
+class ReadStage(Step):
+    """Documents written by an earlier stage. With equal shard counts shard ``r`` reads shard ``r`` (same sharding)."""
+
+    name = "read_stage"
+
+    class Params(ConfigModel):
+        stage: str = Field(description="Name of an earlier stage.")
+
+    def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        yield from docs
+        src = self.params.stage
+        shards = self.ctx.stage_shards.get(src)
+        if shards is None:
+            raise ValueError(f"read_stage: params.stage {src!r} is not a stage of this pipeline")
+        folder = self.ctx.stage_dir(src)
+        missing = [r for r in range(shards) if not (folder / "_markers" / f"shard-{r:05d}.done").exists()]
+        if missing:
+            raise RuntimeError(f"read_stage: stage {src!r} has unfinished shards {missing[:10]}; run it first")
+        for r in range(shards):
+            if r % world_size != rank:
+                continue
+            for i, rec in enumerate(_iter_jsonl(folder / "data" / f"shard-{r:05d}.jsonl")):
+                doc = Document(rec["id"], rec["text"], rec.get("metadata", {}))
+                doc.origin = (src, r, i)
+                yield doc
+
+
+def _iter_jsonl(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)

@@ -1,0 +1,124 @@
+"""Local runs of a DataPipeline: every stage in order, shards as processes, rich progress and a stats table."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from codekiln.workloads.data.base import StepStats
+from codekiln.workloads.data.config import DataPipelineConfig
+from codekiln.workloads.data.document import atomic_write_text
+from codekiln.workloads.data.executor import run_shard
+from codekiln.workloads.data.registry import StepConfigError, validate_pipeline_steps
+from codekiln.workloads.progress import progress_reporter
+
+PROCESSES_ENV = "CODEKILN_DATA_PROCESSES"
+
+
+def parse_pipeline(resource: dict) -> DataPipelineConfig:
+    """``spec.pipeline`` of a DataPipeline resource, validated (steps included)."""
+    try:
+        config = DataPipelineConfig.model_validate(resource["spec"]["pipeline"])
+    except KeyError as exc:
+        raise StepConfigError(f"resource has no spec.pipeline ({exc})") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"spec.pipeline.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise StepConfigError(problems) from None
+    names = [s.name for s in config.stages]
+    if len(set(names)) != len(names):
+        raise StepConfigError(f"spec.pipeline.stages: duplicate stage names in {names}")
+    validate_pipeline_steps(config)
+    return config
+
+
+def _shard_job(config_json: str, stage: str, rank: int) -> tuple[int, list[dict], bool]:
+    config = DataPipelineConfig.model_validate_json(config_json)
+    stats, skipped = run_shard(config, stage, rank)
+    return rank, [s.to_dict() for s in stats], skipped
+
+
+def run_pipeline(config: DataPipelineConfig, *, processes: int = 1, console: Console | None = None) -> dict[str, list[StepStats]]:
+    """Run all stages in order; returns merged per-step stats per stage (also written to ``stats.json``)."""
+    console = console or Console(stderr=True)
+    reporter = progress_reporter()
+    totals: dict[str, list[StepStats]] = {}
+    total_shards = sum(s.shards for s in config.stages)
+    done_shards = 0
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        for stage in config.stages:
+            task = progress.add_task(stage.name, total=stage.shards, info="")
+            merged: list[StepStats] | None = None
+            skipped_n = 0
+
+            def finish(stats: list[StepStats], skipped: bool) -> None:
+                nonlocal merged, skipped_n, done_shards
+                if merged is None:
+                    merged = [StepStats(s.name) for s in stats]
+                for m, s in zip(merged, stats, strict=True):
+                    m.merge(s)
+                skipped_n += skipped
+                done_shards += 1
+                progress.update(task, advance=1, info=f"docs out {merged[-1].docs_out:,}" + (f" ({skipped_n} resumed)" if skipped_n else ""))
+                reporter.update(step=done_shards, total_steps=total_shards, stage=stage.name,
+                                message=f"stage {stage.name}: shard done")
+
+            if processes > 1 and stage.shards > 1:
+                with ProcessPoolExecutor(max_workers=min(processes, stage.shards)) as pool:
+                    futures = [pool.submit(_shard_job, config.model_dump_json(), stage.name, r) for r in range(stage.shards)]
+                    for fut in as_completed(futures):
+                        _, stats, skipped = fut.result()
+                        finish([StepStats.from_dict(s) for s in stats], skipped)
+            else:
+                for rank in range(stage.shards):
+                    def on_doc(n: int, rank: int = rank) -> None:
+                        if n % 200 == 0:
+                            progress.update(task, info=f"shard {rank}: {n:,} docs")
+                    stats, skipped = run_shard(config, stage.name, rank, on_doc=on_doc)
+                    finish(stats, skipped)
+            totals[stage.name] = merged or []
+    atomic_write_text(Path(config.output_dir) / "stats.json",
+                      json.dumps({k: [s.to_dict() for s in v] for k, v in totals.items()}, indent=1))
+    reporter.update(force=True, step=total_shards, total_steps=total_shards, message="pipeline finished")
+    return totals
+
+
+def stats_table(totals: dict[str, list[StepStats]]) -> Table:
+    """One row per block: documents and bytes in/out, time, rejects by reason."""
+    table = Table(title="DataPipeline blocks")
+    for col in ("stage", "block", "docs in", "docs out", "MB in", "MB out", "time s", "rejects by reason"):
+        table.add_column(col, justify="right" if col not in ("stage", "block", "rejects by reason") else "left")
+    for stage, steps in totals.items():
+        for s in steps:
+            rejects = ", ".join(f"{k}={v:,}" for k, v in s.rejects.most_common())
+            table.add_row(stage, s.name, f"{s.docs_in:,}", f"{s.docs_out:,}", f"{s.bytes_in / 1e6:.2f}",
+                          f"{s.bytes_out / 1e6:.2f}", f"{s.time_s:.2f}", rejects)
+    return table
+
+
+def run_local(resource: dict) -> int:
+    """Entry for ``codekiln run --local``: run every stage, print the stats table; 0 on success."""
+    console = Console(stderr=True)
+    try:
+        config = parse_pipeline(resource)
+    except StepConfigError as exc:
+        console.print(f"[red]invalid DataPipeline {resource.get('metadata', {}).get('name', '?')}:[/red] {exc}")
+        return 2
+    processes = int(os.environ.get(PROCESSES_ENV, min(2, os.cpu_count() or 1)))
+    try:
+        totals = run_pipeline(config, processes=processes, console=console)
+    except (StepConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        console.print(f"[red]DataPipeline failed:[/red] {exc}")
+        return 1
+    Console().print(stats_table(totals))
+    print(f"outputs in {Path(config.output_dir).resolve()}", file=sys.stderr)
+    return 0

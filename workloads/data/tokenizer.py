@@ -1,0 +1,77 @@
+"""Byte-level BPE tokenizer training (``tokenizers``) with codekiln's special tokens at ids 0..8."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from pydantic import Field
+
+from codekiln.workloads.data.base import Step
+from codekiln.workloads.data.document import Document
+from codekiln.workloads.schema import ConfigModel
+from codekiln.workloads.special_tokens import SPECIAL_TOKENS
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
+    """Train a byte-level BPE; special tokens take ids ``0..len(SPECIAL_TOKENS)-1`` in their fixed order."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    for i, s in enumerate(SPECIAL_TOKENS):
+        if tok.token_to_id(s) != i:
+            raise RuntimeError(f"special token {s} got id {tok.token_to_id(s)}, expected {i}")
+    return tok
+
+
+def save_tokenizer(tok, path: Path) -> None:
+    """Save ``tokenizer.json`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+
+
+def load_tokenizer(path: str | Path):
+    from tokenizers import Tokenizer
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"tokenizer {path} not found (run the train_tokenizer stage first)")
+    return Tokenizer.from_file(str(path))
+
+
+class TrainTokenizer(Step):
+    """Sink: train on the stage's documents (up to ``max_chars``) and write ``output``; run with shards: 1."""
+
+    name = "train_tokenizer"
+    requires = ("tokenizers",)
+
+    class Params(ConfigModel):
+        vocab_size: int = Field(default=32000, ge=300, description="Vocabulary size including special tokens.")
+        min_frequency: int = Field(default=2, ge=1)
+        max_chars: int = Field(default=500_000_000, ge=1, description="Train on at most this many characters.")
+        output: str = Field(default="tokenizer/tokenizer.json", description="Path relative to output_dir.")
+
+    def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        if world_size != 1:
+            raise ValueError("train_tokenizer must run in a stage with shards: 1")
+        budget = [self.params.max_chars]
+
+        def texts() -> Iterator[str]:
+            for d in docs:
+                if budget[0] <= 0:
+                    continue  # drain so the input stats stay complete
+                budget[0] -= len(d.text)
+                yield d.text
+
+        tok = train_bpe(texts(), self.params.vocab_size, self.params.min_frequency)
+        save_tokenizer(tok, self.ctx.resolve(self.params.output))
+        return iter(())
