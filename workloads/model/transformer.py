@@ -147,6 +147,11 @@ class Transformer(nn.Module):
             nn.init.normal_(block.self_attn.o_proj.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
             nn.init.normal_(block.mlp.down_proj.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
 
+    def set_rope_theta(self, theta: float) -> None:
+        """Change the RoPE base (stages extending the context raise it); updates ``cfg``."""
+        self.cfg = self.cfg.model_copy(update={"rope_theta": theta})
+        self.inv_freq.copy_(rope_inv_freq(self.cfg).float().to(self.inv_freq.device))
+
     def rope(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = position_ids.unsqueeze(-1).float() * self.inv_freq.float()
         emb = torch.cat((freqs, freqs), dim=-1)

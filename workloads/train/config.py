@@ -4,19 +4,80 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from codekiln.workloads.model.config import ModelConfig
 from codekiln.workloads.schema import ConfigModel
 
 
 class TrainStageConfig(ConfigModel):
-    """One training stage (Seed-Coder trains in stages of lr, context and FIM rate)."""
+    """One training stage (Seed-Coder trains in stages of lr, context, FIM rate and RoPE base)."""
 
-    name: str = Field(description="Stage name.")
-    steps: int = Field(ge=1, description="Optimizer steps in this stage.")
-    lr: float = Field(gt=0, description="Peak learning rate of this stage.")
-    seq_len: int = Field(ge=8, description="Sequence length in tokens.")
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Stage name.")
+    steps: int | None = Field(default=None, ge=1, description="Optimizer steps (set this or tokens).")
+    tokens: int | None = Field(
+        default=None, ge=1, description="Training tokens; converted to steps of the global batch (set this or steps)."
+    )
+    lr: float = Field(gt=0, le=1.0, description="Peak learning rate of this stage.")
+    min_lr: float = Field(default=0.0, ge=0, description="Floor of the cosine/WSD decay.")
+    seq_len: int = Field(ge=8, description="Sequence length in tokens (divides or is a multiple of the data's).")
+    fim_rate: float = Field(default=0.0, ge=0, le=1, description="Fraction of documents turned into FIM form.")
+    fim_mode: Literal["spm", "psm"] = Field(default="spm", description="FIM layout (Seed-Coder: SPM).")
+    rope_theta: float | None = Field(default=None, gt=0, description="RoPE base for this stage (default: model's).")
+    schedule: Literal["constant", "step", "cosine", "wsd"] = Field(
+        default="constant", description="Learning-rate schedule after warmup."
+    )
+    lr_warmup_steps: int = Field(default=0, ge=0, description="Linear warmup steps at the stage start.")
+    step_decay_every_steps: int = Field(default=1000, ge=1, description="'step' schedule: decay interval.")
+    step_decay_factor: float = Field(default=0.316227766, gt=0, le=1, description="'step' schedule: multiplier.")
+    wsd_decay_fraction: float = Field(default=0.2, gt=0, le=1, description="'wsd': fraction of steps decaying.")
+
+    @model_validator(mode="after")
+    def _steps_or_tokens(self) -> TrainStageConfig:
+        if (self.steps is None) == (self.tokens is None):
+            raise ValueError(f"stage {self.name!r}: set exactly one of steps or tokens")
+        if self.min_lr > self.lr:
+            raise ValueError(f"stage {self.name!r}: minLr ({self.min_lr}) exceeds lr ({self.lr})")
+        if self.steps is not None and self.lr_warmup_steps > self.steps:
+            raise ValueError(f"stage {self.name!r}: lrWarmupSteps ({self.lr_warmup_steps}) exceeds steps")
+        return self
+
+
+class DataConfig(ConfigModel):
+    """Where the training data lives."""
+
+    path: str = Field(
+        min_length=1,
+        description="Packed dataset folder (pretrain: a DataPipeline's packed output) or a JSONL chat file (sft).",
+    )
+    tokenizer: str | None = Field(default=None, description="tokenizer.json (default: <path>/tokenizer.json).")
+    eval_sequences: int = Field(default=0, ge=0, description="Sequences held out from the end for evaluation.")
+
+
+class OptimizerConfig(ConfigModel):
+    """AdamW."""
+
+    weight_decay: float = Field(default=0.1, ge=0, description="Decoupled weight decay (not on norms).")
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.95, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0)
+    grad_clip_norm: float | None = Field(default=1.0, gt=0, description="Clip the global gradient norm (none: off).")
+
+
+class CheckpointConfig(ConfigModel):
+    """Checkpointing: atomic, every N steps and at each stage end, keep-last-K."""
+
+    dir: str = Field(default="checkpoints", min_length=1, description="Checkpoint folder (relative: to outputDir).")
+    every_steps: int = Field(default=100, ge=1, description="Save every N optimizer steps.")
+    keep_last: int = Field(default=2, ge=1, description="Checkpoints kept; older ones deleted.")
+    resume: bool = Field(default=True, description="Resume from the latest checkpoint if one exists.")
+
+
+class ExportConfig(ConfigModel):
+    """Hugging Face export at the end of training."""
+
+    enabled: bool = Field(default=True, description="Write a Hugging Face Llama folder at the end.")
+    dir: str = Field(default="hf", min_length=1, description="Export folder (relative: to outputDir).")
 
 
 class TrainConfig(ConfigModel):
@@ -24,5 +85,35 @@ class TrainConfig(ConfigModel):
 
     objective: Literal["pretrain", "sft"] = Field(default="pretrain", description="Training objective.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Model architecture.")
-    nproc_per_node: int = Field(default=1, ge=1, le=64, description="Processes (GPUs) per node.")
+    data: DataConfig = Field(description="Training data.")
     stages: list[TrainStageConfig] = Field(min_length=1, description="Training stages, run in order.")
+    nproc_per_node: int = Field(default=1, ge=1, le=64, description="Processes (GPUs) per node.")
+    backend: Literal["ddp", "deepspeed"] = Field(default="ddp", description="Plain torch DDP or DeepSpeed ZeRO.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(default=2, description="DeepSpeed ZeRO stage (backend deepspeed).")
+    micro_batch_size: int = Field(default=8, ge=1, description="Sequences per process per micro-step.")
+    grad_accum_steps: int = Field(default=1, ge=1, description="Micro-steps per optimizer step.")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 on GPU, fp32 on CPU.")
+    seed: int = Field(default=0, ge=0, description="Seed of init, sampling order and FIM.")
+    output_dir: str = Field(default="runs/pretrain", min_length=1, description="Where checkpoints/metrics/export go.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    eval_every_steps: int = Field(default=0, ge=0, description="Evaluate held-out loss every N steps (0: at end).")
+    log_every_steps: int = Field(default=10, ge=1, description="Metrics/progress interval.")
+    peak_tflops: float | None = Field(
+        default=None, gt=0, description="Per-device peak TFLOP/s for MFU (default: known GPUs; CPU: not reported)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stages: names must be unique, got {names}")
+        for stage in self.stages:
+            if stage.seq_len > self.model.max_seq_len:
+                raise ValueError(
+                    f"stage {stage.name!r}: seqLen {stage.seq_len} exceeds model.maxSeqLen {self.model.max_seq_len}"
+                )
+        if self.objective == "sft" and any(s.fim_rate for s in self.stages):
+            raise ValueError("fimRate must be 0 for objective sft")
+        return self

@@ -1,0 +1,112 @@
+"""Entry points: ``run_local(resource)`` (``codekiln run --local``) and ``main`` (in-pod, under torchrun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from codekiln.workloads.train.config import TrainConfig
+
+
+class DataMissing(RuntimeError):
+    """The training data (a DataPipeline's output) is not there."""
+
+
+def parse_config(resource: dict) -> TrainConfig:
+    """``spec.training`` of a PretrainRun (wire form) -> TrainConfig."""
+    try:
+        training = resource["spec"]["training"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError("spec.training: missing (a PretrainRun needs spec.training)") from exc
+    return TrainConfig.model_validate(training)
+
+
+def check_data(cfg: TrainConfig) -> None:
+    """Fail early and clearly when the data is missing."""
+    path = Path(cfg.data.path)
+    if cfg.objective == "pretrain" and not (path / "meta.json").exists():
+        raise DataMissing(
+            f"data.path: no packed dataset at {path} (meta.json missing) - run the DataPipeline first, "
+            "e.g. `codekiln run --local -f examples/datapipeline.yaml`"
+        )
+    if cfg.objective == "sft" and not path.is_file():
+        raise DataMissing(f"data.path: no chat JSONL file at {path}")
+
+
+def train_in_process(cfg: TrainConfig) -> dict:
+    """Run (this process's part of) the training described by ``cfg``; returns the summary."""
+    from codekiln.workloads.train.engine import init_distributed
+    from codekiln.workloads.train.trainer import Trainer
+
+    env = init_distributed(need_group=cfg.backend == "deepspeed")
+    summary = Trainer(cfg, env).run()
+    if env.rank == 0:
+        out = Path(cfg.output_dir) / "summary.json"
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, out)
+    return summary
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def run_local(resource: dict) -> int:
+    """Train on this machine: in process, or ``nprocPerNode`` local processes via torchrun."""
+    try:
+        cfg = parse_config(resource)
+        check_data(cfg)
+    except ValidationError as exc:
+        print(f"PretrainRun spec.training invalid: {_errors(exc)}", file=sys.stderr)
+        return 2
+    except (ValueError, DataMissing) as exc:
+        print(f"PretrainRun: {exc}", file=sys.stderr)
+        return 2
+    if cfg.nproc_per_node == 1:
+        summary = train_in_process(cfg)
+        print(json.dumps(summary))
+        return 0
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(resource, fh)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc_per_node}",
+           "-m", "codekiln.workloads.train", "--config", fh.name]
+    try:
+        return subprocess.call(cmd)
+    finally:
+        os.unlink(fh.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m codekiln.workloads.train --config resource.json`` (torchrun sets RANK/WORLD_SIZE)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="codekiln.workloads.train", description=main.__doc__)
+    parser.add_argument("--config", required=True, help="resource JSON (or YAML) with spec.training")
+    args = parser.parse_args(argv)
+    text = Path(args.config).read_text()
+    if args.config.endswith((".yaml", ".yml")):
+        import yaml
+
+        resource = yaml.safe_load(text)
+    else:
+        resource = json.loads(text)
+    try:
+        cfg = parse_config(resource)
+        check_data(cfg)
+    except ValidationError as exc:
+        print(f"PretrainRun spec.training invalid: {_errors(exc)}", file=sys.stderr)
+        return 2
+    except (ValueError, DataMissing) as exc:
+        print(f"PretrainRun: {exc}", file=sys.stderr)
+        return 2
+    summary = train_in_process(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    return 0

@@ -1,0 +1,241 @@
+"""The training loop: stages -> steps -> micro-batches; checkpoints, eval, export.
+
+Reads top to bottom; data, engine, schedule, checkpoints and metrics are components.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from codekiln.workloads.data.packed import PackedReader, PackedSequence
+from codekiln.workloads.model.hf import export_hf
+from codekiln.workloads.model.transformer import Transformer
+from codekiln.workloads.special_tokens import EOT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, SPECIAL_TOKENS
+from codekiln.workloads.train import checkpoint as ckpt
+from codekiln.workloads.train.config import TrainConfig, TrainStageConfig
+from codekiln.workloads.train.data import IGNORE_INDEX, FimTokens, PackedSamples, Sampler, collate, fim_transform
+from codekiln.workloads.train.engine import DistEnv, build_engine
+from codekiln.workloads.train.loss import LossModule, global_loss_tokens
+from codekiln.workloads.train.metrics import Metrics, device_peak_tflops, flops_per_token
+from codekiln.workloads.train.schedule import stage_lr
+
+
+class PretrainSource:
+    """Packed samples of one stage with FIM applied per (seed, epoch, index)."""
+
+    def __init__(self, reader: PackedReader, stage: TrainStageConfig, eval_sequences: int, seed: int,
+                 fim: FimTokens) -> None:
+        self.samples = PackedSamples(reader, stage.seq_len, eval_sequences)
+        self.stage, self.seed, self.fim = stage, seed, fim
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def get(self, epoch: int, index: int) -> tuple[PackedSequence, None]:
+        sample = self.samples[index]
+        if self.stage.fim_rate > 0:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            sample = fim_transform(sample, rng, self.stage.fim_rate, self.stage.fim_mode, self.fim)
+        return sample, None
+
+
+@dataclass
+class TrainState:
+    global_step: int = 0
+    stage_index: int = 0
+    stage_step: int = 0
+    tokens: int = 0
+    sampler: dict | None = None
+    history: list[dict] = field(default_factory=list)  # per-step loss (rank 0 view)
+
+
+def tokenizer_path(cfg: TrainConfig) -> Path | None:
+    if cfg.data.tokenizer:
+        return Path(cfg.data.tokenizer)
+    candidate = Path(cfg.data.path) / "tokenizer.json"
+    return candidate if candidate.exists() else None
+
+
+def _special_ids(tok_path: Path | None) -> dict[str, int]:
+    ids = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    if tok_path is not None:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tok_path))
+        ids.update({t: tok.token_to_id(t) for t in SPECIAL_TOKENS if tok.token_to_id(t) is not None})
+    return ids
+
+
+def stage_steps(cfg: TrainConfig, stage: TrainStageConfig, world_size: int) -> int:
+    if stage.steps is not None:
+        return stage.steps
+    per_step = cfg.micro_batch_size * cfg.grad_accum_steps * world_size * stage.seq_len
+    return max(1, math.ceil(stage.tokens / per_step))
+
+
+class Trainer:
+    """One process's part of a run. ``run()`` trains all stages and returns a summary."""
+
+    def __init__(self, cfg: TrainConfig, env: DistEnv) -> None:
+        self.cfg, self.env = cfg, env
+        self.out = Path(cfg.output_dir)
+        self.ckpt_dir = self.out / cfg.checkpoint.dir
+        self.tok_path = tokenizer_path(cfg)
+        self.special = _special_ids(self.tok_path)
+        self.reader = PackedReader(cfg.data.path) if cfg.objective == "pretrain" else None
+        torch.manual_seed(cfg.seed)
+        self.model = Transformer(cfg.model)
+        self.engine = build_engine(LossModule(self.model), cfg, env)
+        self.steps = [stage_steps(cfg, s, env.world_size) for s in cfg.stages]
+        self.metrics = Metrics(self.out, env.rank == 0, sum(self.steps))
+        self.state = TrainState()
+
+    # ------------------------------------------------------------------ data
+    def source(self, index: int):
+        stage = self.cfg.stages[index]
+        if self.cfg.objective == "sft":
+            from tokenizers import Tokenizer
+
+            from codekiln.workloads.train.sft import SftSource
+
+            if self.tok_path is None:
+                raise ValueError("data.tokenizer: SFT needs a tokenizer.json")
+            return SftSource(self.cfg.data.path, Tokenizer.from_file(str(self.tok_path)), stage.seq_len)
+        s = self.special
+        fim = FimTokens(s[FIM_PREFIX], s[FIM_SUFFIX], s[FIM_MIDDLE], s[EOT])
+        return PretrainSource(self.reader, stage, self.cfg.data.eval_sequences, self.cfg.seed + index, fim)
+
+    def micro_batches(self, source, sampler: Sampler) -> list[dict[str, torch.Tensor]]:
+        """This rank's micro-batches of the next global batch (same global order for any world size)."""
+        cfg, env = self.cfg, self.env
+        picks = sampler.take(cfg.micro_batch_size * cfg.grad_accum_steps * env.world_size)
+        batches = []
+        for a in range(cfg.grad_accum_steps):
+            lo = (a * env.world_size + env.rank) * cfg.micro_batch_size
+            items = [source.get(e, i) for e, i in picks[lo : lo + cfg.micro_batch_size]]
+            seqs, masks = zip(*items, strict=True)
+            batch = collate(list(seqs), None if masks[0] is None else list(masks))
+            if int(batch["input_ids"].max()) >= self.cfg.model.vocab_size:
+                raise ValueError(
+                    f"model.vocabSize ({self.cfg.model.vocab_size}) is smaller than the data's token ids "
+                    f"(max {int(batch['input_ids'].max())}); set it to the tokenizer's vocabulary size"
+                )
+            batches.append({k: v.to(env.device) for k, v in batch.items()})
+        return batches
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> None:
+        self.state.sampler = self._sampler.state_dict()
+        st = self.state
+        trainer_state = {k: getattr(st, k) for k in ("global_step", "stage_index", "stage_step", "tokens", "sampler")}
+        path = ckpt.save_checkpoint(self.ckpt_dir, st.global_step, self.engine.save, trainer_state,
+                                    self.env.rank, self.cfg.checkpoint.keep_last)
+        self.metrics.message(f"checkpoint {path}", st.global_step, self.cfg.stages[st.stage_index].name)
+
+    def maybe_resume(self) -> bool:
+        folder = ckpt.latest_checkpoint(self.ckpt_dir) if self.cfg.checkpoint.resume else None
+        if folder is None:
+            return False
+        self.engine.load(folder)
+        saved = ckpt.read_trainer_state(folder)
+        self.state = TrainState(**saved)
+        self.metrics.message(f"resumed from {folder}", self.state.global_step, "resume")
+        return True
+
+    # ------------------------------------------------------------------ eval
+    @torch.no_grad()
+    def evaluate(self, seq_len: int, max_sequences: int = 64) -> float | None:
+        """Mean next-token loss on the held-out sequences (no FIM), over all ranks."""
+        if self.reader is None or not self.cfg.data.eval_sequences:
+            return None
+        samples = PackedSamples(self.reader, seq_len, self.cfg.data.eval_sequences, split="eval")
+        mine = list(range(self.env.rank, min(len(samples), max_sequences), self.env.world_size))
+        total = torch.zeros(2, dtype=torch.float64)
+        self.model.eval()
+        for lo in range(0, len(mine), self.cfg.micro_batch_size):
+            batch = collate([samples[i] for i in mine[lo : lo + self.cfg.micro_batch_size]])
+            batch = {k: v.to(self.env.device) for k, v in batch.items()}
+            batch["loss_denominator"] = 1.0
+            total[0] += float(self.engine.eval_forward(batch))
+            total[1] += int((batch["labels"] != IGNORE_INDEX).sum())
+        self.model.train()
+        if dist.is_initialized():
+            dist.all_reduce(total)
+        return float(total[0] / max(1.0, float(total[1])))
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict:
+        cfg, env, st = self.cfg, self.env, self.state
+        self.maybe_resume()
+        st = self.state
+        peak = device_peak_tflops(env.device, cfg.peak_tflops)
+        eval_loss = None
+        for index in range(st.stage_index, len(cfg.stages)):
+            stage, n_steps = cfg.stages[index], self.steps[index]
+            source = self.source(index)
+            self._sampler = Sampler(len(source), cfg.seed + index)
+            if index == st.stage_index and st.sampler is not None:
+                self._sampler.load_state_dict(st.sampler)
+            else:
+                st.stage_index, st.stage_step = index, 0
+            self.model.set_rope_theta(stage.rope_theta or cfg.model.rope_theta)
+            self.metrics.message(
+                f"stage {index + 1}/{len(cfg.stages)} {stage.name!r}: {n_steps} steps, seqLen {stage.seq_len}, "
+                f"lr {stage.lr:g} ({stage.schedule}), fimRate {stage.fim_rate}, "
+                f"ropeTheta {self.model.cfg.rope_theta:g}",
+                st.global_step, stage.name,
+            )
+            fpt = flops_per_token(self.model.cfg, stage.seq_len)
+            while st.stage_step < n_steps:
+                t0 = time.perf_counter()
+                batches = self.micro_batches(source, self._sampler)
+                denominator = global_loss_tokens(batches)
+                loss = torch.zeros((), dtype=torch.float64)
+                for i, batch in enumerate(batches):
+                    batch["loss_denominator"] = float(denominator)
+                    loss += self.engine.forward_backward(batch, last_micro=i == len(batches) - 1).double().cpu()
+                lr = stage_lr(stage, st.stage_step, n_steps)
+                grad_norm = self.engine.step(lr)
+                if dist.is_initialized():
+                    dist.all_reduce(loss)
+                step_tokens = cfg.micro_batch_size * cfg.grad_accum_steps * env.world_size * stage.seq_len
+                st.stage_step, st.global_step = st.stage_step + 1, st.global_step + 1
+                st.tokens += step_tokens
+                dt = time.perf_counter() - t0
+                record = {"step": st.global_step, "stage": stage.name, "loss": float(loss), "lr": lr,
+                          "grad_norm": grad_norm, "tokens": st.tokens, "tokens_per_second": step_tokens / dt}
+                if peak:
+                    record["mfu"] = fpt * step_tokens / dt / (peak * 1e12 * env.world_size)
+                st.history.append({"step": st.global_step, "loss": float(loss)})
+                stage_end = st.stage_step == n_steps
+                if cfg.eval_every_steps and st.global_step % cfg.eval_every_steps == 0 or stage_end:
+                    eval_loss = self.evaluate(stage.seq_len)
+                    if eval_loss is not None:
+                        record["eval_loss"] = eval_loss
+                if st.global_step % cfg.log_every_steps == 0 or stage_end or "eval_loss" in record:
+                    self.metrics.log(record)
+                if st.global_step % cfg.checkpoint.every_steps == 0 or stage_end:
+                    self.save()
+        summary = {"steps": st.global_step, "tokens": st.tokens, "eval_loss": eval_loss,
+                   "final_loss": st.history[-1]["loss"] if st.history else None}
+        if cfg.export.enabled:
+            summary["export"] = str(self.export())
+        self.metrics.close()
+        return summary
+
+    def export(self) -> Path:
+        state = self.engine.model_state()  # every rank (ZeRO-3 gathers)
+        folder = self.out / self.cfg.export.dir
+        if self.env.rank == 0:
+            export_hf(state, self.model.cfg, folder, self.tok_path)
+            self.metrics.message(f"exported Hugging Face model to {folder}", self.state.global_step, "export")
+        if dist.is_initialized():
+            dist.barrier()
+        return folder
