@@ -1,0 +1,1 @@
+"""The reconcile layer: observe children, act idempotently, write status once per pass."""

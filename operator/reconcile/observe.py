@@ -1,0 +1,83 @@
+"""Pure readers of child state: what a Job, its pods or a Deployment say (no API calls)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+def job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for item in (job.get("status") or {}).get("conditions") or []:
+        if item.get("type") == type_ and item.get("status") == "True":
+            return item
+    return None
+
+
+def job_finished(job: dict[str, Any]) -> str | None:
+    """'Complete', 'Failed' or None. ``FailureTarget``/``SuccessCriteriaMet`` count (the Job is on its way)."""
+    if job_condition(job, "Complete") or job_condition(job, "SuccessCriteriaMet"):
+        return "Complete"
+    if job_condition(job, "Failed") or job_condition(job, "FailureTarget"):
+        return "Failed"
+    return None
+
+
+def job_failure_reason(job: dict[str, Any]) -> str:
+    found = job_condition(job, "Failed") or job_condition(job, "FailureTarget") or {}
+    return found.get("reason") or "JobFailed"
+
+
+def job_counts(job: dict[str, Any] | None) -> dict[str, int]:
+    status = (job or {}).get("status") or {}
+    return {key: int(status.get(key) or 0) for key in ("active", "succeeded", "failed")}
+
+
+def job_suspended(job: dict[str, Any]) -> bool:
+    return bool((job.get("spec") or {}).get("suspend"))
+
+
+@dataclass
+class PodFailure:
+    """The first failed pod of a gang, described for a condition message."""
+
+    pod: str
+    exit_code: int | None
+    reason: str
+
+    def describe(self) -> str:
+        code = f"exit code {self.exit_code}" if self.exit_code is not None else "no exit code"
+        return f"pod {self.pod} failed ({code}, {self.reason})"
+
+
+def failed_pod(pods: list[dict[str, Any]]) -> PodFailure | None:
+    """A pod of the gang that failed: phase Failed, or a container already terminated non-zero.
+
+    Looking at pods (not waiting for the Job's Failed condition) catches a broken gang as
+    soon as the kubelet reports it.
+    """
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        status = pod.get("status") or {}
+        terminated = [
+            (cs.get("state") or {}).get("terminated") or {}
+            for cs in status.get("containerStatuses") or []
+        ]
+        bad = next((t for t in terminated if t and int(t.get("exitCode") or 0) != 0), None)
+        if status.get("phase") == "Failed" or bad is not None:
+            code = None if bad is None else int(bad.get("exitCode"))
+            reason = (bad or {}).get("reason") or status.get("reason") or "Failed"
+            return PodFailure(pod["metadata"]["name"], code, reason)
+    return None
+
+
+def running_pods(pods: list[dict[str, Any]]) -> int:
+    return sum(1 for pod in pods if (pod.get("status") or {}).get("phase") == "Running")
+
+
+def deployment_counts(deployment: dict[str, Any] | None) -> tuple[int, int]:
+    """(replicas, readyReplicas) as the Deployment controller reports them."""
+    status = (deployment or {}).get("status") or {}
+    return int(status.get("replicas") or 0), int(status.get("readyReplicas") or 0)
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])

@@ -1,0 +1,35 @@
+"""SandboxPool: Deployment + Service + deny-egress NetworkPolicy; status mirrors the Deployment for scaling."""
+
+from __future__ import annotations
+
+from codekiln.operator.builders import sandbox as sandbox_builders
+from codekiln.operator.builders.children import desired_children
+from codekiln.operator.reconcile import observe
+from codekiln.operator.reconcile.children import ensure_all
+from codekiln.operator.reconcile.context import Context
+from codekiln.operator.status import now_iso
+
+POLL_UNTIL_READY_S = 15.0
+
+
+async def reconcile_pool(ctx: Context) -> None:
+    """One pass over a SandboxPool (a long-running service: it has no terminal phase)."""
+    draft, spec = ctx.draft, ctx.resource.spec
+    if ctx.memory.ensured_generation != ctx.generation:
+        await ensure_all(ctx.client, desired_children(ctx.resource), ctx.uid, update=True)
+        ctx.memory.ensured_generation = ctx.generation
+    deployment = await ctx.client.get("apps/v1", "Deployment", ctx.namespace, ctx.name)
+    replicas, ready = observe.deployment_counts(deployment)
+    draft.set(replicas=replicas, readyReplicas=ready, selector=sandbox_builders.selector_string(ctx.resource))
+    if not draft.new.get("startTime"):
+        draft.set(startTime=now_iso(ctx.now))
+    if spec.replicas == 0:
+        draft.set(phase="Pending")
+        draft.condition("Ready", False, "ScaledToZero", "spec.replicas is 0")
+    elif ready >= spec.replicas:
+        draft.set(phase="Running")
+        draft.condition("Ready", True, "AllReplicasReady", f"{ready}/{spec.replicas} sandbox server(s) ready")
+    else:
+        draft.set(phase="Pending")
+        draft.condition("Ready", False, "ReplicasNotReady", f"{ready}/{spec.replicas} sandbox server(s) ready")
+        ctx.requeue(POLL_UNTIL_READY_S)
