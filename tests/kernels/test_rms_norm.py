@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from codekiln.kernels import reference, rms_norm
+
 from .helpers import grads, leaf
 
 

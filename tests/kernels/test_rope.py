@@ -4,6 +4,7 @@ import torch
 from codekiln.kernels import apply_rope, reference
 from codekiln.workloads.model.config import ModelConfig, RopeScalingConfig
 from codekiln.workloads.model.transformer import rope_inv_freq
+
 from .helpers import grads
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from codekiln.kernels import reference, swiglu
+
 from .helpers import grads, leaf
 
 
