@@ -87,9 +87,14 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 def cmd_sandbox_serve(args: argparse.Namespace) -> int:
     """Serve the sandbox execution API (SandboxFusion-compatible)."""
+    from codekiln.operator.runners import SANDBOX_SERVE, RunnerUnavailable, load_entry_point
     from codekiln.workloads.sandbox.config import SandboxConfig
-    from codekiln.workloads.sandbox.server import serve
 
+    try:
+        serve = load_entry_point(SANDBOX_SERVE, "SandboxPool")
+    except RunnerUnavailable as exc:
+        _err(f"codekiln sandbox serve: {exc}")
+        return EXIT_FAILED
     overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "max_concurrency", "max_queue") and v}
     serve(SandboxConfig(**overrides))
     return EXIT_OK

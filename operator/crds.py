@@ -158,6 +158,7 @@ def build_crd(cls: type[Resource]) -> dict[str, Any]:
             "status": status_schema,
         },
     }
+    columns = _COMMON_COLUMNS_HEAD + PRINTER_COLUMNS[cls.kind_name] + _COMMON_COLUMNS_TAIL
     subresources: dict[str, Any] = {"status": {}}
     if cls.kind_name == "SandboxPool":
         subresources["scale"] = {
@@ -186,7 +187,7 @@ def build_crd(cls: type[Resource]) -> dict[str, Any]:
                 "storage": True,
                 "schema": {"openAPIV3Schema": schema},
                 "subresources": subresources,
-                "additionalPrinterColumns": _COMMON_COLUMNS_HEAD + PRINTER_COLUMNS[cls.kind_name] + _COMMON_COLUMNS_TAIL,
+                "additionalPrinterColumns": columns,
             }],
         },
     }

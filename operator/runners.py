@@ -19,14 +19,24 @@ LOCAL_RUNNERS: dict[str, str] = {
 }
 
 
+# `codekiln sandbox serve` -> the sandbox server's blocking entry point.
+SANDBOX_SERVE = "codekiln.workloads.sandbox.server:serve"
+
+
 class RunnerUnavailable(RuntimeError):
     """The kind has no local runner (yet), or its optional dependencies are missing."""
 
 
 def resolve_runner(kind: str) -> Callable[[dict], int]:
+    """The local runner of ``kind``."""
     target = LOCAL_RUNNERS.get(kind)
     if target is None:
         raise RunnerUnavailable(f"kind {kind!r} has no local runner")
+    return load_entry_point(target, kind)
+
+
+def load_entry_point(target: str, kind: str) -> Callable:
+    """Import ``module:function`` lazily; explain a missing module or optional dependency."""
     module_name, func_name = target.split(":")
     try:
         module = importlib.import_module(module_name)

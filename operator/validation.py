@@ -68,7 +68,8 @@ def _loc(error: dict[str, Any]) -> tuple[Any, ...]:
 def validate_document(doc: Any) -> ValidationResult:
     """Validate one parsed document against its kind's model."""
     if not isinstance(doc, dict):
-        return ValidationResult(errors=[f"<document>: expected a mapping (a Kubernetes resource), got {type(doc).__name__}"])
+        problem = f"<document>: expected a mapping (a Kubernetes resource), got {type(doc).__name__}"
+        return ValidationResult(errors=[problem])
     errors: list[str] = []
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
     if api_version != GROUP_VERSION:

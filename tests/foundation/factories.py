@@ -19,7 +19,8 @@ def datapipeline(name: str = "curate") -> dict[str, Any]:
 
 def pretrainrun(name: str = "pretrain") -> dict[str, Any]:
     stage = {"name": "s1", "steps": 10, "lr": 3e-4, "seqLen": 128}
-    return _resource("PretrainRun", name, {"nodes": 2, "training": {"data": {"path": "/data/packed"}, "stages": [stage]}})
+    training = {"data": {"path": "/data/packed"}, "stages": [stage]}
+    return _resource("PretrainRun", name, {"nodes": 2, "training": training})
 
 
 def rlrun(name: str = "rl") -> dict[str, Any]:

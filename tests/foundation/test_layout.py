@@ -24,7 +24,7 @@ def test_operator_folder_is_not_a_regular_package() -> None:
 
 @pytest.mark.parametrize("cwd", [ROOT, Path("/")], ids=["repo-root", "elsewhere"])
 def test_stdlib_operator_wins(cwd: Path) -> None:
-    code = "import operator, importlib.util; print(operator.__file__); print(importlib.util.find_spec('operator').origin)"
+    code = "import operator, importlib.util as u; print(operator.__file__); print(u.find_spec('operator').origin)"
     out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True).stdout
     stdlib = sysconfig.get_paths()["stdlib"]
     assert all(line.startswith(stdlib) for line in out.split()), out
