@@ -207,11 +207,11 @@ class Isolator:
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env={}, cwd=self.etc_dir, pass_fds=pass_fds, start_new_session=True, **kwargs)
         # The child holds its own copies now: close ours so EOF arrives when the sandbox ends.
-        for fd in (status_w, collect_w, *(f for f in pass_fds if f not in (status_w, collect_w))):
-            if fd is not None:
+        for fd in pass_fds:
+            if fd in owned:
+                owned.remove(fd)
                 with contextlib.suppress(OSError):
                     os.close(fd)
-                    owned.remove(fd)
         overflow = asyncio.Event()
         out = _Capture(lim.max_output_bytes, overflow)
         err = _Capture(lim.max_output_bytes, overflow)

@@ -96,7 +96,21 @@ def _rust_sysroot() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     sysroot = out.stdout.strip()
-    return sysroot if out.returncode == 0 and os.path.isfile(os.path.join(sysroot, "bin", "rustc")) else None
+    if out.returncode != 0 or not os.path.isfile(os.path.join(sysroot, "bin", "rustc")):
+        return None
+    # Sandboxes run as an unprivileged uid: a toolchain under e.g. /root (mode 700) is unreachable.
+    return sysroot if _world_traversable(sysroot) else None
+
+
+def _world_traversable(path: str) -> bool:
+    parts = os.path.abspath(path).split(os.sep)
+    for i in range(2, len(parts) + 1):
+        try:
+            if not os.stat(os.sep.join(parts[:i]) or os.sep).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _go_root(go: str) -> str | None:
