@@ -55,11 +55,11 @@ def make_resource():
     return train_resource
 
 
-def train_resource(data: Path, out: Path, **training) -> dict:
-    """A PretrainRun resource (wire form) for a tiny model on ``data``."""
+def train_resource(data_path: Path, out: Path, **training) -> dict:
+    """A PretrainRun resource (wire form) for a tiny model on ``data_path``."""
     spec = {
         "model": {"preset": "tiny"},
-        "data": {"path": str(data), "evalSequences": 8},
+        "data": {"path": str(data_path), "evalSequences": 8},
         "stages": [{"name": "s1", "steps": 4, "lr": 3e-3, "seqLen": 32}],
         "microBatchSize": 2,
         "outputDir": str(out),

@@ -138,5 +138,5 @@ def sft_train(model, tokenizer, chats: Sequence[Sequence[dict]], *, steps: int, 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses

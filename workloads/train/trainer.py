@@ -171,8 +171,9 @@ class Trainer:
         return float(total[0] / max(1.0, float(total[1])))
 
     # ------------------------------------------------------------------ loop
-    def run(self) -> dict:
-        cfg, env, st = self.cfg, self.env, self.state
+    def run(self, stop_after_steps: int | None = None) -> dict:
+        """Train every stage (resuming if a checkpoint exists); ``stop_after_steps`` simulates a crash."""
+        cfg, env = self.cfg, self.env
         self.maybe_resume()
         st = self.state
         peak = device_peak_tflops(env.device, cfg.peak_tflops)
@@ -221,6 +222,9 @@ class Trainer:
                         record["eval_loss"] = eval_loss
                 if st.global_step % cfg.log_every_steps == 0 or stage_end or "eval_loss" in record:
                     self.metrics.log(record)
+                if stop_after_steps is not None and st.global_step >= stop_after_steps:
+                    self.metrics.close()
+                    return {"steps": st.global_step, "stopped": True}
                 if st.global_step % cfg.checkpoint.every_steps == 0 or stage_end:
                     self.save()
         summary = {"steps": st.global_step, "tokens": st.tokens, "eval_loss": eval_loss,
