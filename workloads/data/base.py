@@ -39,14 +39,26 @@ class StepStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "docs_in": self.docs_in, "docs_out": self.docs_out, "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out, "time_s": round(self.time_s, 4), "rejects": dict(self.rejects),
+            "name": self.name,
+            "docs_in": self.docs_in,
+            "docs_out": self.docs_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "time_s": round(self.time_s, 4),
+            "rejects": dict(self.rejects),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StepStats:
-        return cls(d["name"], d["docs_in"], d["docs_out"], d["bytes_in"], d["bytes_out"], d["time_s"],
-                   Counter(d.get("rejects", {})))
+        return cls(
+            d["name"],
+            d["docs_in"],
+            d["docs_out"],
+            d["bytes_in"],
+            d["bytes_out"],
+            d["time_s"],
+            Counter(d.get("rejects", {})),
+        )
 
 
 @dataclass
@@ -74,7 +86,9 @@ class StageContext:
     def reject(self, source: str, reason: str, record: Any = None) -> None:
         """Record a malformed input (never raises)."""
         if self.rejects is not None:
-            self.rejects.write({"source": source, "reason": reason, "record": None if record is None else str(record)[:2000]})
+            self.rejects.write(
+                {"source": source, "reason": reason, "record": None if record is None else str(record)[:2000]}
+            )
 
 
 class Step:

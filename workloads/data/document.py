@@ -40,7 +40,9 @@ class Document:
         if not isinstance(metadata, dict):
             raise ValueError("field 'metadata' is not an object")
         extra = {k: v for k, v in record.items() if k not in (text_key, id_key, "metadata")}
-        return cls(id=str(doc_id) if doc_id not in (None, "") else default_id, text=text, metadata={**extra, **metadata})
+        return cls(
+            id=str(doc_id) if doc_id not in (None, "") else default_id, text=text, metadata={**extra, **metadata}
+        )
 
 
 def priority_key(doc: Document) -> tuple:

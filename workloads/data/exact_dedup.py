@@ -30,9 +30,14 @@ class ExactParams(ConfigModel):
 
 def hash_record(doc: Document, shard: int, index: int) -> dict:
     """What the filter needs to know about one document."""
-    return {"shard": shard, "index": index, "sha": hashlib.sha256(doc.text.encode("utf-8", "surrogatepass")).hexdigest(),
-            "repo": str(doc.metadata.get("repo", "")), "path": str(doc.metadata.get("path", doc.id)),
-            "key": [*priority_key(doc), doc.id]}
+    return {
+        "shard": shard,
+        "index": index,
+        "sha": hashlib.sha256(doc.text.encode("utf-8", "surrogatepass")).hexdigest(),
+        "repo": str(doc.metadata.get("repo", "")),
+        "path": str(doc.metadata.get("path", doc.id)),
+        "key": [*priority_key(doc), doc.id],
+    }
 
 
 def survivors(records: list[dict], level: str) -> set[tuple[int, int]]:

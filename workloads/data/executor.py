@@ -44,9 +44,16 @@ def run_shard(
     marker = marker_path(out, stage_name, rank)
     if marker.exists():
         return [StepStats.from_dict(s) for s in json.loads(marker.read_text())["steps"]], True
-    ctx = StageContext(output_dir=out, stage=stage_name, rank=rank, world_size=stage.shards,
-                       stage_shards={s.name: s.shards for s in config.stages})
-    steps = [build_step(s.type, s.params, ctx, where=f"stage {stage_name!r} step {i} ") for i, s in enumerate(stage.steps)]
+    ctx = StageContext(
+        output_dir=out,
+        stage=stage_name,
+        rank=rank,
+        world_size=stage.shards,
+        stage_shards={s.name: s.shards for s in config.stages},
+    )
+    steps = [
+        build_step(s.type, s.params, ctx, where=f"stage {stage_name!r} step {i} ") for i, s in enumerate(stage.steps)
+    ]
     ctx.rejects = AtomicJsonlWriter(out / stage_name / "rejects" / f"shard-{rank:05d}.jsonl")
     writer = AtomicJsonlWriter(out / stage_name / "data" / f"shard-{rank:05d}.jsonl")
     try:

@@ -49,12 +49,12 @@ def apply_fim(text: str, rng: random.Random, rate: float, spm_rate: float) -> st
 def restore(sample: str) -> str:
     """The original document of a FIM (or plain) sample."""
     if sample.startswith(FIM_PREFIX):
-        body = sample[len(FIM_PREFIX):]
+        body = sample[len(FIM_PREFIX) :]
         prefix, rest = body.split(FIM_SUFFIX, 1)
         suffix, middle = rest.split(FIM_MIDDLE, 1)
         return prefix + middle + suffix
     if sample.startswith(FIM_SUFFIX):
-        body = sample[len(FIM_SUFFIX):]
+        body = sample[len(FIM_SUFFIX) :]
         suffix, rest = body.split(FIM_PREFIX, 1)
         prefix, middle = rest.split(FIM_MIDDLE, 1)
         return prefix + middle + suffix
@@ -74,5 +74,8 @@ class FimStep(Step):
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         for d in docs:
-            yield Document(d.id, apply_fim(d.text, doc_rng(self.params.seed, d.id), self.params.rate,
-                                           self.params.spm_rate), d.metadata)
+            yield Document(
+                d.id,
+                apply_fim(d.text, doc_rng(self.params.seed, d.id), self.params.rate, self.params.spm_rate),
+                d.metadata,
+            )

@@ -52,8 +52,13 @@ def shingle_hashes(text: str, ngram: int = 5, min_tokens: int = 5) -> np.ndarray
 def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's legacy permutation parameters ``(a, b)`` for ``seed``."""
     gen = np.random.RandomState(seed)
-    ab = np.array([(gen.randint(1, MERSENNE, dtype=np.uint64), gen.randint(0, MERSENNE, dtype=np.uint64))
-                   for _ in range(num_perm)], dtype=np.uint64).T
+    ab = np.array(
+        [
+            (gen.randint(1, MERSENNE, dtype=np.uint64), gen.randint(0, MERSENNE, dtype=np.uint64))
+            for _ in range(num_perm)
+        ],
+        dtype=np.uint64,
+    ).T
     return ab[0].copy(), ab[1].copy()
 
 
@@ -132,14 +137,26 @@ def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return out
 
 
-def equal_run_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (first of run, other) for runs of equal non-zero ``keys``."""
+def equal_run_pairs(keys: np.ndarray, max_bucket: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs sharing a non-zero key: all pairs of a bucket, or a star from its first member above ``max_bucket``."""
     order = np.argsort(keys, kind="stable")
     sk = keys[order]
-    new_run = np.r_[True, sk[1:] != sk[:-1]]
-    run_start = np.maximum.accumulate(np.where(new_run, np.arange(sk.size), 0))
-    mask = ~new_run & (sk != 0)
-    return order[run_start[mask]], order[mask]
+    bounds = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1], True])
+    starts, ends = bounds[:-1], bounds[1:]
+    multi = (ends - starts > 1) & (sk[starts] != 0)
+    pa, pb = [], []
+    for s, e in zip(starts[multi].tolist(), ends[multi].tolist(), strict=True):
+        members = order[s:e]
+        if e - s <= max_bucket:
+            i, j = np.triu_indices(e - s, k=1)
+            pa.append(members[i])
+            pb.append(members[j])
+        else:
+            pa.append(np.full(e - s - 1, members[0]))
+            pb.append(members[1:])
+    if not pa:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return np.concatenate(pa).astype(np.int64), np.concatenate(pb).astype(np.int64)
 
 
 def estimated_jaccard(sa: np.ndarray, sb: np.ndarray) -> np.ndarray:

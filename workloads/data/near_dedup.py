@@ -92,8 +92,11 @@ class NearDedup(Step):
         buffered = list(docs)
         sigs = self.params.hasher().signatures([d.text for d in buffered])
         a, b = candidate_pairs(sigs, self.params)
-        drop = set(components_to_remove(len(buffered), a, b, _rank_by_priority(
-            [[*priority_key(d), d.id] for d in buffered])).tolist())
+        drop = set(
+            components_to_remove(
+                len(buffered), a, b, _rank_by_priority([[*priority_key(d), d.id] for d in buffered])
+            ).tolist()
+        )
         for i, d in enumerate(buffered):
             if i in drop:
                 self.stats.rejects["near_duplicate"] += 1
@@ -157,8 +160,13 @@ class MinhashBuckets(_FromSignatures):
             sa, ia = shard_of[i], rec[i, 1].astype(np.int64)
             sb, ib = shard_of[j], rec[j, 1].astype(np.int64)
             if self.params.verify and i.size:
-                ok = np.array([estimated_jaccard(sigs[x][y], sigs[u][v]) >= self.params.threshold
-                               for x, y, u, v in zip(sa, ia, sb, ib, strict=True)], dtype=bool)
+                ok = np.array(
+                    [
+                        estimated_jaccard(sigs[x][y], sigs[u][v]) >= self.params.threshold
+                        for x, y, u, v in zip(sa, ia, sb, ib, strict=True)
+                    ],
+                    dtype=bool,
+                )
                 sa, ia, sb, ib = sa[ok], ia[ok], sb[ok], ib[ok]
             self.stats.rejects["duplicate_pairs"] += int(sa.size)
             _save_npy(folder / "pairs" / f"band-{band:03d}.npy", np.stack([sa, ia, sb, ib], axis=1).astype(np.int64))

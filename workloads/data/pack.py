@@ -42,7 +42,9 @@ class PackStep(Step):
     requires = ("tokenizers",)
 
     class Params(ConfigModel):
-        tokenizer: str = Field(default="tokenizer/tokenizer.json", description="tokenizer.json, relative to output_dir.")
+        tokenizer: str = Field(
+            default="tokenizer/tokenizer.json", description="tokenizer.json, relative to output_dir."
+        )
         seq_len: int = Field(default=8192, ge=8, description="Tokens per sequence (e.g. 8192 or 32768).")
         output: str = Field(default="packed", description="Packed dataset folder, relative to output_dir.")
         batch_docs: int = Field(default=256, ge=1)
@@ -105,8 +107,13 @@ class PackStep(Step):
         tmp = folder / f"tokenizer.json.tmp{os.getpid()}"
         shutil.copyfile(tok_src, tmp)
         tmp.replace(folder / "tokenizer.json")
-        packed.write_meta(folder, self.params.seq_len, shards, documents=sum(s["documents"] for s in shards),
-                          real_tokens=sum(s["real_tokens"] for s in shards))
+        packed.write_meta(
+            folder,
+            self.params.seq_len,
+            shards,
+            documents=sum(s["documents"] for s in shards),
+            real_tokens=sum(s["real_tokens"] for s in shards),
+        )
 
 
 def pack_pieces(pieces: list[np.ndarray], seq_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,10 +24,14 @@ DEFAULT_EXCLUDES = [".git", "__pycache__", "node_modules", ".venv", "*.egg-info"
 class SourceParams(ConfigModel):
     paths: list[str] = Field(min_length=1, description="Directories (or files) to read; relative to the working dir.")
     languages: list[str] = Field(default_factory=list, description="Keep only these languages (empty: any known).")
-    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDES), description="Directory/file globs to skip.")
+    exclude: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXCLUDES), description="Directory/file globs to skip."
+    )
     max_file_bytes: int = Field(default=1_000_000, ge=1, description="Skip larger files.")
     limit: int = Field(default=0, ge=0, description="Read at most this many files in total (0: all), before sharding.")
-    every_nth: int = Field(default=1, ge=1, description="Deterministic subset: keep every n-th file of the sorted list.")
+    every_nth: int = Field(
+        default=1, ge=1, description="Deterministic subset: keep every n-th file of the sorted list."
+    )
 
 
 def list_files(root: Path, exclude: list[str]) -> list[Path]:
@@ -111,8 +115,9 @@ def git_repo_stats(repo: Path) -> dict:
     if not (repo / ".git").exists():
         return {}
     try:
-        out = subprocess.run(["git", "-C", str(repo), "log", "--format=%ct"], capture_output=True, text=True,
-                             check=True, timeout=60).stdout.split()
+        out = subprocess.run(
+            ["git", "-C", str(repo), "log", "--format=%ct"], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.split()
     except (subprocess.SubprocessError, OSError):
         return {}
     if not out:
@@ -122,8 +127,12 @@ def git_repo_stats(repo: Path) -> dict:
 
 
 class RepoParams(SourceParams):
-    level: str = Field(default="file", pattern="^(file|repo)$", description="`file`: a document per file; `repo`: one per repository.")
-    metadata_file: str | None = Field(default=None, description="JSONL of {name, stars, forks, commits, activity_days, updated_ts}.")
+    level: str = Field(
+        default="file", pattern="^(file|repo)$", description="`file`: a document per file; `repo`: one per repository."
+    )
+    metadata_file: str | None = Field(
+        default=None, description="JSONL of {name, stars, forks, commits, activity_days, updated_ts}."
+    )
 
 
 class ReadRepos(ReadFiles):
@@ -138,13 +147,19 @@ class ReadRepos(ReadFiles):
         if self.params.metadata_file:
             with open(self.params.metadata_file, encoding="utf-8") as fh:
                 meta_by_name = {r["name"]: r for r in map(json.loads, filter(str.strip, fh))}
-        repos = sorted(p for root in self.params.paths for p in Path(root).iterdir()
-                       if p.is_dir() and not any(fnmatch.fnmatch(p.name, x) for x in self.params.exclude))
+        repos = sorted(
+            p
+            for root in self.params.paths
+            for p in Path(root).iterdir()
+            if p.is_dir() and not any(fnmatch.fnmatch(p.name, x) for x in self.params.exclude)
+        )
         repos = repos[:: self.params.every_nth][: self.params.limit or None]
         for i, repo in enumerate(repos):
             if i % world_size != rank:
                 continue
-            extra = {k: v for k, v in {**git_repo_stats(repo), **meta_by_name.get(repo.name, {})}.items() if k != "name"}
+            extra = {
+                k: v for k, v in {**git_repo_stats(repo), **meta_by_name.get(repo.name, {})}.items() if k != "name"
+            }
             files = [d for f in list_files(repo, self.params.exclude) if (d := self._read(repo, f, repo.name))]
             for d in files:
                 d.metadata.update(extra)
@@ -152,8 +167,16 @@ class ReadRepos(ReadFiles):
                 yield from files
             elif files:
                 text = f"{REPO_NAME}{repo.name}\n" + "".join(f"{FILE_SEP}{d.metadata['path']}\n{d.text}" for d in files)
-                yield Document(id=repo.name, text=text, metadata={"repo": repo.name, "language": files[0].metadata["language"],
-                                                                   "files": len(files), **extra})
+                yield Document(
+                    id=repo.name,
+                    text=text,
+                    metadata={
+                        "repo": repo.name,
+                        "language": files[0].metadata["language"],
+                        "files": len(files),
+                        **extra,
+                    },
+                )
 
 
 class RepoMetadataFilter(Filter):
@@ -170,8 +193,12 @@ class RepoMetadataFilter(Filter):
 
     def keep(self, doc: Document) -> bool | str:
         p = self.params
-        for key, lo in (("stars", p.min_stars), ("forks", p.min_forks), ("commits", p.min_commits),
-                        ("activity_days", p.min_activity_days)):
+        for key, lo in (
+            ("stars", p.min_stars),
+            ("forks", p.min_forks),
+            ("commits", p.min_commits),
+            ("activity_days", p.min_activity_days),
+        ):
             value = doc.metadata.get(key)
             if value is None:
                 if p.require_metadata:
@@ -193,8 +220,12 @@ class ReadJsonl(Step):
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         yield from docs
-        files = sorted(f for p in self.params.paths for f in list_files(Path(p), [])
-                       if f.name.endswith((".jsonl", ".jsonl.gz", ".json")))
+        files = sorted(
+            f
+            for p in self.params.paths
+            for f in list_files(Path(p), [])
+            if f.name.endswith((".jsonl", ".jsonl.gz", ".json"))
+        )
         for i, f in enumerate(files):
             if i % world_size != rank:
                 continue
@@ -205,8 +236,9 @@ class ReadJsonl(Step):
                         continue
                     try:
                         rec = json.loads(line)
-                        yield Document.from_record(rec, text_key=self.params.text_key, id_key=self.params.id_key,
-                                                   default_id=f"{f.name}:{n}")
+                        yield Document.from_record(
+                            rec, text_key=self.params.text_key, id_key=self.params.id_key, default_id=f"{f.name}:{n}"
+                        )
                     except ValueError as exc:
                         self.stats.rejects["malformed"] += 1
                         self.ctx.reject(f"{f}:{n}", str(exc), line.rstrip()[:2000])
@@ -240,8 +272,9 @@ class ReadParquet(Step):
                 for rec in batch.to_pylist():
                     n += 1
                     try:
-                        yield Document.from_record(rec, text_key=self.params.text_key, id_key=self.params.id_key,
-                                                   default_id=f"{f.name}:{n}")
+                        yield Document.from_record(
+                            rec, text_key=self.params.text_key, id_key=self.params.id_key, default_id=f"{f.name}:{n}"
+                        )
                     except ValueError as exc:
                         self.stats.rejects["malformed"] += 1
                         self.ctx.reject(f"{f}:{n}", str(exc), rec)

@@ -30,6 +30,7 @@ STEPS: dict[str, str] = {
     "syntax_filter": "syntax:SyntaxFilter",
     "heuristic_filter": "heuristics:HeuristicFilter",
     "fasttext_quality": "quality:FastTextQuality",
+    "fasttext_train": "quality:FastTextTrain",
     "llm_quality": "llm_quality:LLMQuality",
     "html_to_text": "recall:HtmlToText",
     # transforms
@@ -67,9 +68,7 @@ def build_step(type_name: str, params: dict, ctx: StageContext, where: str = "")
     try:
         parsed = klass.Params.model_validate(params)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise StepConfigError(f"{where}step {type_name!r}: {problems}") from None
     return klass(parsed, ctx)
 

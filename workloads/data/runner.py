@@ -45,49 +45,71 @@ def _shard_job(config_json: str, stage: str, rank: int) -> tuple[int, list[dict]
     return rank, [s.to_dict() for s in stats], skipped
 
 
-def run_pipeline(config: DataPipelineConfig, *, processes: int = 1, console: Console | None = None) -> dict[str, list[StepStats]]:
+class _StageTracker:
+    """Merges shard stats of one stage and drives its progress bar."""
+
+    def __init__(self, progress: Progress, task) -> None:
+        self.progress, self.task = progress, task
+        self.merged: list[StepStats] = []
+        self.skipped = 0
+
+    def finish(self, stats: list[StepStats], skipped: bool) -> None:
+        if not self.merged:
+            self.merged = [StepStats(s.name) for s in stats]
+        for m, s in zip(self.merged, stats, strict=True):
+            m.merge(s)
+        self.skipped += skipped
+        resumed = f" ({self.skipped} resumed)" if self.skipped else ""
+        self.progress.update(self.task, advance=1, info=f"docs out {self.merged[-1].docs_out:,}{resumed}")
+
+    def on_doc(self, rank: int):
+        def update(n: int) -> None:
+            if n % 200 == 0:
+                self.progress.update(self.task, info=f"shard {rank}: {n:,} docs")
+
+        return update
+
+
+def run_pipeline(
+    config: DataPipelineConfig, *, processes: int = 1, console: Console | None = None
+) -> dict[str, list[StepStats]]:
     """Run all stages in order; returns merged per-step stats per stage (also written to ``stats.json``)."""
     console = console or Console(stderr=True)
     reporter = progress_reporter()
     totals: dict[str, list[StepStats]] = {}
     total_shards = sum(s.shards for s in config.stages)
     done_shards = 0
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         for stage in config.stages:
-            task = progress.add_task(stage.name, total=stage.shards, info="")
-            merged: list[StepStats] | None = None
-            skipped_n = 0
-
-            def finish(stats: list[StepStats], skipped: bool) -> None:
-                nonlocal merged, skipped_n, done_shards
-                if merged is None:
-                    merged = [StepStats(s.name) for s in stats]
-                for m, s in zip(merged, stats, strict=True):
-                    m.merge(s)
-                skipped_n += skipped
-                done_shards += 1
-                progress.update(task, advance=1, info=f"docs out {merged[-1].docs_out:,}" + (f" ({skipped_n} resumed)" if skipped_n else ""))
-                reporter.update(step=done_shards, total_steps=total_shards, stage=stage.name,
-                                message=f"stage {stage.name}: shard done")
-
+            tracker = _StageTracker(progress, progress.add_task(stage.name, total=stage.shards, info=""))
             if processes > 1 and stage.shards > 1:
                 with ProcessPoolExecutor(max_workers=min(processes, stage.shards)) as pool:
-                    futures = [pool.submit(_shard_job, config.model_dump_json(), stage.name, r) for r in range(stage.shards)]
+                    futures = [
+                        pool.submit(_shard_job, config.model_dump_json(), stage.name, r) for r in range(stage.shards)
+                    ]
                     for fut in as_completed(futures):
                         _, stats, skipped = fut.result()
-                        finish([StepStats.from_dict(s) for s in stats], skipped)
+                        tracker.finish([StepStats.from_dict(s) for s in stats], skipped)
+                        done_shards += 1
+                        reporter.update(step=done_shards, total_steps=total_shards, stage=stage.name)
             else:
                 for rank in range(stage.shards):
-                    def on_doc(n: int, rank: int = rank) -> None:
-                        if n % 200 == 0:
-                            progress.update(task, info=f"shard {rank}: {n:,} docs")
-                    stats, skipped = run_shard(config, stage.name, rank, on_doc=on_doc)
-                    finish(stats, skipped)
-            totals[stage.name] = merged or []
-    atomic_write_text(Path(config.output_dir) / "stats.json",
-                      json.dumps({k: [s.to_dict() for s in v] for k, v in totals.items()}, indent=1))
+                    stats, skipped = run_shard(config, stage.name, rank, on_doc=tracker.on_doc(rank))
+                    tracker.finish(stats, skipped)
+                    done_shards += 1
+                    reporter.update(step=done_shards, total_steps=total_shards, stage=stage.name)
+            totals[stage.name] = tracker.merged
+    atomic_write_text(
+        Path(config.output_dir) / "stats.json",
+        json.dumps({k: [s.to_dict() for s in v] for k, v in totals.items()}, indent=1),
+    )
     reporter.update(force=True, step=total_shards, total_steps=total_shards, message="pipeline finished")
     return totals
 
@@ -100,8 +122,16 @@ def stats_table(totals: dict[str, list[StepStats]]) -> Table:
     for stage, steps in totals.items():
         for s in steps:
             rejects = ", ".join(f"{k}={v:,}" for k, v in s.rejects.most_common())
-            table.add_row(stage, s.name, f"{s.docs_in:,}", f"{s.docs_out:,}", f"{s.bytes_in / 1e6:.2f}",
-                          f"{s.bytes_out / 1e6:.2f}", f"{s.time_s:.2f}", rejects)
+            table.add_row(
+                stage,
+                s.name,
+                f"{s.docs_in:,}",
+                f"{s.docs_out:,}",
+                f"{s.bytes_in / 1e6:.2f}",
+                f"{s.bytes_out / 1e6:.2f}",
+                f"{s.time_s:.2f}",
+                rejects,
+            )
     return table
 
 

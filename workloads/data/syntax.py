@@ -18,8 +18,24 @@ from codekiln.workloads.data.base import Filter
 from codekiln.workloads.data.document import Document
 from codekiln.workloads.schema import ConfigModel
 
-TREE_SITTER_LANGUAGES = ("python", "java", "c", "cpp", "javascript", "typescript", "go", "rust", "bash", "ruby",
-                         "php", "csharp", "kotlin", "scala", "lua", "swift")
+TREE_SITTER_LANGUAGES = (
+    "python",
+    "java",
+    "c",
+    "cpp",
+    "javascript",
+    "typescript",
+    "go",
+    "rust",
+    "bash",
+    "ruby",
+    "php",
+    "csharp",
+    "kotlin",
+    "scala",
+    "lua",
+    "swift",
+)
 
 
 @cache
@@ -54,8 +70,10 @@ class SyntaxFilter(Filter):
     requires = ("tree_sitter_language_pack",)
 
     class Params(ConfigModel):
-        languages: list[str] = Field(default_factory=lambda: list(TREE_SITTER_LANGUAGES[:9]),
-                                     description="Languages to check (tree-sitter grammar names).")
+        languages: list[str] = Field(
+            default_factory=lambda: list(TREE_SITTER_LANGUAGES[:9]),
+            description="Languages to check (tree-sitter grammar names).",
+        )
         python_parser: str = Field(default="ast", pattern="^(ast|tree_sitter)$")
         drop_unsupported: bool = Field(default=False, description="Drop documents in languages not checked.")
 

@@ -1,0 +1,85 @@
+"""Near dedup on site-packages' vendored copies: datasketch oracle, exact-Jaccard P/R, distributed == in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasketch import MinHash
+
+from codekiln.workloads.data.base import StageContext
+from codekiln.workloads.data.document import Document, read_jsonl
+from codekiln.workloads.data.jaccard import precision_recall, similar_pairs
+from codekiln.workloads.data.minhash import shingle_hashes
+from codekiln.workloads.data.near_dedup import MinhashParams, candidate_pairs
+from codekiln.workloads.data.registry import build_step
+from codekiln.workloads.data.runner import parse_pipeline, run_pipeline
+
+from .conftest import SITE_PACKAGES, pipeline_resource, stage
+
+VENDORED = ["packaging", "platformdirs", "tomli", "idna", "requests", "urllib3", "certifi", "msgpack", "distro",
+            "resolvelib", "zipp", "more_itertools", "importlib_metadata", "wheel", "rich", "tomli_w", "cachecontrol",
+            "pyproject_hooks", "truststore"]
+PARENTS = ["", "pip/_vendor", "setuptools/_vendor", "torch/_vendor"]
+
+
+def vendored_roots() -> list[Path]:
+    return [SITE_PACKAGES / parent / name for parent in PARENTS for name in VENDORED
+            if (SITE_PACKAGES / parent / name).is_dir()]
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[Document]:
+    files = sorted({f for r in vendored_roots() for f in r.rglob("*.py")})
+    assert len(files) > 200, "site-packages holds vendored copies (pip/_vendor, setuptools/_vendor)"
+    return [Document(str(f.relative_to(SITE_PACKAGES)), f.read_text(encoding="utf-8", errors="replace"),
+                     {"path": str(f.relative_to(SITE_PACKAGES)), "language": "python"}) for f in files]
+
+
+def test_signatures_equal_datasketch(corpus: list[Document]) -> None:
+    p = MinhashParams(num_perm=128, bands=16, rows=8)
+    docs = corpus[:25]
+    sigs = p.hasher().signatures([d.text for d in docs])
+    for d, sig in zip(docs, sigs, strict=True):
+        oracle = MinHash(num_perm=128, seed=1, hashfunc=lambda x: x, scheme="legacy")
+        oracle.update_batch(shingle_hashes(d.text).tolist())
+        assert np.array_equal(oracle.hashvalues.astype(np.uint32), sig)
+
+
+def test_precision_recall_against_exact_jaccard(corpus: list[Document]) -> None:
+    shingles = [shingle_hashes(d.text) for d in corpus]
+    truth = similar_pairs(shingles, 0.8)
+    p = MinhashParams(num_perm=250, bands=25, rows=10, threshold=0.8)
+    a, b = candidate_pairs(p.hasher().signatures_from_shingles(shingles), p)
+    found = {(int(x), int(y)) for x, y in zip(a, b, strict=True)}
+    precision, recall = precision_recall(found, truth)
+    print(f"near-dup at J>=0.8 on {len(corpus)} site-packages files: {len(truth)} true pairs, "
+          f"{len(found)} found, precision {precision:.3f}, recall {recall:.3f}")
+    assert len(truth) > 50
+    assert precision >= 0.9 and recall >= 0.9
+    cross = {(i, j) for i, j in found if corpus[i].id.split("/")[0] != corpus[j].id.split("/")[0]}
+    assert cross, "copies vendored by different packages are found"
+
+
+def test_distributed_four_stages_equal_in_process(corpus: list[Document], tmp_path: Path) -> None:
+    mh = {"numPerm": 128, "bands": 16, "rows": 8, "threshold": 0.8}
+    src = tmp_path / "src"
+    src.mkdir()
+    from codekiln.workloads.data.document import write_jsonl
+
+    docs = corpus[::2]
+    for k in range(3):
+        write_jsonl(src / f"part-{k}.jsonl", [{"id": d.id, "text": d.text, "metadata": d.metadata} for d in docs[k::3]])
+    resource = pipeline_resource(tmp_path / "out", [
+        stage("sigs", 3, ("read_jsonl", {"paths": [str(src)]}), ("minhash_signatures", mh)),
+        stage("buckets", 2, ("minhash_buckets", {"signaturesStage": "sigs", **mh})),
+        stage("cluster", 1, ("minhash_cluster", {"signaturesStage": "sigs", **mh})),
+        stage("filter", 3, ("read_stage", {"stage": "sigs"}), ("minhash_filter", {"signaturesStage": "sigs", **mh})),
+    ])
+    run_pipeline(parse_pipeline(resource))
+    kept = {r["id"] for f in (tmp_path / "out" / "filter" / "data").glob("*.jsonl") for r in read_jsonl(f)}
+    step = build_step("near_dedup", mh, StageContext(tmp_path, "x"))
+    in_process = {d.id for d in step(iter(docs), 0, 1)}
+    assert kept == in_process
+    assert len(kept) < len(docs)

@@ -1,0 +1,156 @@
+"""fastText quality scoring: train a binary classifier, score documents, keep by threshold or drop a bottom fraction."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from codekiln.workloads.data.base import Step
+from codekiln.workloads.data.document import Document
+from codekiln.workloads.schema import ConfigModel
+
+POS, NEG = "__label__pos", "__label__neg"
+_WS = re.compile(r"\s+")
+
+
+class FastTextTrainParams(ConfigModel):
+    """DeepSeekMath's recall settings as defaults."""
+
+    dim: int = Field(default=256, ge=2)
+    lr: float = Field(default=0.1, gt=0)
+    word_ngrams: int = Field(default=3, ge=1)
+    min_count: int = Field(default=3, ge=1)
+    epoch: int = Field(default=3, ge=1)
+    max_chars: int = Field(default=20000, ge=1, description="Characters of each document used.")
+    seed: int = Field(default=0)
+
+
+def one_line(text: str, max_chars: int) -> str:
+    return _WS.sub(" ", text[:max_chars]).strip()
+
+
+def train_fasttext(positives: list[str], negatives: list[str], p: FastTextTrainParams | None = None):
+    """Train a binary classifier (labels ``__label__pos`` / ``__label__neg``)."""
+    import fasttext
+
+    p = p or FastTextTrainParams()
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
+        rows = [f"{POS} {one_line(t, p.max_chars)}" for t in positives] + [
+            f"{NEG} {one_line(t, p.max_chars)}" for t in negatives
+        ]
+        np.random.default_rng(p.seed).shuffle(rows)
+        fh.write("\n".join(rows) + "\n")
+    try:
+        return fasttext.train_supervised(
+            input=fh.name,
+            dim=p.dim,
+            lr=p.lr,
+            wordNgrams=p.word_ngrams,
+            minCount=p.min_count,
+            epoch=p.epoch,
+            verbose=0,
+            seed=p.seed,
+            thread=1,
+        )
+    finally:
+        os.unlink(fh.name)
+
+
+def positive_scores(model, texts: list[str], max_chars: int = 20000) -> np.ndarray:
+    """P(positive) per text."""
+    if not texts:
+        return np.empty(0)
+    labels, probs = model.predict([one_line(t, max_chars) for t in texts], k=2)
+    out = np.zeros(len(texts))
+    for i, (ls, ps) in enumerate(zip(labels, probs, strict=True)):
+        out[i] = dict(zip(ls, ps, strict=True)).get(POS, 0.0)
+    return np.clip(out, 0, 1)
+
+
+def save_model(model, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    model.save_model(str(tmp))
+    os.replace(tmp, path)
+
+
+class KeepRule(ConfigModel):
+    threshold: float | None = Field(default=None, ge=0, le=1, description="Keep documents scoring at least this.")
+    drop_bottom_fraction: float | None = Field(
+        default=None, ge=0, lt=1, description="Drop this lowest-scoring fraction (per shard)."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> KeepRule:
+        if (self.threshold is None) == (self.drop_bottom_fraction is None):
+            raise ValueError("set exactly one of threshold or dropBottomFraction")
+        return self
+
+
+def select(scores: np.ndarray, rule: KeepRule) -> np.ndarray:
+    """Boolean keep mask for ``scores`` under ``rule``."""
+    if rule.threshold is not None:
+        return scores >= rule.threshold
+    n_drop = int(round(rule.drop_bottom_fraction * scores.size))
+    keep = np.ones(scores.size, dtype=bool)
+    keep[np.argsort(scores, kind="stable")[:n_drop]] = False
+    return keep
+
+
+class FastTextQuality(Step):
+    """Score with a saved fastText model; ``metadata.quality_fasttext`` gets the score."""
+
+    name = "fasttext_quality"
+    requires = ("fasttext",)
+
+    class Params(KeepRule):
+        model: str = Field(description="Path to a .bin model (relative to output_dir or absolute).")
+        max_chars: int = Field(default=20000, ge=1)
+
+    def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        import fasttext
+
+        path = self.ctx.resolve(self.params.model)
+        if not path.exists():
+            raise FileNotFoundError(f"fasttext_quality: params.model {path} not found")
+        model = fasttext.load_model(str(path))
+        buffered = list(docs)
+        scores = positive_scores(model, [d.text for d in buffered], self.params.max_chars)
+        for d, s, k in zip(buffered, scores, select(scores, self.params), strict=True):
+            d.metadata["quality_fasttext"] = round(float(s), 4)
+            if k:
+                yield d
+            else:
+                self.stats.rejects["low_quality_fasttext"] += 1
+
+
+class FastTextTrain(Step):
+    """Sink: train on documents whose ``metadata[label_key]`` is ``pos``/``neg`` and save the model (shards: 1)."""
+
+    name = "fasttext_train"
+    requires = ("fasttext",)
+
+    class Params(FastTextTrainParams):
+        label_key: str = Field(default="label")
+        output: str = Field(default="quality/fasttext.bin", description="Model path relative to output_dir.")
+
+    def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        if world_size != 1:
+            raise ValueError("fasttext_train must run in a stage with shards: 1")
+        pos, neg = [], []
+        for d in docs:
+            label = d.metadata.get(self.params.label_key)
+            if label in ("pos", "neg"):
+                (pos if label == "pos" else neg).append(d.text)
+            else:
+                self.stats.rejects["unlabelled"] += 1
+        if not pos or not neg:
+            raise ValueError(f"fasttext_train: need both pos and neg documents (got {len(pos)} pos, {len(neg)} neg)")
+        save_model(train_fasttext(pos, neg, self.params), self.ctx.resolve(self.params.output))
+        return iter(())
