@@ -75,7 +75,9 @@ def prune(value: Any, schema: dict[str, Any], *, root: bool = False) -> Any:
         additional = schema.get("additionalProperties")
         out: dict[str, Any] = {}
         for key, sub in value.items():
-            if key in props:
+            if key == "metadata" and "metadata" in keep:
+                out[key] = sub  # object metadata is the API server's business, never pruned here
+            elif key in props:
                 out[key] = prune(sub, props[key])
             elif isinstance(additional, dict):
                 out[key] = prune(sub, additional)
