@@ -44,6 +44,8 @@ def run_shard(
     marker = marker_path(out, stage_name, rank)
     if marker.exists():
         return [StepStats.from_dict(s) for s in json.loads(marker.read_text())["steps"]], True
+    for stale in (out / stage_name).glob(f"**/shard-{rank:05d}*.tmp*"):  # left by a killed attempt
+        stale.unlink(missing_ok=True)
     ctx = StageContext(
         output_dir=out,
         stage=stage_name,

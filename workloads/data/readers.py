@@ -107,7 +107,8 @@ class ReadFiles(Step):
             return None
         name = repo or root.name
         meta = {"path": rel, "language": lang, "repo": name}
-        return Document(id=f"{name}/{rel}", text=text, metadata=meta)
+        doc_id = f"{name}/{rel}" if repo else str(path)
+        return Document(id=doc_id, text=text, metadata=meta)
 
 
 def git_repo_stats(repo: Path) -> dict:

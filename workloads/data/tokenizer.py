@@ -66,15 +66,12 @@ class TrainTokenizer(Step):
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         if world_size != 1:
             raise ValueError("train_tokenizer must run in a stage with shards: 1")
-        budget = [self.params.max_chars]
-
-        def texts() -> Iterator[str]:
-            for d in docs:
-                if budget[0] <= 0:
-                    continue  # drain so the input stats stay complete
-                budget[0] -= len(d.text)
-                yield d.text
-
-        tok = train_bpe(texts(), self.params.vocab_size, self.params.min_frequency)
+        # sorted by id so the result does not depend on how the input was sharded
+        texts, budget = [], self.params.max_chars
+        for d in sorted(docs, key=lambda d: d.id):
+            if budget > 0:
+                texts.append(d.text)
+                budget -= len(d.text)
+        tok = train_bpe(texts, self.params.vocab_size, self.params.min_frequency)
         save_tokenizer(tok, self.ctx.resolve(self.params.output))
         return iter(())
