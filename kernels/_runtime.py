@@ -41,6 +41,15 @@ def vocab_block(vocab: int) -> tuple[int, int]:
     return 1, min(triton.next_power_of_2(vocab), 4096)
 
 
+def num_warps(tile_elems: int) -> int:
+    """Warps for a program whose largest tile has ``tile_elems`` elements (ignored by the interpreter)."""
+    if tile_elems >= 32768:
+        return 32
+    if tile_elems >= 8192:
+        return 16
+    return 8 if tile_elems >= 2048 else 4
+
+
 def check_device(*tensors: torch.Tensor) -> None:
     """Raise a clear error when a tensor cannot run on this Triton backend."""
     for t in tensors:

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from codekiln.kernels._chunks import add_chunk_grads, check_inputs, chunk_rows
-from codekiln.kernels._runtime import check_device, vocab_block
+from codekiln.kernels._runtime import check_device, num_warps, vocab_block
 
 
 @triton.jit
@@ -69,17 +69,19 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         grad_h = torch.empty_like(h2) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         block_r, block_v = vocab_block(vocab)
+        warps = num_warps(block_r * block_v)
+        w = weight if weight.dtype == h2.dtype else weight.to(h2.dtype)  # e.g. fp32 master weight, bf16 hidden
         step = chunk_rows(n_rows, vocab, h2.shape[1], chunk_size)
         for start in range(0, n_rows, step):
             end = min(start + step, n_rows)
             h_c = h2[start:end]
-            logits = h_c @ weight.t()
+            logits = h_c @ w.t()
             _ce_kernel[(triton.cdiv(end - start, block_r),)](
                 logits, y[start:end], loss_rows[start:end], end - start, vocab, ignore_index, grad_scale,
-                COMPUTE_GRAD=need_h or need_w, BLOCK_R=block_r, BLOCK_V=block_v,
+                COMPUTE_GRAD=need_h or need_w, BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps,
             )
             if need_h or need_w:
-                add_chunk_grads(logits, h_c, weight, grad_h[start:end] if need_h else None, grad_w)
+                add_chunk_grads(logits, h_c, w, grad_h[start:end] if need_h else None, grad_w)
             del logits
         loss = loss_rows.sum()
         if reduction == "mean":

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from codekiln.kernels._chunks import add_chunk_grads, check_inputs, chunk_rows
-from codekiln.kernels._runtime import check_device, vocab_block
+from codekiln.kernels._runtime import check_device, num_warps, vocab_block
 
 
 @triton.jit
@@ -82,14 +82,16 @@ class TokenLogprobsEntropyFunction(torch.autograd.Function):
         n_rows, vocab = h2.shape[0], weight.shape[0]
         out = torch.empty((4, n_rows), dtype=torch.float32, device=h2.device)  # logp, entropy, lse, mean_z
         block_r, block_v = vocab_block(vocab)
+        warps = num_warps(block_r * block_v)
+        w = weight if weight.dtype == h2.dtype else weight.to(h2.dtype)
         step = chunk_rows(n_rows, vocab, h2.shape[1], chunk_size)
         for start in range(0, n_rows, step):
             end = min(start + step, n_rows)
-            logits = h2[start:end] @ weight.t()
+            logits = h2[start:end] @ w.t()
             o = out[:, start:end]
             _lpe_fwd[(triton.cdiv(end - start, block_r),)](
                 logits, y[start:end], o[0], o[1], o[2], o[3], end - start, vocab, 1.0 / temperature,
-                BLOCK_R=block_r, BLOCK_V=block_v,
+                BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps,
             )
         ctx.save_for_backward(h2, weight, y, out[2].clone(), out[3].clone())
         ctx.temperature, ctx.step, ctx.hidden_shape = temperature, step, hidden.shape
@@ -106,15 +108,17 @@ class TokenLogprobsEntropyFunction(torch.autograd.Function):
         grad_h = torch.empty_like(h2) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         block_r, block_v = vocab_block(vocab)
+        warps = num_warps(block_r * block_v)
+        w = weight if weight.dtype == h2.dtype else weight.to(h2.dtype)
         for start in range(0, n_rows, ctx.step):
             end = min(start + ctx.step, n_rows)
             h_c = h2[start:end]
-            logits = h_c @ weight.t()
+            logits = h_c @ w.t()
             _lpe_bwd[(triton.cdiv(end - start, block_r),)](
                 logits, y[start:end], g_logp[start:end], g_ent[start:end], lse[start:end], mean_z[start:end],
-                end - start, vocab, 1.0 / ctx.temperature, BLOCK_R=block_r, BLOCK_V=block_v,
+                end - start, vocab, 1.0 / ctx.temperature, BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps,
             )
-            add_chunk_grads(logits, h_c, weight, grad_h[start:end] if need_h else None, grad_w)
+            add_chunk_grads(logits, h_c, w, grad_h[start:end] if need_h else None, grad_w)
         return (
             grad_h.view(ctx.hidden_shape) if need_h else None,
             grad_w.to(weight.dtype) if need_w else None,

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from codekiln.kernels._runtime import check_device, row_block
+from codekiln.kernels._runtime import check_device, num_warps, row_block
 
 
 @triton.jit
@@ -65,7 +65,10 @@ class RMSNormFunction(torch.autograd.Function):
         rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
         block_r, block_c = row_block(n_cols)
         grid = (triton.cdiv(n_rows, block_r),)
-        _rms_norm_fwd[grid](x2, weight, y, rstd, n_rows, n_cols, eps, BLOCK_R=block_r, BLOCK_C=block_c)
+        _rms_norm_fwd[grid](
+            x2, weight, y, rstd, n_rows, n_cols, eps,
+            BLOCK_R=block_r, BLOCK_C=block_c, num_warps=num_warps(block_r * block_c),
+        )
         ctx.save_for_backward(x2, weight, rstd)
         ctx.shape = shape
         return y.view(shape)
@@ -80,7 +83,8 @@ class RMSNormFunction(torch.autograd.Function):
         n_prog = triton.cdiv(n_rows, block_r)
         dw_partial = torch.empty((n_prog, n_cols), dtype=torch.float32, device=x2.device)
         _rms_norm_bwd[(n_prog,)](
-            dy2, x2, weight, rstd, dx, dw_partial, n_rows, n_cols, BLOCK_R=block_r, BLOCK_C=block_c
+            dy2, x2, weight, rstd, dx, dw_partial, n_rows, n_cols,
+            BLOCK_R=block_r, BLOCK_C=block_c, num_warps=num_warps(block_r * block_c),
         )
         dw = dw_partial.sum(0).to(weight.dtype)
         return dx.view(ctx.shape), dw, None

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from codekiln.kernels._runtime import check_device, row_block
+from codekiln.kernels._runtime import check_device, num_warps, row_block
 
 
 @triton.jit
@@ -60,7 +60,7 @@ def _launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: boo
     _rope_kernel[(triton.cdiv(n_rows, block_r),)](
         x, cos, sin, y, n_rows, h, t, half,
         *x.stride(), *cos.stride(), *sin.stride(),
-        BACKWARD=backward, BLOCK_R=block_r, BLOCK_H=block_h,
+        BACKWARD=backward, BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
     )
     return y
 

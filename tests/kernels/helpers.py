@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 
@@ -15,3 +16,8 @@ def grads(outputs, inputs, seed: int = 1) -> tuple[torch.Tensor, ...]:
 
 def leaf(*shape: int, device: torch.device, scale: float = 1.0, dtype=torch.float32) -> torch.Tensor:
     return (torch.randn(*shape, dtype=dtype) * scale).to(device).requires_grad_()
+
+
+requires_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 and timing are GPU-only; the interpreter has no bf16)"
+)
