@@ -40,7 +40,7 @@ class Executor:
         self.config = config
         self.limits = config.limits
         os.makedirs(config.work_dir, exist_ok=True)
-        self.isolator = Isolator(etc_dir=os.path.join(config.work_dir, "etc"))
+        self.isolator = Isolator(work_dir=config.work_dir)
         self.toolchains: dict[str, Toolchain] = detect(tuple(config.languages))
         self._slots: asyncio.Queue[int] = asyncio.Queue()
         for i in range(config.max_concurrency):
@@ -118,7 +118,14 @@ class Executor:
                                 total=len(results), executor_pod_name=self.pod_name)
 
     async def self_check(self) -> str | None:
-        """Run ``true`` in a sandbox; returns an error text when isolation does not work here."""
+        """Check the work dir is writable and a real sandbox runs; returns an error text, or None."""
+        probe = os.path.join(self.config.work_dir, f".probe-{os.getpid()}")
+        try:
+            with open(probe, "w") as fh:
+                fh.write("ok")
+            os.unlink(probe)
+        except OSError as exc:
+            return f"work_dir {self.config.work_dir!r} is not writable: {exc}"
         lim = self._limits(5.0, None)
         async with self.slot() as uid:
             res = await self.isolator.run(Execution(argv=["/bin/sh", "-c", "exit 0"], limits=lim, uid=uid))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import glob
 import io
 import json
 import math
@@ -28,6 +30,12 @@ SANDBOX_UID = 1000
 _MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"Cannot allocate memory", b"out of memory",
                    b"OutOfMemoryError", b"heap out of memory", b"memory allocation of")
 _CHUNK = 1 << 16
+ETC_FILES = {
+    "passwd": f"root:x:0:0::/:/bin/sh\nsandbox:x:{SANDBOX_UID}:{SANDBOX_UID}::{WORKSPACE}:/bin/sh\n"
+              "nobody:x:65534:65534::/:/bin/sh\n",
+    "group": f"root:x:0:\nsandbox:x:{SANDBOX_UID}:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1 localhost sandbox\n",
+}
 
 
 class SandboxUnavailable(RuntimeError):
@@ -104,27 +112,19 @@ def system_binds() -> list[str]:
 
 @dataclass
 class Isolator:
-    """Builds and runs bwrap command lines. ``etc_dir`` holds the sandbox's passwd/group files."""
+    """Builds and runs bwrap command lines; ``work_dir`` is the (only) host directory the server uses."""
 
-    etc_dir: str
+    work_dir: str
     bwrap: str = field(default_factory=lambda: _tool("bwrap"))
     prlimit: str = field(default_factory=lambda: _tool("prlimit"))
     _system: list[str] = field(default_factory=system_binds)
 
     def __post_init__(self) -> None:
-        os.makedirs(self.etc_dir, exist_ok=True)
-        for name, text in (("passwd", f"root:x:0:0::/:/bin/sh\nsandbox:x:{SANDBOX_UID}:{SANDBOX_UID}::{WORKSPACE}:"
-                                      "/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"),
-                           ("group", f"root:x:0:\nsandbox:x:{SANDBOX_UID}:\nnogroup:x:65534:\n")):
-            path = os.path.join(self.etc_dir, name)
-            tmp = path + ".tmp"
-            with open(tmp, "w") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+        os.makedirs(self.work_dir, exist_ok=True)
+        self.reaper = Reaper()
 
     def command(self, ex: Execution, fds: dict[str, tuple[int, bool]], collect_fd: int | None,
-                status_fd: int) -> list[str]:
+                status_fd: int, etc_fds: dict[str, int]) -> list[str]:
         """The full argv: prlimit (rlimits) → bwrap (namespaces, mounts) → the program."""
         lim = ex.limits
         mib = 1 << 20
@@ -138,8 +138,8 @@ class Isolator:
         argv += self._system
         for src in ex.binds:
             argv += ["--ro-bind", src, src]
-        for name in ("passwd", "group"):
-            argv += ["--ro-bind", os.path.join(self.etc_dir, name), "/etc/" + name]
+        for name, fd in etc_fds.items():
+            argv += ["--ro-bind-data", str(fd), "/etc/" + name]
         argv += ["--proc", "/proc", "--dev", "/dev",
                  "--size", str(lim.tmp_mb * mib), "--perms", "1777", "--tmpfs", "/dev/shm",
                  "--size", str(lim.tmp_mb * mib), "--perms", "1777", "--tmpfs", "/tmp",
@@ -189,8 +189,16 @@ class Isolator:
             if ex.collect is not None:
                 collect_r, collect_w = os.pipe()
                 owned += [collect_r, collect_w]
-            argv = self.command(ex, fds, collect_w, status_w)
-            pass_fds = [fd for fd, _ in fds.values()] + [status_w] + ([collect_w] if collect_w is not None else [])
+            etc_fds = {}
+            for name, text in ETC_FILES.items():
+                etc_fds[name] = fd = os.memfd_create("ck-etc", 0)
+                owned.append(fd)
+                _write_all(fd, text.encode())
+                os.lseek(fd, 0, os.SEEK_SET)
+            argv = self.command(ex, fds, collect_w, status_w, etc_fds)
+            pass_fds = [fd for fd, _ in fds.values()] + [status_w, *etc_fds.values()]
+            if collect_w is not None:
+                pass_fds.append(collect_w)
             return await self._spawn(ex, argv, pass_fds, status_r, status_w, collect_r, collect_w, owned)
         finally:
             for fd in owned:
@@ -198,14 +206,22 @@ class Isolator:
                     os.close(fd)
 
     async def _spawn(self, ex, argv, pass_fds, status_r, status_w, collect_r, collect_w, owned) -> ExecResult:
-        lim = ex.limits
         kwargs = {}
         if ex.uid is not None:
             kwargs = {"user": ex.uid, "group": ex.uid, "extra_groups": []}
         start = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={}, cwd=self.etc_dir, pass_fds=pass_fds, start_new_session=True, **kwargs)
+            env={}, cwd="/", pass_fds=pass_fds, start_new_session=True, **kwargs)
+        self.reaper.managed.add(proc.pid)
+        try:
+            return await self._supervise(ex, proc, start, pass_fds, status_r, status_w, collect_r, collect_w, owned)
+        finally:
+            self.reaper.managed.discard(proc.pid)
+            self.reaper.reap()
+
+    async def _supervise(self, ex, proc, start, pass_fds, status_r, status_w, collect_r, collect_w, owned):
+        lim = ex.limits
         # The child holds its own copies now: close ours so EOF arrives when the sandbox ends.
         for fd in pass_fds:
             if fd in owned:
@@ -232,11 +248,9 @@ class Isolator:
                                          return_when=asyncio.FIRST_COMPLETED)
             if waiter not in done:
                 timed_out = not overflow.is_set()
-                _kill(proc)
-                await waiter
+                await _terminate(proc, waiter, status)
         except asyncio.CancelledError:
-            _kill(proc)
-            await asyncio.shield(waiter)
+            await asyncio.shield(_terminate(proc, waiter, status))
             raise
         finally:
             overflow_wait.cancel()
@@ -273,7 +287,12 @@ def _result(rc, status_text: bytes, out, err, coll, collected: bytes, elapsed: f
 
 def _parse_status(text: bytes) -> tuple[bool, int | None]:
     """bwrap's --json-status-fd stream: {"child-pid": N} once the program started, {"exit-code": N} at the end."""
-    started, code = False, None
+    pid, code = _status_fields(text)
+    return pid is not None, code
+
+
+def _status_fields(text: bytes) -> tuple[int | None, int | None]:
+    pid, code = None, None
     decoder = json.JSONDecoder()
     s = text.decode(errors="replace")
     idx = 0
@@ -287,10 +306,11 @@ def _parse_status(text: bytes) -> tuple[bool, int | None]:
         except json.JSONDecodeError:
             break
         if isinstance(obj, dict):
-            started = started or "child-pid" in obj
+            if isinstance(obj.get("child-pid"), int):
+                pid = obj["child-pid"]
             if isinstance(obj.get("exit-code"), int):
                 code = obj["exit-code"]
-    return started, code
+    return pid, code
 
 
 def _untar(data: bytes) -> tuple[dict[str, bytes], set[str]]:
@@ -376,10 +396,68 @@ async def _feed(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
             stdin.close()
 
 
-def _kill(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the outer bwrap: --die-with-parent takes the namespace init, the kernel takes the rest."""
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
+class Reaper:
+    """Reaps sandbox inits orphaned by their outer bwrap.
+
+    The outer bwrap exits as soon as it learns the program's exit code, sometimes before its
+    namespace init has been reaped; that init is re-parented to the nearest subreaper. The server
+    makes itself one (so, as a container's pid 1, it does not collect zombies) and reaps exactly
+    those children it did not spawn through asyncio.
+    """
+
+    def __init__(self) -> None:
+        self.managed: set[int] = set()
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+    def reap(self) -> int:
+        """Reap finished children that are not asyncio's; returns how many."""
+        reaped = 0
+        for pid in _children():
+            if pid in self.managed:
+                continue
+            with contextlib.suppress(ChildProcessError, OSError):
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                reaped += done == pid
+        return reaped
+
+
+def _children() -> set[int]:
+    pids: set[int] = set()
+    for path in glob.glob("/proc/self/task/*/children"):
+        with contextlib.suppress(OSError, ValueError), open(path) as fh:
+            pids.update(int(p) for p in fh.read().split())
+    return pids
+
+
+async def _terminate(proc: asyncio.subprocess.Process, waiter: asyncio.Future, status: _Capture) -> None:
+    """Kill the whole sandbox and reap it.
+
+    SIGKILL goes first to the pid namespace's init (bwrap's ``child-pid``): the kernel then kills
+    every process of the namespace, and the outer bwrap reaps its init and exits, so nothing is
+    orphaned (orphans would become zombies of the container's pid 1). Should that not end it,
+    the outer bwrap is killed; ``--die-with-parent`` takes the init with it.
+    """
+    child, _ = _status_fields(status.data)
+    if child is not None and _parent_of(child) == proc.pid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGKILL)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), 2.0)
+    if not waiter.done():
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await waiter
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _write_all(fd: int, data: bytes) -> None:

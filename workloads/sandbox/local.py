@@ -17,17 +17,19 @@ from codekiln.workloads.sandbox.config import SandboxConfig
 
 
 @contextlib.contextmanager
-def local_server(config: SandboxConfig | None = None, *, startup_timeout_s: float = 60.0) -> Iterator[str]:
+def local_server(config: SandboxConfig | None = None, *, startup_timeout_s: float = 60.0,
+                 env: dict[str, str] | None = None) -> Iterator[str]:
     """Run ``python -m codekiln.workloads.sandbox serve`` on a free port; yields its base URL once ready.
 
-    The server is stopped (SIGTERM, then SIGKILL) when the block exits.
+    ``env`` adds variables to the server's environment. The server is stopped (SIGTERM, then
+    SIGKILL) when the block exits.
     """
     config = (config or SandboxConfig()).model_copy(update={"host": "127.0.0.1", "port": 0})
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(config.to_wire(), fh)
         path = fh.name
     proc = subprocess.Popen([sys.executable, "-m", "codekiln.workloads.sandbox", "serve", "--config", path],
-                            stdout=subprocess.PIPE, stderr=None, text=True)
+                            stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})})
     try:
         url = _wait_listening(proc, startup_timeout_s)
         _wait_ready(url, proc, startup_timeout_s)
@@ -55,6 +57,8 @@ def _wait_listening(proc: subprocess.Popen, timeout_s: float) -> str:
         with contextlib.suppress(json.JSONDecodeError):
             event = json.loads(line)
             if isinstance(event, dict) and event.get("event") == "listening":
+                if not event.get("ready"):
+                    raise RuntimeError(f"sandbox server is not ready: {event.get('error')}")
                 return f"http://127.0.0.1:{event['port']}"
     raise TimeoutError("sandbox server did not start listening in time")
 

@@ -123,6 +123,13 @@ async def _languages(request: web.Request) -> web.Response:
                "source": tc.language.source} for name, tc in sorted(tcs.items())}})
 
 
+async def _reap_forever(executor: Executor, interval_s: float = 0.5) -> None:
+    """Reap orphaned sandbox inits that finish after their run was already answered."""
+    while True:
+        await asyncio.sleep(interval_s)
+        executor.isolator.reaper.reap()
+
+
 async def _startup_check(app: web.Application) -> None:
     error = await app[EXECUTOR].self_check()
     if error:
@@ -148,8 +155,13 @@ def build_app(config: SandboxConfig) -> web.Application:
 
     async def on_startup(app: web.Application) -> None:
         app[STATE]["check"] = asyncio.ensure_future(_startup_check(app))
+        app[STATE]["reaper"] = asyncio.ensure_future(_reap_forever(app[EXECUTOR]))
+
+    async def on_cleanup(app: web.Application) -> None:
+        app[STATE]["reaper"].cancel()
 
     app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
     return app
 
 
@@ -162,8 +174,9 @@ async def serve_async(config: SandboxConfig, ready: asyncio.Event | None = None)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # the real port when config.port == 0
     await app[STATE]["check"]
-    print(json.dumps({"event": "listening", "host": config.host, "port": port,
-                      "ready": app[STATE]["ready"], "languages": sorted(app[EXECUTOR].toolchains)}), flush=True)
+    state = app[STATE]
+    print(json.dumps({"event": "listening", "host": config.host, "port": port, "ready": state["ready"],
+                      "error": state.get("error"), "languages": sorted(app[EXECUTOR].toolchains)}), flush=True)
     if ready is not None:
         ready.set()
     stop = asyncio.Event()
