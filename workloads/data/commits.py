@@ -9,6 +9,7 @@ target starts. Huge, binary and vendored diffs are dropped (counted per reason).
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -64,6 +65,14 @@ def rejection(meta: dict, diff: str, p: CommitParams) -> str | None:
     return None
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def code_words(text: str) -> str:
+    """Split identifiers (``JSONDecoder`` → ``JSON Decoder``, ``extra_decode`` → ``extra decode``) for BM25."""
+    return _CAMEL.sub(" ", text).replace("_", " ")
+
+
 def bm25_top(query: str, paths: list[str], texts: list[str], k: int) -> list[int]:
     """Indices of the ``k`` best BM25 matches of ``query`` among ``texts``."""
     import bm25s
@@ -72,17 +81,17 @@ def bm25_top(query: str, paths: list[str], texts: list[str], k: int) -> list[int
         return []
     retriever = bm25s.BM25()
     retriever.index(
-        bm25s.tokenize([f"{p}\n{t}" for p, t in zip(paths, texts, strict=True)], stopwords=None, show_progress=False),
+        bm25s.tokenize([code_words(f"{p}\n{t}") for p, t in zip(paths, texts, strict=True)], stopwords="en", show_progress=False),
         show_progress=False,
     )
-    q = bm25s.tokenize([query], stopwords=None, show_progress=False)
+    q = bm25s.tokenize([code_words(query)], stopwords="en", show_progress=False)
     k = min(k, len(texts))
     idx, scores = retriever.retrieve(q, k=k, show_progress=False)
     return [int(i) for i, s in zip(idx[0], scores[0], strict=True) if s > 0]
 
 
-def build_sample(meta: dict, diff: str, blobs: BlobReader, p: CommitParams) -> tuple[str, int]:
-    """(text, target_offset) of one commit."""
+def build_sample(meta: dict, diff: str, blobs: BlobReader, p: CommitParams) -> tuple[str, int, list[str]]:
+    """(text, target_offset, retrieved context paths) of one commit."""
     repo, parent = Path(meta["repo_path"]), meta["parent"]
     tree = list_tree(repo, parent)
     readme = next((path for path, _ in tree if path.lower().startswith("readme")), None)
@@ -98,11 +107,12 @@ def build_sample(meta: dict, diff: str, blobs: BlobReader, p: CommitParams) -> t
         if language_of(path) not in (None, "markdown", "rst", "json") and size < 1_000_000
     ]
     texts = [(blobs.read(parent, path) or b"").decode(errors="replace")[: p.max_file_chars] for path, _ in code]
-    for i in bm25_top(meta["message"], [c[0] for c in code], texts, p.top_k_files):
-        parts.append(f"{FILE_SEP}{code[i][0]}\n{texts[i]}\n")
+    retrieved = [code[i][0] for i in bm25_top(meta["message"], [c[0] for c in code], texts, p.top_k_files)]
+    for path in retrieved:
+        parts.append(f"{FILE_SEP}{path}\n{texts[[c[0] for c in code].index(path)]}\n")
     prompt = "".join(parts)
     target = "# Changed paths\n" + "\n".join(f["path"] for f in meta["files"]) + "\n# Changes\n" + diff
-    return prompt + target, len(prompt)
+    return prompt + target, len(prompt), retrieved
 
 
 class CommitSamples(Step):
@@ -122,12 +132,13 @@ class CommitSamples(Step):
                     continue
                 repo = d.metadata["repo_path"]
                 blobs = readers.setdefault(repo, BlobReader(Path(repo)))
-                text, offset = build_sample(d.metadata, d.text, blobs, self.params)
+                text, offset, retrieved = build_sample(d.metadata, d.text, blobs, self.params)
                 meta = {k: v for k, v in d.metadata.items() if k != "files"}
                 meta.update(
                     task="code_change_prediction",
                     target_offset=offset,
                     changed_paths=[f["path"] for f in d.metadata["files"]],
+                    context_files=retrieved,
                 )
                 yield Document(d.id, text, meta)
         finally:

@@ -23,7 +23,9 @@ from codekiln.workloads.special_tokens import FILE_SEP, REPO_NAME
 
 ORDERED = {"python", "java", "c", "cpp"}
 _PY_IMPORT = re.compile(
-    r"^\s*(?:from\s+(\.*[\w.]*)\s+import\s+([\w\s,*()]+)|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M
+    r"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[\w \t,*]+)"
+    r"|import[ \t]+([\w.]+(?:[ \t]*,[ \t]*[\w.]+)*))",
+    re.M,
 )
 _JAVA_IMPORT = re.compile(r"^\s*import\s+(?:static\s+)?([\w.]+)(?:\.\*)?\s*;", re.M)
 _INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
@@ -55,9 +57,9 @@ def _py_deps(path: str, text: str, modules: dict[str, str]) -> set[str]:
                 prefix = pkg[: len(pkg) - (dots - 1)] if dots - 1 <= len(pkg) else []
                 base = ".".join([*prefix, base] if base else prefix)
             for n in re.split(r"[\s,()]+", names):
-                if n and n != "*":
-                    cands.append(f"{base}.{n}" if base else n)
-            cands.append(base)
+                if n and n != "*":  # `from pkg import mod` depends on pkg.mod, else on pkg itself
+                    full = f"{base}.{n}" if base else n
+                    cands.append(full if full in modules else base)
         for c in cands:
             while c:
                 if c in modules and modules[c] != path:
