@@ -16,7 +16,14 @@ import posixpath
 from collections.abc import AsyncIterator
 
 from codekiln.workloads.sandbox.config import SandboxConfig
-from codekiln.workloads.sandbox.isolation import WORKSPACE, ExecResult, Execution, Isolator, Limits
+from codekiln.workloads.sandbox.isolation import (
+    WORKSPACE,
+    ExecResult,
+    Execution,
+    Isolator,
+    Limits,
+    SandboxUnavailable,
+)
 from codekiln.workloads.sandbox.languages import Toolchain, canonical, detect
 from codekiln.workloads.sandbox.models import (
     BatchCase,
@@ -39,7 +46,10 @@ class Executor:
     def __init__(self, config: SandboxConfig):
         self.config = config
         self.limits = config.limits
-        os.makedirs(config.work_dir, exist_ok=True)
+        try:
+            os.makedirs(config.work_dir, exist_ok=True)
+        except OSError as exc:
+            raise SandboxUnavailable(f"work_dir {config.work_dir!r} cannot be created: {exc}") from exc
         self.isolator = Isolator(work_dir=config.work_dir)
         self.toolchains: dict[str, Toolchain] = detect(tuple(config.languages))
         self._slots: asyncio.Queue[int] = asyncio.Queue()
