@@ -24,6 +24,14 @@ def local_server(config: SandboxConfig | None = None, *, startup_timeout_s: floa
     ``env`` adds variables to the server's environment. The server is stopped (SIGTERM, then
     SIGKILL) when the block exits.
     """
+    with local_server_process(config, startup_timeout_s=startup_timeout_s, env=env) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def local_server_process(config: SandboxConfig | None = None, *, startup_timeout_s: float = 60.0,
+                         env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Like :func:`local_server`, yielding (base URL, the server process)."""
     config = (config or SandboxConfig()).model_copy(update={"host": "127.0.0.1", "port": 0})
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(config.to_wire(), fh)
@@ -33,7 +41,7 @@ def local_server(config: SandboxConfig | None = None, *, startup_timeout_s: floa
     try:
         url = _wait_listening(proc, startup_timeout_s)
         _wait_ready(url, proc, startup_timeout_s)
-        yield url
+        yield url, proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
