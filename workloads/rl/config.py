@@ -98,6 +98,7 @@ class RLConfig(ConfigModel):
     steps: int = Field(default=100, ge=1, description="Optimizer steps (when no stages are given).")
     seed: int = Field(default=0, ge=0, description="Random seed.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where to train.")
+    cpu_threads: int = Field(default=0, ge=0, description="torch CPU threads (0 = torch's default).")
     engine: Literal["torch", "vllm"] = Field(default="torch", description="Rollout engine.")
     prompts_per_step: int = Field(default=8, ge=1, description="Prompts per optimizer step (after filtering).")
     rollouts_per_prompt: int = Field(default=8, ge=1, le=1024, description="Samples per prompt (group size).")

@@ -1,6 +1,6 @@
 """Programming tasks for RL: a prompt (code to complete), unit tests, optional reference answer.
 
-The built-in ``arith`` set is a dozen one-line Python functions. Their prompt names the
+The built-in ``arith`` set is eight one-line Python functions of two integers. Their prompt names the
 operation in a comment; the completion is the function body. Tests are assert lines
 run by the sandbox after the completed function.
 """
@@ -26,18 +26,14 @@ class Task:
 
 _ARITH = [
     # id, description, body expression
-    ("add", "the sum of a and b", "a + b"),
+    ("add", "sum", "a + b"),
     ("sub", "a minus b", "a - b"),
-    ("mul", "the product of a and b", "a * b"),
-    ("max", "the larger of a and b", "max(a, b)"),
-    ("min", "the smaller of a and b", "min(a, b)"),
-    ("mod", "a modulo b", "a % b"),
-    ("floordiv", "a integer-divided by b", "a // b"),
-    ("pow", "a to the power b", "a ** b"),
-    ("rsub", "b minus a", "b - a"),
-    ("sumsq", "a squared plus b squared", "a * a + b * b"),
-    ("absdiff", "the absolute difference of a and b", "abs(a - b)"),
-    ("avg", "the mean of a and b, rounded down", "(a + b) // 2"),
+    ("mul", "product", "a * b"),
+    ("max", "larger one", "max(a, b)"),
+    ("min", "smaller one", "min(a, b)"),
+    ("mod", "remainder", "a % b"),
+    ("pow", "a to the b", "a ** b"),
+    ("absdiff", "distance", "abs(a - b)"),
 ]
 _CASES = [(7, 3), (2, 5), (9, 4), (6, 6), (1, 8)]
 
@@ -49,7 +45,7 @@ def _arith_tasks() -> list[Task]:
         fn = eval(f"lambda a, b: {expr}")  # noqa: S307 - our own constant expressions
         tests = [f"assert solve({a}, {b}) == {fn(a, b)!r}" for a, b in _CASES]
         tasks.append(Task(
-            id=tid, prompt=f"# Return {desc}.\ndef solve(a, b):\n", tests=tests,
+            id=tid, prompt=f"# {desc}\ndef solve(a, b):\n", tests=tests,
             reference=bodies[tid], distractors=[b for k, b in bodies.items() if k != tid],
         ))
     return tasks

@@ -1,0 +1,75 @@
+"""DPO on on-policy pairs labelled by sandbox unit tests (Seed-Coder style).
+
+Per prompt, sample several answers, run their tests, pair a passing answer (chosen)
+with a failing one (rejected). Reference log-probs come from the policy snapshot taken
+after the warm start, computed once per (prompt, answer) and cached. The policy's
+chosen and rejected answers share their prompt, so the trie-packed forward computes the
+prompt once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from codekiln.workloads.rl.logprobs import response_logprobs
+from codekiln.workloads.rl.losses import dpo_sigmoid_loss
+
+
+def build_pairs(batch) -> list[tuple[int, int]]:
+    """(chosen row, rejected row) pairs: within each group, passing answers × failing answers, zipped."""
+    pairs = []
+    for g in dict.fromkeys(batch.group_ids.tolist()):
+        rows = (batch.group_ids == g).nonzero().squeeze(-1).tolist()
+        good = [r for r in rows if batch.passed[r] > 0.5]
+        bad = [r for r in rows if batch.passed[r] <= 0.5]
+        pairs.extend(zip(good, bad, strict=False))
+    return pairs
+
+
+def sequence_logps(model, prompts, responses, packed: bool) -> torch.Tensor:
+    """Sum of response token log-probs (temperature 1) per sequence."""
+    logp, _ = response_logprobs(model, prompts, responses, 1.0, packed=packed)
+    lengths = torch.tensor([len(r) for r in responses], device=logp.device)
+    mask = torch.arange(logp.shape[1], device=logp.device).unsqueeze(0) < lengths.unsqueeze(1)
+    return (logp * mask).sum(-1)
+
+
+def cached_ref_logps(trainer, prompts, responses) -> torch.Tensor:
+    """Reference log-probs, computed once per (prompt, response) and kept in ``trainer.dpo_ref_cache``."""
+    cache = trainer.dpo_ref_cache
+    keys = [(tuple(p), tuple(r)) for p, r in zip(prompts, responses, strict=True)]
+    missing = list(dict.fromkeys(k for k in keys if k not in cache))
+    if missing:
+        with torch.no_grad():
+            vals = sequence_logps(trainer.ref_model, [list(k[0]) for k in missing], [list(k[1]) for k in missing],
+                                  trainer.cfg.trie_packing)
+        cache.update({k: float(v) for k, v in zip(missing, vals.cpu(), strict=True)})
+    return torch.tensor([cache[k] for k in keys], dtype=torch.float64)
+
+
+def dpo_step(trainer, stage, n_prompts: int, gen_stats: list) -> dict:
+    """Sample, label, pair and take one DPO optimizer step."""
+    ids = trainer.sampler.next(n_prompts)
+    seed = trainer.cfg.seed * 1_000_003 + trainer.step * 1009
+    batch = trainer.generate_scored(ids, stage.rollouts_per_prompt, stage, seed, gen_stats)
+    pairs = build_pairs(batch)
+    if not pairs:
+        return {"loss": 0.0, "pairs": 0, "skipped": True}
+    chosen = [c for c, _ in pairs]
+    rejected = [r for _, r in pairs]
+    rows = chosen + rejected
+    prompts = [batch.prompts[i] for i in rows]
+    responses = [batch.responses[i] for i in rows]
+    ref = cached_ref_logps(trainer, prompts, responses)
+    trainer.optimizer.zero_grad()
+    pol = sequence_logps(trainer.model, prompts, responses, trainer.cfg.trie_packing)
+    n = len(pairs)
+    loss = dpo_sigmoid_loss(pol[:n], pol[n:], ref[:n].to(pol), ref[n:].to(pol), trainer.cfg.dpo_beta)
+    loss.backward()
+    if trainer.cfg.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.cfg.grad_clip_norm)
+    trainer.optimizer.step()
+    trainer.engine.update_weights(trainer.model.state_dict())
+    margin = trainer.cfg.dpo_beta * ((pol[:n] - ref[:n].to(pol)) - (pol[n:] - ref[n:].to(pol)))
+    return {"loss": float(loss), "pairs": n, "skipped": False, "reward_margin": float(margin.mean()),
+            "reward_accuracy": float((margin > 0).float().mean())}

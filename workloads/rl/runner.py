@@ -1,0 +1,124 @@
+"""Run an RLRun locally (``codekiln run --local -f examples/rlrun.yaml``) or in a pod."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from codekiln.workloads.progress import progress_reporter
+from codekiln.workloads.rl.config import RLConfig
+
+EVAL_SAMPLES_PER_TASK = 16
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
+        json.dump(payload, fh, indent=1, default=str)
+    os.replace(fh.name, path)
+
+
+def _metrics_server():
+    port = os.environ.get("CODEKILN_METRICS_PORT")
+    if not port:
+        return None
+    from prometheus_client import Gauge, start_http_server
+
+    start_http_server(int(port))
+    return {k: Gauge(f"codekiln_rl_{k}", f"RL {k.replace('_', ' ')}") for k in
+            ("step", "reward_mean", "pass_rate", "loss", "entropy", "active_tasks")}
+
+
+def train(cfg: RLConfig, sandbox_url: str, out_dir: Path, name: str = "rlrun", console=None) -> dict:
+    """Warm start (or resume), evaluate, train all stages, evaluate; write metrics, plot, checkpoint."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from codekiln.workloads.rl.plot import plot_reward_curve
+    from codekiln.workloads.rl.rewards import SandboxScorer
+    from codekiln.workloads.rl.trainer import RLTrainer
+
+    console = console or Console(stderr=True)
+    trainer = RLTrainer(cfg, SandboxScorer(sandbox_url, cfg.reward_timeout_s), out_dir)
+    metrics_path = out_dir / "metrics.json"
+    reporter, gauges = progress_reporter(), _metrics_server()
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"))
+    with Progress(*cols, console=console, transient=False) as bars:
+        resumed = trainer.try_resume()
+        evals = json.loads(metrics_path.read_text()).get("evals", {}) if resumed and metrics_path.exists() else {}
+        if resumed:
+            console.print(f"resumed {name} from step {trainer.step}")
+        else:
+            sft = bars.add_task("warm-start SFT", total=cfg.warm_start.sft_steps or 1, info="")
+            trainer.warm_start(on_step=lambda s, loss: bars.update(sft, completed=s, info=f"loss {loss:.3f}"))
+            bars.update(sft, completed=cfg.warm_start.sft_steps or 1)
+            trainer.finish_setup()
+            evals["start"] = trainer.evaluate(EVAL_SAMPLES_PER_TASK)
+            console.print(f"start: pass rate {evals['start']['pass_rate']:.3f}, "
+                          f"mean reward {evals['start']['reward_mean']:.3f}")
+        total = cfg.total_steps
+        rl = bars.add_task(f"RL ({cfg.algorithm})", total=total, completed=trainer.step, info="")
+        while trainer.step < total:
+            m = trainer.train_step()
+            info = f"reward {m['reward_mean']:.2f} pass {m['pass_rate']:.2f} active {m['active_tasks']}"
+            bars.update(rl, completed=trainer.step, info=info)
+            reporter.update(step=trainer.step, total_steps=total, stage=m["stage"], loss=m["loss"],
+                            reward=m["reward_mean"], throughput=m.get("trained_rollouts", 0) / m["step_time_s"],
+                            throughput_unit="rollouts/s", message=info)
+            if gauges:
+                for k, g in gauges.items():
+                    g.set(float(m.get(k, 0.0)))
+            every = cfg.checkpoint.every_steps
+            if every and trainer.step % every == 0:
+                trainer.save()
+                _write_json(metrics_path, {"history": trainer.history, "evals": evals})
+    evals["end"] = trainer.evaluate(EVAL_SAMPLES_PER_TASK)
+    console.print(f"end:   pass rate {evals['end']['pass_rate']:.3f}, mean reward {evals['end']['reward_mean']:.3f}")
+    trainer.save()
+    summary = {"history": trainer.history, "evals": evals, "sandbox_executions": trainer.scorer.executions}
+    _write_json(metrics_path, summary)
+    png = plot_reward_curve(trainer.history, evals, out_dir / "reward_curve.png", title=f"{name}: {cfg.algorithm}")
+    console.print(f"wrote {metrics_path} and {png}")
+    reporter.update(force=True, step=trainer.step, total_steps=total, message="done")
+    return summary
+
+
+def _sandbox(cfg: RLConfig):
+    url = cfg.sandbox_url or os.environ.get("CODEKILN_SANDBOX_URL")
+    if url:
+        return contextlib.nullcontext(url)
+    from codekiln.workloads.sandbox.local import local_server
+
+    return local_server()
+
+
+def run_local(resource: dict) -> int:
+    """Entry point of ``codekiln run --local`` for RLRun resources."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        cfg = RLConfig.model_validate(resource["spec"]["rl"])
+    except ValidationError as exc:
+        for err in exc.errors():
+            console.print(f"spec.rl.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}")
+        return 2
+    except KeyError:
+        console.print("spec.rl: missing")
+        return 2
+    name = resource.get("metadata", {}).get("name", "rlrun")
+    from codekiln.workloads.rl.dynamic_sampling import DynamicSamplingError
+
+    try:
+        with _sandbox(cfg) as url:
+            train(cfg, url, Path(cfg.checkpoint.dir), name, console)
+    except (DynamicSamplingError, ValueError) as exc:
+        console.print(f"[red]RLRun {name} failed:[/red] {exc}")
+        return 1
+    return 0

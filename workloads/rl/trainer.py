@@ -1,0 +1,242 @@
+"""The RL loop: rollout → reward → advantages → update → push weights. Each trick is a module."""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from codekiln.workloads.model.transformer import Transformer
+from codekiln.workloads.rl import dpo, rft
+from codekiln.workloads.rl.advantages import compute_advantages
+from codekiln.workloads.rl.checkpoint import CHECKPOINT_NAME, load_state, save_state
+from codekiln.workloads.rl.config import RLConfig, RLStageConfig
+from codekiln.workloads.rl.curriculum import Curriculum, PromptSampler
+from codekiln.workloads.rl.dynamic_sampling import collect_informative
+from codekiln.workloads.rl.engines import SamplingParams, build_engine
+from codekiln.workloads.rl.kat import kat_rescale
+from codekiln.workloads.rl.logprobs import response_logprobs
+from codekiln.workloads.rl.rewards import score_batch
+from codekiln.workloads.rl.rollout import generate_groups
+from codekiln.workloads.rl.tasks import Task, load_tasks
+from codekiln.workloads.rl.tokenizer import CharTokenizer
+from codekiln.workloads.rl.update import LossSettings, policy_update
+from codekiln.workloads.rl.warmstart import sft_warm_start
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class RLTrainer:
+    """Owns the policy, optimiser, engine, curriculum and sampler of one RL run."""
+
+    def __init__(self, cfg: RLConfig, scorer, out_dir: str | Path, tasks: list[Task] | None = None) -> None:
+        self.cfg, self.scorer, self.out_dir = cfg, scorer, Path(out_dir)
+        torch.manual_seed(cfg.seed)
+        if cfg.cpu_threads:
+            torch.set_num_threads(cfg.cpu_threads)
+        self.device = torch.device(
+            "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+        )
+        self.tokenizer = CharTokenizer()
+        model_cfg = cfg.model.model_copy(update={"vocab_size": self.tokenizer.vocab_size})
+        self.model = Transformer(model_cfg).to(self.device)
+        self.tasks = tasks if tasks is not None else load_tasks(
+            cfg.tasks.source, cfg.tasks.path, cfg.tasks.builtin_set, cfg.tasks.limit
+        )
+        self.tasks_by_id = {t.id: t for t in self.tasks}
+        self.curriculum = Curriculum(
+            [t.id for t in self.tasks], cfg.curriculum.pass_rate_ceiling, cfg.curriculum.min_active_prompts,
+            cfg.curriculum.enabled,
+        )
+        self.sampler = PromptSampler(self.curriculum, cfg.seed)
+        self.settings = LossSettings.from_config(cfg)
+        self.step, self.history = 0, []
+        self.ref_model = None
+        self.dpo_ref_cache: dict = {}
+        if cfg.warm_start.init_checkpoint:
+            self._load_policy(cfg.warm_start.init_checkpoint)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.engine = build_engine(cfg.engine, self.model)
+
+    # ------------------------------------------------------------------ setup
+    def _load_policy(self, path: str) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("policy", state)
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"warmStart.initCheckpoint {path}: does not match the model config ({exc})") from None
+
+    def warm_start(self, on_step=None) -> list[float]:
+        """In-run SFT on the task format (``warmStart.sftSteps``); no-op when 0."""
+        ws = self.cfg.warm_start
+        if ws.sft_steps == 0:
+            return []
+        return sft_warm_start(
+            self.model, self.tokenizer, self.tasks, steps=ws.sft_steps, lr=ws.sft_lr,
+            correct_fraction=ws.sft_correct_fraction, seed=self.cfg.seed, on_step=on_step,
+        )
+
+    def finish_setup(self) -> None:
+        """Snapshot the reference policy (KL, DPO) after the warm start."""
+        if self.cfg.kl_coef > 0 or self.cfg.algorithm == "dpo":
+            self.ref_model = copy.deepcopy(self.model).eval()
+            for p in self.ref_model.parameters():
+                p.requires_grad_(False)
+
+    # ------------------------------------------------------------------ pieces
+    def stage(self) -> tuple[int, RLStageConfig]:
+        done = 0
+        plan = self.cfg.stage_plan()
+        for i, s in enumerate(plan):
+            if self.step < done + s.steps:
+                return i, s
+            done += s.steps
+        return len(plan) - 1, plan[-1]
+
+    def sampling_params(self, stage: RLStageConfig, seed: int, abort_fn=None) -> SamplingParams:
+        stops = [self.tokenizer.encode(s) for s in self.cfg.stop]
+        return SamplingParams(
+            max_tokens=stage.max_response_tokens, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+            stop_token_ids=[self.tokenizer.eot_id], stop_sequences=stops, seed=seed, abort_fn=abort_fn,
+        )
+
+    def generate_scored(self, task_ids: list[str], rollouts: int, stage: RLStageConfig, seed: int, stats: list):
+        tasks = [self.tasks_by_id[t] for t in task_ids]
+        abort = rft.divergence_abort(self, tasks, rollouts) if self.cfg.algorithm == "rft" else None
+        batch = generate_groups(self.engine, self.tokenizer.encode, tasks, rollouts,
+                                self.sampling_params(stage, seed, abort))
+        if self.cfg.algorithm == "rft":
+            batch = rft.add_reference_rollouts(self, batch, tasks)
+        stats.append(score_batch(
+            batch, self.tasks_by_id, self.tokenizer.decode, self.scorer,
+            max_response_tokens=stage.max_response_tokens, overlong_penalty_on=self.cfg.overlong.penalty,
+            buffer_tokens=self.cfg.overlong.buffer_tokens, penalty_factor=self.cfg.overlong.penalty_factor,
+            format_reward=self.cfg.format_reward,
+        ))
+        for g in torch.unique(batch.group_ids).tolist():
+            rows = batch.group_ids == g
+            self.curriculum.observe(batch.task_ids[int(rows.nonzero()[0])], float(batch.passed[rows].mean()))
+        return batch
+
+    def _old_policy_pass(self, batch) -> None:
+        """Recompute old log-probs (non-torch engines) and mean entropies (KAT μ) with the trainer."""
+        need_logp = self.cfg.engine != "torch"
+        if not need_logp and self.cfg.kat.entropy_mu == 0:
+            return
+        with torch.no_grad():
+            logp, ent = response_logprobs(self.model, batch.prompts, batch.responses, self.cfg.temperature,
+                                          packed=self.cfg.trie_packing)
+        mask = batch.response_mask[:, : logp.shape[1]].to(ent)
+        batch.mean_entropy = ((ent * mask).sum(-1) / mask.sum(-1).clamp(min=1)).cpu()
+        if need_logp:
+            batch.old_logp = logp.cpu()
+
+    # ------------------------------------------------------------------ the loop
+    def train_step(self) -> dict:
+        """One optimizer step; returns its metrics."""
+        t0 = time.perf_counter()
+        stage_idx, stage = self.stage()
+        rank, world = _world()
+        per_rank = max(1, self.cfg.prompts_per_step // world)
+        gen_stats: list[dict] = []
+        if self.cfg.algorithm == "dpo":
+            metrics = dpo.dpo_step(self, stage, per_rank, gen_stats)
+        else:
+            counter = iter(range(10**9))
+
+            def generate():
+                ids = self.sampler.next(per_rank * world)[rank::world]
+                seed = self.cfg.seed * 1_000_003 + self.step * 1009 + next(counter) * 101 + rank
+                return self.generate_scored(ids, stage.rollouts_per_prompt, stage, seed, gen_stats)
+
+            dyn = self.cfg.dynamic_sampling.enabled or self.cfg.algorithm == "dapo"
+            batch, n_gen = collect_informative(generate, per_rank, self.cfg.dynamic_sampling.max_num_gen_batches, dyn)
+            self._old_policy_pass(batch)
+            adv = compute_advantages(self.cfg.algorithm, batch.rewards.double(), batch.group_ids)
+            if self.cfg.kat.difficulty_lambda or self.cfg.kat.entropy_mu:
+                ent = batch.mean_entropy if batch.mean_entropy is not None else torch.zeros(len(batch))
+                adv = kat_rescale(adv, batch.group_ids, batch.passed, ent,
+                                  self.cfg.kat.difficulty_lambda, self.cfg.kat.entropy_mu)
+            batch.advantages = adv.float()
+            self.engine.sleep()
+            for _ in range(self.cfg.ppo_epochs):
+                upd = policy_update(self.model, self.optimizer, batch, self.settings, self.cfg.micro_batch_rollouts,
+                                    self.cfg.grad_clip_norm, self.ref_model)
+            self.engine.wake_up()
+            self.engine.update_weights(self.model.state_dict())
+            metrics = {"loss": upd.loss, "loss_tokens": upd.loss_tokens, "grad_norm": upd.grad_norm,
+                       "clip_fraction": upd.clip_fraction, "entropy": upd.entropy, "skipped": upd.skipped,
+                       "gen_batches": n_gen, "trained_rollouts": len(batch)}
+        retired = self.curriculum.update()
+        n = sum(1 for _ in gen_stats)
+        first = gen_stats[0] if n else {}
+        self.step += 1
+        metrics.update({
+            "step": self.step, "stage": stage.name, "stage_index": stage_idx,
+            "reward_mean": first.get("reward_mean", 0.0), "pass_rate": first.get("pass_rate", 0.0),
+            "response_len_mean": first.get("response_len_mean", 0.0),
+            "truncated_fraction": first.get("truncated_fraction", 0.0),
+            "active_tasks": len(self.curriculum.active()), "retired": retired,
+            "step_time_s": time.perf_counter() - t0,
+        })
+        self.history.append(metrics)
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, samples_per_task: int, seed: int = 12345) -> dict:
+        """Sampled pass rate and mean reward over every task (not just the active ones)."""
+        stage = self.cfg.stage_plan()[-1]
+        stats: list[dict] = []
+        saved = self.curriculum.state_dict()
+        self.generate_scored([t.id for t in self.tasks], samples_per_task, stage, seed, stats)
+        self.curriculum.load_state_dict(saved)  # evaluation must not move the curriculum
+        return {"pass_rate": stats[0]["pass_rate"], "reward_mean": stats[0]["reward_mean"]}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "policy": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(), "curriculum": self.curriculum.state_dict(),
+            "history": self.history, "ref_policy": self.ref_model.state_dict() if self.ref_model else None,
+            "config": self.cfg.to_wire(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        self.model.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.curriculum.load_state_dict(state["curriculum"])
+        self.history = list(state["history"])
+        if state.get("ref_policy") is not None:
+            if self.ref_model is None:
+                self.ref_model = copy.deepcopy(self.model).eval()
+            self.ref_model.load_state_dict(state["ref_policy"])
+        self.engine.update_weights(self.model.state_dict())
+
+    def save(self) -> Path | None:
+        if _world()[0] != 0:
+            return None
+        return save_state(self.out_dir / CHECKPOINT_NAME, self.state_dict())
+
+    def try_resume(self) -> bool:
+        if not self.cfg.checkpoint.resume:
+            return False
+        state = load_state(self.out_dir / CHECKPOINT_NAME)
+        if state is None:
+            return False
+        self.load_state_dict(state)
+        return True
+
+
+def sandbox_url_from_env(cfg: RLConfig) -> str | None:
+    return cfg.sandbox_url or os.environ.get("CODEKILN_SANDBOX_URL")
