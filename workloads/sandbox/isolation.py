@@ -210,10 +210,15 @@ class Isolator:
         if ex.uid is not None:
             kwargs = {"user": ex.uid, "group": ex.uid, "extra_groups": []}
         start = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={}, cwd="/", pass_fds=pass_fds, start_new_session=True, **kwargs)
-        self.reaper.managed.add(proc.pid)
+        # While a spawn is in flight its child is ours but not yet known: the reaper holds off.
+        self.reaper.spawning += 1
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env={}, cwd="/", pass_fds=pass_fds, start_new_session=True, **kwargs)
+            self.reaper.managed.add(proc.pid)
+        finally:
+            self.reaper.spawning -= 1
         try:
             return await self._supervise(ex, proc, start, pass_fds, status_r, status_w, collect_r, collect_w, owned)
         finally:
@@ -407,6 +412,7 @@ class Reaper:
 
     def __init__(self) -> None:
         self.managed: set[int] = set()
+        self.spawning = 0
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
@@ -414,6 +420,8 @@ class Reaper:
     def reap(self) -> int:
         """Reap finished children that are not asyncio's; returns how many."""
         reaped = 0
+        if self.spawning:
+            return 0
         for pid in _children():
             if pid in self.managed:
                 continue

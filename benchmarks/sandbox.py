@@ -1,0 +1,189 @@
+"""Sandbox throughput and latency vs a bare, unisolated ``subprocess`` run of the same program.
+
+Workloads: a Python hello-world, and a HumanEval test run (the trusted harness + a canonical
+solution, cycling over the 164 problems). For each client concurrency (1, 8, 32) it measures
+executions/s and p50/p99 end-to-end latency of
+
+* ours: ``POST /run_code`` on a real sandbox server (bubblewrap namespaces, rlimits, tmpfs,
+  HTTP and JSON included), and
+* baseline: ``asyncio.create_subprocess_exec(python3 main.py)`` in a prepared directory, no
+  isolation, no HTTP.
+
+The ratio ours/baseline is the price of isolation. Last line: one JSON object (headline:
+executions/s for the HumanEval run at concurrency 8).
+
+    python benchmarks/sandbox.py [--runs 160] [--levels 1,8,32] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import secrets
+import statistics
+import tempfile
+import time
+
+import aiohttp
+from rich.progress import Progress
+
+from codekiln.workloads.sandbox.config import SandboxConfig
+from codekiln.workloads.sandbox.harness import HARNESS, harness_stdin
+from codekiln.workloads.sandbox.humaneval import load_problems
+from codekiln.workloads.sandbox.local import local_server
+
+PYTHON = "/usr/bin/python3"
+HELLO = 'print("hello, world")\n'
+ROUNDS = 4
+
+
+def workloads() -> dict[str, list[dict]]:
+    """Per workload, the list of jobs: main.py source, extra files, stdin."""
+    jobs = []
+    for p in load_problems():
+        stdin = harness_stdin("@bench@", p.test, [f"check({p.entry_point})"], p.entry_point, True)
+        jobs.append({"code": HARNESS, "files": {"solution.py": p.reference}, "stdin": stdin})
+    return {"python_hello": [{"code": HELLO, "files": {}, "stdin": ""}], "humaneval_test": jobs}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def measure(run_one, jobs: list[dict], runs: int, concurrency: int, offset: int, progress, task) -> dict:
+    """Run ``runs`` executions with at most ``concurrency`` in flight; raw latencies and wall time."""
+    sem = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    failures = 0
+
+    async def one(i: int) -> None:
+        nonlocal failures
+        async with sem:
+            t0 = time.perf_counter()
+            ok = await run_one(jobs[i % len(jobs)])
+            latencies.append(time.perf_counter() - t0)
+            failures += not ok
+            progress.advance(task)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(offset + i) for i in range(runs)))
+    return {"latencies": latencies, "wall": time.perf_counter() - start, "failures": failures}
+
+
+def summarise(parts: list[dict]) -> dict:
+    latencies = [x for p in parts for x in p["latencies"]]
+    wall = sum(p["wall"] for p in parts)
+    return {"executions_per_s": round(len(latencies) / wall, 2),
+            "p50_ms": round(1000 * statistics.median(latencies), 1),
+            "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+            "failures": sum(p["failures"] for p in parts), "runs": len(latencies)}
+
+
+def bare_runner(root: str, jobs: list[dict]):
+    """Baseline: each job's files prepared once in a directory; a plain subprocess per execution."""
+    dirs = []
+    for i, job in enumerate(jobs):
+        d = os.path.join(root, f"job{i}")
+        os.makedirs(d)
+        for name, text in {"main.py": job["code"], **job["files"]}.items():
+            with open(os.path.join(d, name), "w") as fh:
+                fh.write(text)
+        dirs.append(d)
+    index = {id(job): d for job, d in zip(jobs, dirs, strict=True)}
+
+    async def run_one(job: dict) -> bool:
+        proc = await asyncio.create_subprocess_exec(
+            PYTHON, "-u", "main.py", cwd=index[id(job)], stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate(job["stdin"].encode())
+        return proc.returncode == 0 and (b'"passed": true' in out or b"hello" in out)
+
+    return run_one
+
+
+def sandbox_runner(url: str, session: aiohttp.ClientSession):
+    async def run_one(job: dict) -> bool:
+        body = {"code": job["code"], "language": "python", "stdin": job["stdin"],
+                "files": {k: base64.b64encode(v.encode()).decode() for k, v in job["files"].items()}}
+        async with session.post(url + "/run_code", json=body) as resp:
+            data = await resp.json()
+        out = (data.get("run_result") or {}).get("stdout") or ""
+        return data.get("status") == "Success" and ('"passed": true' in out or "hello" in out)
+
+    return run_one
+
+
+async def bench(url: str, runs: int, levels: list[int]) -> list[dict]:
+    results = []
+    jobs_by_name = workloads()
+    total = runs * len(levels) * len(jobs_by_name) * 2
+    with tempfile.TemporaryDirectory() as root, Progress() as progress:
+        task = progress.add_task("sandbox benchmark", total=total)
+        connector = aiohttp.TCPConnector(limit=max(levels))
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
+            for name, jobs in jobs_by_name.items():
+                bare = bare_runner(os.path.join(root, name), jobs)
+                ours = sandbox_runner(url, session)
+                await ours(jobs[0])  # warm-up (imports, page cache)
+                await bare(jobs[0])
+                for level in levels:
+                    # Alternate rounds so background load on a shared machine hits both sides alike.
+                    chunk = max(1, runs // ROUNDS)
+                    base_parts, mine_parts = [], []
+                    for r in range(0, runs, chunk):
+                        n = min(chunk, runs - r)
+                        base_parts.append(await measure(bare, jobs, n, level, r, progress, task))
+                        mine_parts.append(await measure(ours, jobs, n, level, r, progress, task))
+                    base, mine = summarise(base_parts), summarise(mine_parts)
+                    results.append({"workload": name, "concurrency": level, "ours": mine, "baseline": base,
+                                    "ratio_throughput": round(mine["executions_per_s"] / base["executions_per_s"], 3)})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=160, help="Executions per (workload, concurrency, system).")
+    parser.add_argument("--levels", default="1,8,32", help="Client concurrency levels.")
+    parser.add_argument("--out", help="Also write the JSON here.")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    config = SandboxConfig(max_concurrency=max(levels), max_queue=4 * max(levels),
+                           work_dir=os.path.join(tempfile.gettempdir(), f"ck-bench-{secrets.token_hex(4)}"))
+    with local_server(config) as url:
+        results = asyncio.run(bench(url, args.runs, levels))
+    for r in results:
+        print(f"{r['workload']:>15} c={r['concurrency']:<3} ours {r['ours']['executions_per_s']:>7}/s "
+              f"p50 {r['ours']['p50_ms']:>7}ms p99 {r['ours']['p99_ms']:>7}ms | bare "
+              f"{r['baseline']['executions_per_s']:>7}/s p50 {r['baseline']['p50_ms']:>7}ms "
+              f"p99 {r['baseline']['p99_ms']:>7}ms | ratio {r['ratio_throughput']}")
+    head = next(r for r in results if r["workload"] == "humaneval_test" and r["concurrency"] == 8) \
+        if 8 in levels else results[-1]
+    out = {
+        "name": "sandbox",
+        "metric": f"{head['workload']}_executions_per_s_at_concurrency_{head['concurrency']}",
+        "unit": "executions/s",
+        "ours": head["ours"]["executions_per_s"],
+        "baseline": head["baseline"]["executions_per_s"],
+        "baseline_name": "bare asyncio subprocess (python3 main.py, no isolation, no HTTP)",
+        "ratio": head["ratio_throughput"],
+        "params": {"runs": args.runs, "levels": levels, "server_max_concurrency": config.max_concurrency,
+                   "cpus": os.cpu_count(), "machine": platform.machine(), "python": PYTHON,
+                   "date": time.strftime("%Y-%m-%d")},
+        "results": results,
+    }
+    text = json.dumps(out)
+    if args.out:
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(out, indent=1))
+        os.replace(tmp, args.out)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
