@@ -19,14 +19,21 @@ def stdlib_py_files() -> list[Path]:
 
 def pipeline_resource(output_dir: Path, stages: list[dict], name: str = "test-pipeline") -> dict:
     """A DataPipeline resource in wire form."""
-    return {"apiVersion": "codekiln.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": name},
-            "spec": {"pipeline": {"outputDir": str(output_dir), "stages": stages}}}
+    return {
+        "apiVersion": "codekiln.dev/v1alpha1",
+        "kind": "DataPipeline",
+        "metadata": {"name": name},
+        "spec": {"pipeline": {"outputDir": str(output_dir), "stages": stages}},
+    }
 
 
 def stage(name: str, shards: int, *steps: tuple[str, dict] | str) -> dict:
     """``stage("ingest", 2, ("read_files", {...}), "syntax_filter")``."""
-    return {"name": name, "shards": shards,
-            "steps": [{"type": s, "params": {}} if isinstance(s, str) else {"type": s[0], "params": s[1]} for s in steps]}
+    return {
+        "name": name,
+        "shards": shards,
+        "steps": [{"type": s, "params": {}} if isinstance(s, str) else {"type": s[0], "params": s[1]} for s in steps],
+    }
 
 
 @pytest.fixture(scope="session")

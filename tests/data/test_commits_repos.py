@@ -41,7 +41,7 @@ def test_commit_samples_from_real_history(git_repo: Path, tmp_path: Path) -> Non
     assert reader.stats.docs_out >= 3 and samples
     for s in samples:
         meta = s.metadata
-        prompt, target = s.text[: meta["target_offset"]], s.text[meta["target_offset"]:]
+        prompt, target = s.text[: meta["target_offset"]], s.text[meta["target_offset"] :]
         assert prompt.startswith(f"# Commit message\n{meta['message']}")
         assert "# Directory tree\n" in prompt
         assert target.startswith("# Changed paths\n") and "diff --git" in target
@@ -111,12 +111,17 @@ def test_cycles_tolerated_and_components_split() -> None:
 
 
 def test_c_and_java_dependencies() -> None:
-    c = {"src/util.h": "int f(void);\n", "src/util.c": '#include "util.h"\nint f(void){return 1;}\n',
-         "src/main.c": '#include <stdio.h>\n#include "util.h"\nint main(void){return f();}\n'}
+    c = {
+        "src/util.h": "int f(void);\n",
+        "src/util.c": '#include "util.h"\nint f(void){return 1;}\n',
+        "src/main.c": '#include <stdio.h>\n#include "util.h"\nint main(void){return f();}\n',
+    }
     order = dependency_order(dependencies(c, "c"))
     assert order == [["src/util.h", "src/main.c", "src/util.c"]]
-    java = {"com/a/Util.java": "package com.a;\nclass Util {}\n",
-            "com/a/App.java": "package com.a;\nimport com.a.Util;\nclass App {}\n"}
+    java = {
+        "com/a/Util.java": "package com.a;\nclass Util {}\n",
+        "com/a/App.java": "package com.a;\nimport com.a.Util;\nclass App {}\n",
+    }
     assert dependency_order(dependencies(java, "java")) == [["com/a/Util.java", "com/a/App.java"]]
 
 
@@ -142,7 +147,9 @@ def test_read_repos_repo_level_and_metadata(tmp_path: Path) -> None:
     meta = tmp_path / "meta.jsonl"
     meta.write_text('{"name": "mime", "stars": 250, "forks": 12}\n')
     ctx = StageContext(tmp_path, "r")
-    reader = build_step("read_repos", {"paths": [str(STDLIB / "email")], "level": "repo", "metadataFile": str(meta)}, ctx)
+    reader = build_step(
+        "read_repos", {"paths": [str(STDLIB / "email")], "level": "repo", "metadataFile": str(meta)}, ctx
+    )
     (doc,) = list(reader(iter(()), 0, 1))
     assert doc.id == "mime" and doc.metadata["stars"] == 250 and doc.text.startswith(f"{REPO_NAME}mime\n")
     assert doc.text.count(FILE_SEP) == doc.metadata["files"]

@@ -23,8 +23,10 @@ from .conftest import STDLIB
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    return [p.read_text(encoding="utf-8") for p in sorted((STDLIB / "json").glob("*.py"))
-            + sorted((STDLIB / "email").glob("*.py"))[:12]]
+    return [
+        p.read_text(encoding="utf-8")
+        for p in sorted((STDLIB / "json").glob("*.py")) + sorted((STDLIB / "email").glob("*.py"))[:12]
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,9 @@ def test_fim_round_trip_on_stdlib(texts: list[str]) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet=st.characters(blacklist_characters="<|>"), max_size=200), st.integers(0, 2**32),
-       st.floats(0, 1))
+@given(
+    st.text(alphabet=st.characters(blacklist_characters="<|>"), max_size=200), st.integers(0, 2**32), st.floats(0, 1)
+)
 def test_fim_round_trip_any_text(text: str, seed: int, spm_rate: float) -> None:
     assert restore(apply_fim(text, random.Random(seed), 1.0, spm_rate)) == text
 
@@ -87,7 +90,7 @@ def test_packing_loses_no_token(tmp_path: Path, tokenizer, texts: list[str]) -> 
     expected = np.concatenate([np.array([*tok.encode(t).ids, eot]) for t in texts])
     stream = np.concatenate([reader[i].tokens for i in range(len(reader))])
     assert stream.size % 256 == 0 and stream.size - expected.size < 256
-    assert np.array_equal(stream[: expected.size], expected) and np.all(stream[expected.size:] == pad)
+    assert np.array_equal(stream[: expected.size], expected) and np.all(stream[expected.size :] == pad)
     assert reader.meta["real_tokens"] == expected.size and reader.meta["documents"] == len(texts)
     # document boundaries: each doc's first token starts a document in the reader's view
     starts = np.cumsum([0] + [len(tok.encode(t).ids) + 1 for t in texts[:-1]])

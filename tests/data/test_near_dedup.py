@@ -18,23 +18,51 @@ from codekiln.workloads.data.runner import parse_pipeline, run_pipeline
 
 from .conftest import SITE_PACKAGES, pipeline_resource, stage
 
-VENDORED = ["packaging", "platformdirs", "tomli", "idna", "requests", "urllib3", "certifi", "msgpack", "distro",
-            "resolvelib", "zipp", "more_itertools", "importlib_metadata", "wheel", "rich", "tomli_w", "cachecontrol",
-            "pyproject_hooks", "truststore"]
+VENDORED = [
+    "packaging",
+    "platformdirs",
+    "tomli",
+    "idna",
+    "requests",
+    "urllib3",
+    "certifi",
+    "msgpack",
+    "distro",
+    "resolvelib",
+    "zipp",
+    "more_itertools",
+    "importlib_metadata",
+    "wheel",
+    "rich",
+    "tomli_w",
+    "cachecontrol",
+    "pyproject_hooks",
+    "truststore",
+]
 PARENTS = ["", "pip/_vendor", "setuptools/_vendor", "torch/_vendor"]
 
 
 def vendored_roots() -> list[Path]:
-    return [SITE_PACKAGES / parent / name for parent in PARENTS for name in VENDORED
-            if (SITE_PACKAGES / parent / name).is_dir()]
+    return [
+        SITE_PACKAGES / parent / name
+        for parent in PARENTS
+        for name in VENDORED
+        if (SITE_PACKAGES / parent / name).is_dir()
+    ]
 
 
 @pytest.fixture(scope="module")
 def corpus() -> list[Document]:
     files = sorted({f for r in vendored_roots() for f in r.rglob("*.py")})
     assert len(files) > 200, "site-packages holds vendored copies (pip/_vendor, setuptools/_vendor)"
-    return [Document(str(f.relative_to(SITE_PACKAGES)), f.read_text(encoding="utf-8", errors="replace"),
-                     {"path": str(f.relative_to(SITE_PACKAGES)), "language": "python"}) for f in files]
+    return [
+        Document(
+            str(f.relative_to(SITE_PACKAGES)),
+            f.read_text(encoding="utf-8", errors="replace"),
+            {"path": str(f.relative_to(SITE_PACKAGES)), "language": "python"},
+        )
+        for f in files
+    ]
 
 
 def test_signatures_equal_datasketch(corpus: list[Document]) -> None:
@@ -54,8 +82,10 @@ def test_precision_recall_against_exact_jaccard(corpus: list[Document]) -> None:
     a, b = candidate_pairs(p.hasher().signatures_from_shingles(shingles), p)
     found = {(int(x), int(y)) for x, y in zip(a, b, strict=True)}
     precision, recall = precision_recall(found, truth)
-    print(f"near-dup at J>=0.8 on {len(corpus)} site-packages files: {len(truth)} true pairs, "
-          f"{len(found)} found, precision {precision:.3f}, recall {recall:.3f}")
+    print(
+        f"near-dup at J>=0.8 on {len(corpus)} site-packages files: {len(truth)} true pairs, "
+        f"{len(found)} found, precision {precision:.3f}, recall {recall:.3f}"
+    )
     assert len(truth) > 50
     assert precision >= 0.9 and recall >= 0.9
     cross = {(i, j) for i, j in found if corpus[i].id.split("/")[0] != corpus[j].id.split("/")[0]}
@@ -71,12 +101,17 @@ def test_distributed_four_stages_equal_in_process(corpus: list[Document], tmp_pa
     docs = corpus[::2]
     for k in range(3):
         write_jsonl(src / f"part-{k}.jsonl", [{"id": d.id, "text": d.text, "metadata": d.metadata} for d in docs[k::3]])
-    resource = pipeline_resource(tmp_path / "out", [
-        stage("sigs", 3, ("read_jsonl", {"paths": [str(src)]}), ("minhash_signatures", mh)),
-        stage("buckets", 2, ("minhash_buckets", {"signaturesStage": "sigs", **mh})),
-        stage("cluster", 1, ("minhash_cluster", {"signaturesStage": "sigs", **mh})),
-        stage("filter", 3, ("read_stage", {"stage": "sigs"}), ("minhash_filter", {"signaturesStage": "sigs", **mh})),
-    ])
+    resource = pipeline_resource(
+        tmp_path / "out",
+        [
+            stage("sigs", 3, ("read_jsonl", {"paths": [str(src)]}), ("minhash_signatures", mh)),
+            stage("buckets", 2, ("minhash_buckets", {"signaturesStage": "sigs", **mh})),
+            stage("cluster", 1, ("minhash_cluster", {"signaturesStage": "sigs", **mh})),
+            stage(
+                "filter", 3, ("read_stage", {"stage": "sigs"}), ("minhash_filter", {"signaturesStage": "sigs", **mh})
+            ),
+        ],
+    )
     run_pipeline(parse_pipeline(resource))
     kept = {r["id"] for f in (tmp_path / "out" / "filter" / "data").glob("*.jsonl") for r in read_jsonl(f)}
     step = build_step("near_dedup", mh, StageContext(tmp_path, "x"))

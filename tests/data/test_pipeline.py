@@ -32,18 +32,37 @@ def corpus_paths() -> list[str]:
 
 
 def demo_resource(out: Path, shards: int) -> dict:
-    return pipeline_resource(out, [
-        stage("ingest", shards, ("read_files", {"paths": corpus_paths(), "languages": ["python"]}),
-              "syntax_filter", ("heuristic_filter", {"default": {"minAlphaFraction": 0.3}}),
-              "exact_dedup_hashes", ("minhash_signatures", MH)),
-        stage("buckets", shards, ("minhash_buckets", {"signaturesStage": "ingest", **MH})),
-        stage("cluster", 1, ("minhash_cluster", {"signaturesStage": "ingest", **MH})),
-        stage("dedup", shards, ("read_stage", {"stage": "ingest"}), ("exact_dedup_filter", {"hashesStage": "ingest"}),
-              ("minhash_filter", {"signaturesStage": "ingest", **MH})),
-        stage("tokenizer", 1, ("read_stage", {"stage": "dedup"}), ("train_tokenizer", {"vocabSize": 1000})),
-        stage("pack", shards, ("read_stage", {"stage": "dedup"}), ("fim", {"rate": 0.5, "spmRate": 0.5}),
-              ("pack", {"seqLen": 512})),
-    ])
+    return pipeline_resource(
+        out,
+        [
+            stage(
+                "ingest",
+                shards,
+                ("read_files", {"paths": corpus_paths(), "languages": ["python"]}),
+                "syntax_filter",
+                ("heuristic_filter", {"default": {"minAlphaFraction": 0.3}}),
+                "exact_dedup_hashes",
+                ("minhash_signatures", MH),
+            ),
+            stage("buckets", shards, ("minhash_buckets", {"signaturesStage": "ingest", **MH})),
+            stage("cluster", 1, ("minhash_cluster", {"signaturesStage": "ingest", **MH})),
+            stage(
+                "dedup",
+                shards,
+                ("read_stage", {"stage": "ingest"}),
+                ("exact_dedup_filter", {"hashesStage": "ingest"}),
+                ("minhash_filter", {"signaturesStage": "ingest", **MH}),
+            ),
+            stage("tokenizer", 1, ("read_stage", {"stage": "dedup"}), ("train_tokenizer", {"vocabSize": 1000})),
+            stage(
+                "pack",
+                shards,
+                ("read_stage", {"stage": "dedup"}),
+                ("fim", {"rate": 0.5, "spmRate": 0.5}),
+                ("pack", {"seqLen": 512}),
+            ),
+        ],
+    )
 
 
 def stage_docs(out: Path, name: str) -> list[tuple[str, str]]:
@@ -93,18 +112,27 @@ def test_packed_output_is_readable_with_document_starts(runs: dict[str, Path]) -
 
 def _files(root: Path) -> dict[str, bytes]:
     skip = ("_markers", "stats.json", "rejects")
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not any(s in p.parts or p.name == s for s in skip)}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not any(s in p.parts or p.name == s for s in skip)
+    }
 
 
 def test_killed_mid_stage_then_resumed_equals_clean_run(runs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "killed"
     resource = demo_resource(out, 4)
-    script = ("import json, sys; from codekiln.workloads.data.runner import run_local; "
-              "sys.exit(run_local(json.loads(sys.argv[1])))")
+    script = (
+        "import json, sys; from codekiln.workloads.data.runner import run_local; "
+        "sys.exit(run_local(json.loads(sys.argv[1])))"
+    )
     env = {**os.environ, "CODEKILN_DATA_PROCESSES": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(resource)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(resource)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     marker = out / "ingest" / "_markers" / "shard-00001.done"
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -116,7 +144,9 @@ def test_killed_mid_stage_then_resumed_equals_clean_run(runs: dict[str, Path], t
     assert not (out / "ingest" / "data" / "shard-00003.jsonl").exists()  # no half-written outputs
     totals = run_pipeline(parse_pipeline(resource))
     assert _files(out) == _files(runs["four"])
-    assert totals["ingest"][0].docs_out == json.loads((runs["four"] / "stats.json").read_text())["ingest"][0]["docs_out"]
+    assert (
+        totals["ingest"][0].docs_out == json.loads((runs["four"] / "stats.json").read_text())["ingest"][0]["docs_out"]
+    )
 
 
 def test_rerun_skips_finished_shards(runs: dict[str, Path]) -> None:
@@ -129,8 +159,13 @@ def test_rerun_skips_finished_shards(runs: dict[str, Path]) -> None:
 
 def test_malformed_records_go_to_rejects_file(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
-    lines = [json.dumps({"id": "a", "text": "x = 1\n"}), "{not json", json.dumps({"id": "b"}), "[1, 2]",
-             json.dumps({"id": "c", "text": "y = 2\n", "metadata": {"language": "python"}})]
+    lines = [
+        json.dumps({"id": "a", "text": "x = 1\n"}),
+        "{not json",
+        json.dumps({"id": "b"}),
+        "[1, 2]",
+        json.dumps({"id": "c", "text": "y = 2\n", "metadata": {"language": "python"}}),
+    ]
     src.write_text("\n".join(lines) + "\n")
     resource = pipeline_resource(tmp_path / "out", [stage("read", 1, ("read_jsonl", {"paths": [str(src)]}))])
     assert run_local(resource) == 0
@@ -152,16 +187,22 @@ def test_bad_step_params_name_the_field(tmp_path: Path) -> None:
 
 
 def test_in_pod_entry_runs_one_shard(tmp_path: Path) -> None:
-    resource = pipeline_resource(tmp_path / "out", [
-        stage("read", 2, ("read_files", {"paths": [str(STDLIB / "json")], "languages": ["python"]}))])
+    resource = pipeline_resource(
+        tmp_path / "out", [stage("read", 2, ("read_files", {"paths": [str(STDLIB / "json")], "languages": ["python"]}))]
+    )
     cfg = tmp_path / "resource.json"
     cfg.write_text(json.dumps(resource))
     env = {**os.environ, "JOB_COMPLETION_INDEX": "1"}
-    res = subprocess.run([sys.executable, "-m", "codekiln.workloads.data", "--config", str(cfg), "--stage", "read"],
-                         env=env, capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "codekiln.workloads.data", "--config", str(cfg), "--stage", "read"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["shard"] == 1 and not report["skipped"]
     assert (tmp_path / "out" / "read" / "_markers" / "shard-00001.done").exists()
     assert not (tmp_path / "out" / "read" / "_markers" / "shard-00000.done").exists()
     ids = [r["id"] for r in read_jsonl(tmp_path / "out" / "read" / "data" / "shard-00001.jsonl")]
-    assert ids and all(np.isin(ids, [str(p) for p in sorted((STDLIB / 'json').glob('*.py'))][1::2]))
+    assert ids and all(np.isin(ids, [str(p) for p in sorted((STDLIB / "json").glob("*.py"))][1::2]))

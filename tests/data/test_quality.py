@@ -35,7 +35,9 @@ def test_fasttext_scorer_train_predict_and_step(tmp_path: Path) -> None:
     accuracy = ((pos >= 0.5).sum() + (neg < 0.5).sum()) / (pos.size + neg.size)
     assert accuracy >= 0.85, accuracy
     save_model(model, tmp_path / "quality" / "ft.bin")
-    docs = [Document(f"lib{i}", t) for i, t in enumerate(lib[1::2])] + [Document(f"t{i}", t) for i, t in enumerate(tests[1::2])]
+    docs = [Document(f"lib{i}", t) for i, t in enumerate(lib[1::2])] + [
+        Document(f"t{i}", t) for i, t in enumerate(tests[1::2])
+    ]
     ctx = StageContext(tmp_path, "q")
     step = build_step("fasttext_quality", {"model": "quality/ft.bin", "dropBottomFraction": 0.5}, ctx)
     kept = list(step(iter(docs), 0, 1))
@@ -63,11 +65,21 @@ class _Rater(BaseHTTPRequestHandler):
         lines = [x for x in code.splitlines() if x.strip()]
         comments = sum(x.strip().startswith("#") for x in lines) / max(len(lines), 1)
         defs = len(re.findall(r"^\s*(def|class) ", code, re.M))
-        scores = {"readability": min(10, 3 + 40 * comments), "modularity": min(10, defs), "clarity": 7,
-                  "reusability": min(10, defs / 2)}
+        scores = {
+            "readability": min(10, 3 + 40 * comments),
+            "modularity": min(10, defs),
+            "clarity": 7,
+            "reusability": min(10, defs / 2),
+        }
         content = "garbage without json" if "NO_JSON" in code else f"Here is my rating:\n{json.dumps(scores)}"
-        out = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
-                          "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}).encode()
+        out = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -94,7 +106,9 @@ def test_llm_scorer_against_real_http_server(rater_url: str, tmp_path: Path) -> 
     docs = [Document(p.name, p.read_text(encoding="utf-8"), {"language": "python"}) for p in files]
     docs += [Document("bad-status", "x = 1  # RAISE_500\n"), Document("bad-json", "y = 2  # NO_JSON\n")]
     ctx = StageContext(tmp_path, "q")
-    step = build_step("llm_quality", {"endpoint": rater_url, "model": "rater-1", "threshold": 0.5, "concurrency": 4}, ctx)
+    step = build_step(
+        "llm_quality", {"endpoint": rater_url, "model": "rater-1", "threshold": 0.5, "concurrency": 4}, ctx
+    )
     ctx.rejects = None
     kept = list(step(iter(docs), 0, 1))
     assert len(_Rater.requests) == len(docs) and {r["model"] for r in _Rater.requests} == {"rater-1"}
@@ -125,8 +139,10 @@ def _html_pages() -> list[tuple[str, bool]]:
 
 
 def test_html_extraction_keeps_code_blocks() -> None:
-    html = ("<html><head><style>p{}</style><script>var x=1;</script></head><body><h1>Title</h1>"
-            "<p>Use <code>f()</code> like this:</p><pre>def f():\n    return 1\n</pre><nav>menu</nav></body></html>")
+    html = (
+        "<html><head><style>p{}</style><script>var x=1;</script></head><body><h1>Title</h1>"
+        "<p>Use <code>f()</code> like this:</p><pre>def f():\n    return 1\n</pre><nav>menu</nav></body></html>"
+    )
     text = html_to_text(html)
     assert "```\ndef f():\n    return 1\n" in text and "`f()`" in text
     assert "var x" not in text and "menu" not in text and "p{}" not in text
@@ -146,14 +162,24 @@ def test_iterative_recall_reports_every_round() -> None:
     pos = [texts[i] for i in seeds if labels[i]][:15]
     neg = [texts[i] for i in seeds if not labels[i]]
     reports, recalled = iterative_recall(
-        pos, neg, pool, [texts[i] for i in held], [labels[i] for i in held], rounds=3, top_fraction=0.15,
-        min_added_fraction=0.02, train=FastTextTrainParams(min_count=1, epoch=20, dim=32, word_ngrams=2))
+        pos,
+        neg,
+        pool,
+        [texts[i] for i in held],
+        [labels[i] for i in held],
+        rounds=3,
+        top_fraction=0.15,
+        min_added_fraction=0.02,
+        train=FastTextTrainParams(min_count=1, epoch=20, dim=32, word_ngrams=2),
+    )
     for r in reports:
-        print(f"round {r.round}: +{r.added} positives ({r.positives}), held-out recall {r.recall:.2f} "
-              f"precision {r.precision:.2f}")
+        print(
+            f"round {r.round}: +{r.added} positives ({r.positives}), held-out recall {r.recall:.2f} "
+            f"precision {r.precision:.2f}"
+        )
     assert 1 <= len(reports) <= 3 and reports[0].positives == len(pos) + reports[0].added
     base_rate = float(np.mean([labels[i] for i in held]))
     assert reports[-1].recall >= 0.8 and reports[-1].recall >= reports[0].recall
     assert reports[-1].precision > base_rate  # better than keeping everything
-    pool_labels = np.array(labels[n // 4 + n // 6:])
+    pool_labels = np.array(labels[n // 4 + n // 6 :])
     assert pool_labels[recalled].mean() > pool_labels.mean()  # the loop recalls code pages preferentially

@@ -81,7 +81,9 @@ def bm25_top(query: str, paths: list[str], texts: list[str], k: int) -> list[int
         return []
     retriever = bm25s.BM25()
     retriever.index(
-        bm25s.tokenize([code_words(f"{p}\n{t}") for p, t in zip(paths, texts, strict=True)], stopwords="en", show_progress=False),
+        bm25s.tokenize(
+            [code_words(f"{p}\n{t}") for p, t in zip(paths, texts, strict=True)], stopwords="en", show_progress=False
+        ),
         show_progress=False,
     )
     q = bm25s.tokenize([code_words(query)], stopwords="en", show_progress=False)

@@ -23,7 +23,7 @@ MAX_HASH = np.uint64((1 << 32) - 1)
 _NON_ID = re.compile(r"[^A-Za-z_0-9]+")
 _MULT = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
-_ROWS_PER_BLOCK = 8192
+_ROWS_PER_BLOCK = 1024  # (rows × permutations) uint64 blocks that stay in cache
 
 
 def code_tokens(text: str) -> list[str]:
@@ -138,7 +138,7 @@ def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def equal_run_pairs(keys: np.ndarray, max_bucket: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs sharing a non-zero key: all pairs of a bucket, or a star from its first member above ``max_bucket``."""
+    """Index pairs sharing a non-zero key: all pairs of a bucket; a star above ``max_bucket``."""
     order = np.argsort(keys, kind="stable")
     sk = keys[order]
     bounds = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1], True])
