@@ -36,7 +36,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
         settings.watching.label_selectors[resource] = selector
     settings.watching.server_timeout = float(os.environ.get("CODEKILN_WATCH_TIMEOUT_S", "300"))
     settings.watching.client_timeout = settings.watching.server_timeout + 30
-    settings.batching.idle_timeout = float(os.environ.get("CODEKILN_WORKER_IDLE_S", "5"))
+    settings.queueing.idle_timeout = float(os.environ.get("CODEKILN_WORKER_IDLE_S", "5"))
 
 
 def _reconciler(memo: Any) -> Reconciler:
