@@ -2,19 +2,48 @@
 
 Imported first by every kernel module: without CUDA it sets ``TRITON_INTERPRET=1``
 before ``triton`` is imported, because ``triton.jit`` decides at decoration time whether
-a kernel is compiled or interpreted.
+a kernel (and Triton's own ``tl.sum``/``tl.max`` helpers) is compiled or interpreted.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 
 import torch
 
+_TRITON_PREIMPORTED = "triton" in sys.modules
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+
+def _rejit_triton_stdlib() -> None:
+    """Re-decorate Triton's own ``@jit`` helpers (``tl.sum``, ``tl.max``, ...) for the interpreter.
+
+    If something imported ``triton`` before ``TRITON_INTERPRET`` was set, those helpers
+    are compiled-mode functions and every interpreted kernel calling them fails; reloading
+    the modules that define them (now in interpreter mode) and rebinding the names that
+    ``triton.language`` re-exports fixes that.
+    """
+    for name in ("triton.language.standard", "triton.language.math", "triton.language.random"):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        old = dict(vars(module))
+        importlib.reload(module)
+        for attr, obj in old.items():
+            new = getattr(module, attr, None)
+            if new is not obj and getattr(tl, attr, None) is obj:
+                setattr(tl, attr, new)
+
+
+if _TRITON_PREIMPORTED and triton.knobs.runtime.interpret and not isinstance(tl.sum, InterpretedFunction):
+    _rejit_triton_stdlib()
 
 
 def interpreting() -> bool:
