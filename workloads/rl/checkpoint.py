@@ -31,7 +31,8 @@ def load_state(path: str | Path) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - a corrupt file must be reported with its path
-        raise RuntimeError(f"checkpoint {path} could not be read ({exc}); delete it or set checkpoint.resume false") from None
+        hint = "delete it or set checkpoint.resume false"
+        raise RuntimeError(f"checkpoint {path} could not be read ({exc}); {hint}") from None
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     return state

@@ -71,5 +71,5 @@ def dpo_step(trainer, stage, n_prompts: int, gen_stats: list) -> dict:
     trainer.optimizer.step()
     trainer.engine.update_weights(trainer.model.state_dict())
     margin = trainer.cfg.dpo_beta * ((pol[:n] - ref[:n].to(pol)) - (pol[n:] - ref[n:].to(pol)))
-    return {"loss": float(loss), "pairs": n, "skipped": False, "reward_margin": float(margin.mean()),
-            "reward_accuracy": float((margin > 0).float().mean())}
+    return {"loss": float(loss.detach()), "pairs": n, "skipped": False, "reward_margin": float(margin.detach().mean()),
+            "reward_accuracy": float((margin.detach() > 0).float().mean())}
