@@ -59,3 +59,22 @@ def widget(name: str, namespace: str = "default", **spec: Any) -> dict[str, Any]
     """A Widget manifest (``image`` defaults to ``busybox``)."""
     return {"apiVersion": API_VERSION, "kind": "Widget", "metadata": {"name": name, "namespace": namespace},
             "spec": {"image": "busybox", **spec}}
+
+
+def pod_spec(restart_policy: str = "Never") -> dict[str, Any]:
+    """A minimal valid pod spec."""
+    return {"restartPolicy": restart_policy, "containers": [{"name": "main", "image": "busybox:1.36"}]}
+
+
+def job(name: str, **spec: Any) -> dict[str, Any]:
+    """A minimal valid Job manifest."""
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"template": {"spec": pod_spec()}, **spec}}
+
+
+def deployment(name: str, replicas: int = 1) -> dict[str, Any]:
+    """A minimal valid Deployment manifest."""
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": pod_spec("Always")}}}

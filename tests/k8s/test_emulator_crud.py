@@ -2,7 +2,7 @@
 
 import pytest
 from k8s_emulator.client import ApiError, KubeClient
-from sample_crds import API_VERSION, widget, widget_crd
+from sample_crds import API_VERSION, deployment, widget, widget_crd
 
 
 @pytest.fixture
@@ -133,14 +133,23 @@ def test_merge_patch_null_deletes_keys(k8s_client: KubeClient) -> None:
 
 
 def test_strategic_merge_patch_merges_containers_by_name(k8s_client: KubeClient) -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-           "spec": {"containers": [{"name": "a", "image": "one"}, {"name": "b", "image": "two"}]}}
-    k8s_client.create(pod, "team")
-    patch = {"spec": {"containers": [{"name": "b", "image": "three"}]}}
-    patched = k8s_client.patch("v1", "Pod", "p", patch, "team", patch_type="strategic")
-    assert patched["spec"]["containers"] == [{"name": "a", "image": "one"}, {"name": "b", "image": "three"}]
-    merged = k8s_client.patch("v1", "Pod", "p", patch, "team", patch_type="merge")
-    assert merged["spec"]["containers"] == [{"name": "b", "image": "three"}]  # a merge patch replaces lists
+    manifest = deployment("d")
+    containers = [{"name": "a", "image": "one:1"}, {"name": "b", "image": "two:1"}]
+    manifest["spec"]["template"]["spec"]["containers"] = containers
+    k8s_client.create(manifest, "team")
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "three:1"}]}}}}
+    patched = k8s_client.patch("apps/v1", "Deployment", "d", patch, "team", patch_type="strategic")
+    images = [(c["name"], c["image"]) for c in patched["spec"]["template"]["spec"]["containers"]]
+    assert images == [("a", "one:1"), ("b", "three:1")]
+    merged = k8s_client.patch("apps/v1", "Deployment", "d", patch, "team", patch_type="merge")
+    assert [c["name"] for c in merged["spec"]["template"]["spec"]["containers"]] == ["b"]  # merge replaces lists
+
+
+def test_strategic_merge_patch_is_refused_for_custom_resources(k8s_client: KubeClient) -> None:
+    k8s_client.create(widget("w"))
+    with pytest.raises(ApiError) as err:
+        k8s_client.patch(API_VERSION, "Widget", "w", {"spec": {"replicas": 2}}, "default", patch_type="strategic")
+    assert err.value.status == 415
 
 
 def test_unknown_patch_content_type_is_415(k8s_client: KubeClient) -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 from k8s_emulator.client import ApiError, KubeClient
-from sample_crds import API_VERSION, widget, widget_crd
+from sample_crds import API_VERSION, pod_spec, widget, widget_crd
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def _owned(kind: str, api_version: str, name: str, *owners: dict) -> dict:
     if kind == "ConfigMap":
         body["data"] = {}
     else:
-        body["spec"] = {"template": {}} if kind == "Job" else {"containers": [{"name": "c", "image": "i"}]}
+        body["spec"] = {"template": {"spec": pod_spec()}} if kind == "Job" else pod_spec()
     return body
 
 

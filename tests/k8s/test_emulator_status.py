@@ -2,7 +2,7 @@
 
 import pytest
 from k8s_emulator.client import ApiError, KubeClient
-from sample_crds import API_VERSION, widget, widget_crd
+from sample_crds import API_VERSION, deployment, job, pod_spec, widget, widget_crd
 
 
 @pytest.fixture
@@ -13,9 +13,7 @@ def k8s_crds():
 def test_status_in_create_is_dropped_for_kinds_with_a_status_subresource(k8s_client: KubeClient) -> None:
     created = k8s_client.create({**widget("w"), "status": {"phase": "Faked"}})
     assert "status" not in created
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {}},
-           "status": {"succeeded": 1}}
-    assert "status" not in k8s_client.create(job, "default")
+    assert "status" not in k8s_client.create({**job("j"), "status": {"succeeded": 1}}, "default")
 
 
 def test_main_endpoint_ignores_status_changes(k8s_client: KubeClient) -> None:
@@ -51,9 +49,8 @@ def test_status_of_kinds_without_the_subresource_is_written_through_the_main_end
 
 
 def test_pod_phase_is_driven_through_status(k8s_client: KubeClient) -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-           "spec": {"containers": [{"name": "c", "image": "i"}]}}
-    k8s_client.create(pod, "default")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod_spec()}
+    assert k8s_client.create(pod, "default")["status"]["phase"] == "Pending"  # set by the API server
     running = k8s_client.patch_status("v1", "Pod", "p", {"phase": "Running"}, "default")
     assert running["status"]["phase"] == "Running"
     listed = k8s_client.list("v1", "Pod", "default", fieldSelector="status.phase=Running")
@@ -82,8 +79,6 @@ def test_scale_subresource_reads_and_writes_replicas(k8s_client: KubeClient) -> 
 
 
 def test_deployment_scale_uses_its_selector(k8s_client: KubeClient) -> None:
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
-                  "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "d"}}, "template": {}}}
-    k8s_client.create(deployment, "default")
+    k8s_client.create(deployment("d", replicas=3), "default")
     scale = k8s_client.get("apps/v1", "Deployment", "d", "default", sub="scale")
     assert scale["spec"]["replicas"] == 3 and scale["status"]["selector"] == "app=d"

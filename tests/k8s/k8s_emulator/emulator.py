@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import random
+import warnings
 from typing import Any
 
 import attrs
@@ -20,6 +21,7 @@ from kmock import KubernetesEmulator, KubernetesError, KubernetesScaffold, Reque
 from kmock._internal import enums
 
 from . import crds, meta, patches, paths, schema, watching
+from .builtins import Builtins
 from .journal import Journal
 
 paths.install()
@@ -42,18 +44,28 @@ class Emulator(KubernetesEmulator):
     journal: Journal = attrs.field(factory=Journal)
     schemas: dict[resource, dict[str, Any]] = attrs.field(factory=dict, init=False)
     scales: dict[resource, crds.ScalePaths] = attrs.field(factory=lambda: dict(crds.BUILTIN_SCALE), init=False)
+    request_history: int = 2000  # requests kept for kmock-style assertions (bounded: long runs stay small)
+    builtins: Builtins = attrs.field(factory=Builtins, init=False)
     _by_uid: dict[str, ObjKey] = attrs.field(factory=dict, init=False)
+    _by_res: dict[resource, dict[ObjKey, None]] = attrs.field(factory=dict, init=False)
+    _by_owner: dict[str, set[ObjKey]] = attrs.field(factory=dict, init=False)
     _rng: random.Random = attrs.field(factory=random.Random, init=False)
 
     def __attrs_post_init__(self) -> None:
         KubernetesScaffold.__attrs_post_init__(self)  # discovery only; the stock state handling is replaced
-        self.resources.load_bundled()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # kmock reads its bundle with a deprecated API
+            self.resources.load_bundled()
         self.fallback[self._is_object_request] << self._dispatch
         for name in ("default", "kube-system", "kube-public"):
             self.ensure_namespace(name)
 
     async def _handle(self, request: Request) -> Any:
         # Skip KubernetesEmulator._handle (its naive state tracking); all state changes happen in _dispatch.
+        if len(self._requests) > 2 * self.request_history:
+            del self._requests[:-self.request_history]
+            for payload in self._payloads:
+                del payload._requests[:-self.request_history]
         return await KubernetesScaffold._handle(self, request)
 
     async def _serve_server_version(self, request: Request) -> dict[str, Any]:
@@ -129,8 +141,9 @@ class Emulator(KubernetesEmulator):
 
     def live_objects(self, res: resource | None = None) -> list[tuple[ObjKey, dict[str, Any]]]:
         """All live objects (optionally of one resource), in creation order."""
-        return [(key, obj.raw) for key, obj in self.objects._objects.items()
-                if not obj.deleted and (res is None or key[0] == res)]
+        store = self.objects._objects
+        keys = self._by_res.get(res, {}) if res is not None else store.keys()
+        return [(key, store[key].raw) for key in list(keys) if not store[key].deleted]
 
     # ----------------------------------------------------------------------------------------- writing
 
@@ -145,14 +158,16 @@ class Emulator(KubernetesEmulator):
         else:
             self.objects._objects[key] = self.Object(new)
         self._by_uid[new["metadata"]["uid"]] = key
+        self._by_res.setdefault(key[0], {})[key] = None
+        self._index_owners(key, old, new)
         self.journal.record(rv, key[0], type_, new, old)
         return copy.deepcopy(new)
 
-    def _validate(self, res: resource, obj: dict[str, Any], *, check_name: bool = True) -> dict[str, Any]:
-        """Metadata checks, then (for custom resources) CRD defaulting, pruning and schema validation."""
+    def _validate(self, res: resource, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+        """Metadata checks, builtin-kind rules, then (custom resources) CRD defaulting, pruning and validation."""
         md = obj.get("metadata") or {}
-        problems = (meta.name_errors(md.get("name")) if check_name else []) + meta.label_errors(md.get("labels")) \
-            + meta.annotation_errors(md.get("annotations"))
+        problems = (meta.name_errors(md.get("name")) if old is None else []) + meta.label_errors(md.get("labels")) \
+            + meta.annotation_errors(md.get("annotations")) + self.builtins.errors(res, obj, old)
         causes = [{"reason": "FieldValueInvalid", "message": p, "field": p.split(":")[0]} for p in problems]
         spec_schema = self.schemas.get(res)
         if spec_schema is not None:
@@ -209,7 +224,10 @@ class Emulator(KubernetesEmulator):
         md.update(uid=meta.new_uid(), creationTimestamp=meta.now(), generation=1)
         if "status" in info.subresources:
             obj.pop("status", None)
-        obj = self._validate(res, obj)
+        if not md.get("name"):
+            md["name"] = ""  # reported by _validate as a missing name
+        self.builtins.default(res, obj, None)
+        obj = self._validate(res, obj, None)
         if self._live(key) is not None:
             raise _status_error(409, "AlreadyExists", f'{res.plural} "{key[2]}" already exists',
                                 {"name": key[2], "group": res.group, "kind": res.plural})
@@ -227,6 +245,9 @@ class Emulator(KubernetesEmulator):
 
     def _patch(self, res: resource, ns: str | None, name: str, sub: str | None, request: Request) -> dict[str, Any]:
         content_type = request.headers.get("Content-Type", "")
+        if patches.STRATEGIC_PATCH in content_type and res in self.schemas:
+            raise _status_error(415, "UnsupportedMediaType", "strategic merge patch is not supported for custom "
+                                                             f"resources ({res.plural}.{res.group}); use a merge patch")
         current = self.get(res, ns, name)
         base = crds.scale_of(current, self.scales[res]) if sub == "scale" else current
         try:
@@ -291,7 +312,8 @@ class Emulator(KubernetesEmulator):
                 raise _status_error(422, "Invalid", f'{old.get("kind")} "{name}" is invalid: metadata.finalizers: '
                                                     f"Forbidden: no new finalizers can be added if the object is "
                                                     f"being deleted, found new finalizers {sorted(added)}")
-        new = self._validate(res, new, check_name=False)
+        self.builtins.default(res, new, old)
+        new = self._validate(res, new, old)
         md = new["metadata"]
         if meta.without_volatile(new) != meta.without_volatile(old):
             md["generation"] = int(old_md.get("generation", 1)) + 1
@@ -340,6 +362,8 @@ class Emulator(KubernetesEmulator):
         last["metadata"]["resourceVersion"] = str(rv)
         obj.delete()
         self._by_uid.pop(last["metadata"]["uid"], None)
+        self._by_res.get(key[0], {}).pop(key, None)
+        self._index_owners(key, last, None)
         self.journal.record(rv, key[0], "DELETED", last, None)
         if key[0] == CRD_RESOURCE:
             self._unserve_crd(last)
@@ -350,9 +374,19 @@ class Emulator(KubernetesEmulator):
         self._collect(last["metadata"]["uid"])
         return last
 
+    def _index_owners(self, key: ObjKey, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        for obj, add in ((old, False), (new, True)):
+            for ref in (obj or {}).get("metadata", {}).get("ownerReferences") or []:
+                keys = self._by_owner.setdefault(ref.get("uid", ""), set())
+                if add:
+                    keys.add(key)
+                else:
+                    keys.discard(key)
+
     def _dependents(self, uid: str) -> list[tuple[ObjKey, dict[str, Any]]]:
-        return [(key, obj) for key, obj in self.live_objects()
-                if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])]
+        found = [(key, self._live(key)) for key in sorted(self._by_owner.get(uid, ()), key=str)]
+        return [(key, obj) for key, obj in found if obj is not None
+                and any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])]
 
     def _collect(self, uid: str, *, force: bool = False) -> None:
         """Garbage-collect dependents whose owners are all gone (``force``: the owner is being deleted)."""
