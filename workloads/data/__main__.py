@@ -16,6 +16,26 @@ from codekiln.workloads.data.runner import parse_pipeline
 from codekiln.workloads.progress import progress_reporter
 
 
+def _doc_reporter(stage: str, rank: int):
+    """Progress and (with ``$CODEKILN_METRICS_PORT``) Prometheus counters for the documents a shard writes."""
+    reporter = progress_reporter()
+    counter = None
+    port = os.environ.get("CODEKILN_METRICS_PORT")
+    if port:
+        from prometheus_client import Counter, start_http_server
+
+        counter = Counter("codekiln_data_documents_written", "Documents written by this shard", ["stage", "shard"])
+        start_http_server(int(port))
+
+    def on_doc(n: int) -> None:
+        if counter is not None:
+            counter.labels(stage, str(rank)).inc()
+        if n % 1000 == 0:
+            reporter.update(stage=stage, tokens=None, message=f"shard {rank}: {n} documents written")
+
+    return on_doc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codekiln.workloads.data", description=__doc__)
     parser.add_argument("--config", required=True, help="resource JSON (a DataPipeline)")
@@ -27,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             resource = json.load(fh)
         config = parse_pipeline(resource)
         rank = args.shard if args.shard is not None else int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
-        stats, skipped = run_shard(config, args.stage, rank)
+        stats, skipped = run_shard(config, args.stage, rank, on_doc=_doc_reporter(args.stage, rank))
     except (OSError, ValueError, StepConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

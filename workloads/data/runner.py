@@ -149,6 +149,9 @@ def run_local(resource: dict) -> int:
     except (StepConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
         console.print(f"[red]DataPipeline failed:[/red] {exc}")
         return 1
-    Console().print(stats_table(totals))
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=200)
+    out.print(stats_table(totals))
     print(f"outputs in {Path(config.output_dir).resolve()}", file=sys.stderr)
     return 0
