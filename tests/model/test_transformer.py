@@ -70,3 +70,35 @@ def test_bad_model_config_names_the_field():
         ModelConfig(preset="tiny", n_heads=4, n_kv_heads=3)
     with pytest.raises(ValidationError, match="ropeTheta"):
         ModelConfig.model_validate({"ropeTheta": -1})
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_flex_attention_matches_sdpa_on_packed_documents():
+    sdpa = _model()
+    flex = Transformer(ModelConfig(preset="tiny", attention="flex")).eval()
+    flex.load_state_dict(sdpa.state_dict())
+    document_ids = torch.tensor([[0] * 9 + [1] * 14 + [2] * 9, [0] * 32])
+    position_ids = torch.cat([torch.arange(9), torch.arange(14), torch.arange(9)]).expand(2, 32).clone()
+    position_ids[1] = torch.arange(32)
+    ids = torch.randint(0, 512, (2, 32))
+    kw = {"position_ids": position_ids, "document_ids": document_ids}
+    with torch.no_grad():  # FlexAttention has no CPU backward; gradients are compared on GPU
+        torch.testing.assert_close(flex(ids, **kw), sdpa(ids, **kw), atol=1e-5, rtol=0)
+    with pytest.raises(RuntimeError, match="attention"):
+        flex.train()(ids, **kw)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_flex_attention_compiled_on_gpu_matches_sdpa():
+    sdpa = _model().cuda()
+    flex = Transformer(ModelConfig(preset="tiny", attention="flex")).cuda().eval()
+    flex.load_state_dict(sdpa.state_dict())
+    document_ids = torch.tensor([[0] * 100 + [1] * 156], device="cuda")
+    ids = torch.randint(0, 512, (1, 256), device="cuda")
+    out_s, out_f = sdpa(ids, document_ids=document_ids), flex(ids, document_ids=document_ids)
+    torch.testing.assert_close(out_f, out_s, atol=1e-4, rtol=0)
+    out_s.square().mean().backward()
+    out_f.square().mean().backward()
+    for (name, p), q in zip(sdpa.named_parameters(), flex.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-3, msg=name)

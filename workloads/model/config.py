@@ -42,8 +42,10 @@ class ModelConfig(ConfigModel):
     norm_eps: float = Field(default=1e-5, gt=0, lt=1, description="RMSNorm epsilon.")
     max_seq_len: int = Field(default=8192, ge=8, description="Longest sequence the model is built for.")
     kernels: Literal["torch", "triton"] = Field(default="torch", description="Op implementations.")
-    attention: Literal["auto", "sdpa", "flex", "flash"] = Field(
-        default="auto", description="Attention backend: sdpa with a mask on CPU; flex/flash on GPU when installed."
+    attention: Literal["auto", "sdpa", "flex"] = Field(
+        default="auto",
+        description="Attention: auto/sdpa (SDPA with a bool mask; fused causal kernel when unmasked) or flex "
+        "(FlexAttention block-sparse mask, compiled on GPU). Same results.",
     )
     activation_checkpointing: bool = Field(default=False, description="Recompute blocks in backward.")
 

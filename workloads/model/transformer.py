@@ -7,12 +7,18 @@ come from the batch (packed documents restart at 0; trie packing uses depth).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+try:
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+except ImportError:  # torch < 2.5
+    create_block_mask = flex_attention = None
 
 from codekiln.workloads.model import ops
 from codekiln.workloads.model.config import ModelConfig
@@ -42,6 +48,24 @@ def document_causal_mask(document_ids: torch.Tensor) -> torch.Tensor:
     causal = torch.ones(t, t, dtype=torch.bool, device=document_ids.device).tril()
     same_doc = document_ids.unsqueeze(-1) == document_ids.unsqueeze(-2)
     return causal & same_doc
+
+
+@functools.cache
+def _flex(cuda: bool):
+    """flex_attention, compiled on GPU (eager on CPU: a slow reference path)."""
+    return torch.compile(flex_attention, dynamic=False) if cuda else flex_attention
+
+
+def block_mask_from_dense(mask: torch.Tensor):
+    """A FlexAttention BlockMask equal to a dense [B, T, S] bool mask (blocks with no True are skipped)."""
+    if create_block_mask is None:
+        raise RuntimeError("model.attention 'flex' needs torch.nn.attention.flex_attention (torch >= 2.5)")
+    b, t, s = mask.shape
+
+    def mask_mod(batch, head, q_idx, kv_idx):
+        return mask[batch, q_idx, kv_idx]
+
+    return create_block_mask(mask_mod, b, None, t, s, device=mask.device)
 
 
 class RMSNorm(nn.Module):
@@ -94,10 +118,16 @@ class Attention(nn.Module):
         q, k = ops.apply_rope(q, cos, sin, self.cfg.kernels), ops.apply_rope(k, cos, sin, self.cfg.kernels)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
-        if nkv != nh:
-            k = k.repeat_interleave(nh // nkv, dim=1)
-            v = v.repeat_interleave(nh // nkv, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
+        if isinstance(mask, torch.Tensor) or mask is None:
+            if nkv != nh:
+                k = k.repeat_interleave(nh // nkv, dim=1)
+                v = v.repeat_interleave(nh // nkv, dim=1)
+            if mask is None:  # plain causal, no cache: let SDPA pick its fused causal kernel
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
+        else:  # a FlexAttention BlockMask
+            out = _flex(q.is_cuda)(q, k, v, block_mask=mask, enable_gqa=nkv != nh)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, nh * hd))
 
 
@@ -175,12 +205,17 @@ class Transformer(nn.Module):
         past = kv_cache.length if kv_cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
+        flex = self.cfg.attention == "flex"
         if attention_mask is None:
             if document_ids is not None:
                 attention_mask = document_causal_mask(document_ids)
-            else:
+            elif past or flex:
                 attention_mask = torch.ones(t, past + t, dtype=torch.bool, device=input_ids.device).tril(past)
                 attention_mask = attention_mask.expand(b, t, past + t)
+        if flex and not input_ids.is_cuda and torch.is_grad_enabled() and self.training:
+            raise RuntimeError("model.attention 'flex' has no backward on CPU: use 'sdpa' (same results) to train")
+        if flex and attention_mask is not None:
+            attention_mask = block_mask_from_dense(attention_mask)
         x = self.embed_tokens(input_ids)
         cos, sin = self.rope(position_ids, x.dtype)
         for block in self.layers:

@@ -51,7 +51,8 @@ class DataConfig(ConfigModel):
         description="Packed dataset folder (pretrain: a DataPipeline's packed output) or a JSONL chat file (sft).",
     )
     tokenizer: str | None = Field(default=None, description="tokenizer.json (default: <path>/tokenizer.json).")
-    eval_sequences: int = Field(default=0, ge=0, description="Sequences held out from the end for evaluation.")
+    eval_sequences: int = Field(default=0, ge=0, description="Packed sequences held out from the end for evaluation.")
+    eval_max_samples: int = Field(default=64, ge=1, description="Held-out samples (of the stage seqLen) per eval.")
 
 
 class OptimizerConfig(ConfigModel):

@@ -169,3 +169,18 @@ def collate(samples: list[PackedSequence], loss_masks: list[np.ndarray] | None =
         "position_ids": torch.from_numpy(np.stack([s.position_ids for s in samples]).astype(np.int64)),
         "document_ids": torch.from_numpy(np.stack([s.document_ids for s in samples]).astype(np.int64)),
     }
+
+
+def unigram_logprobs(
+    reader: PackedReader, n_sequences: int, vocab_size: int, ignore_id: int | None = None
+) -> np.ndarray:
+    """Add-one smoothed unigram log-probabilities from the first ``n_sequences`` (the training split).
+
+    The baseline a language model must beat: its cross-entropy on held-out tokens.
+    """
+    counts = np.ones(vocab_size, dtype=np.float64)
+    for i in range(n_sequences):
+        counts += np.bincount(reader[i].tokens, minlength=vocab_size)[:vocab_size]
+    if ignore_id is not None:
+        counts[ignore_id] = 1.0
+    return np.log(counts / counts.sum())

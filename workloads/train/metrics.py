@@ -34,6 +34,22 @@ def device_peak_tflops(device: torch.device, override: float | None) -> float | 
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
+_GAUGES: dict | None = None
+GAUGE_NAMES = ("loss", "eval_loss", "unigram_eval_loss", "tokens_per_second", "mfu", "lr", "grad_norm", "step",
+               "tokens")
+
+
+def _prometheus(port: int) -> dict:
+    """Gauges ``codekiln_train_<name>`` served on ``port`` (once per process)."""
+    global _GAUGES
+    if _GAUGES is None:
+        from prometheus_client import Gauge, start_http_server
+
+        start_http_server(port)
+        _GAUGES = {n: Gauge(f"codekiln_train_{n}", f"Training {n.replace('_', ' ')}.") for n in GAUGE_NAMES}
+    return _GAUGES
+
+
 class Metrics:
     """Rank 0's sink for step metrics. Other ranks construct it with ``enabled=False``."""
 
@@ -47,11 +63,7 @@ class Metrics:
         output_dir.mkdir(parents=True, exist_ok=True)
         port = os.environ.get("CODEKILN_METRICS_PORT")
         if port:
-            from prometheus_client import Gauge, start_http_server
-
-            start_http_server(int(port))
-            names = ("loss", "eval_loss", "tokens_per_second", "mfu", "lr", "grad_norm", "step", "tokens")
-            self._gauges = {n: Gauge(f"codekiln_train_{n}", f"Training {n.replace('_', ' ')}.") for n in names}
+            self._gauges = _prometheus(int(port))
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(

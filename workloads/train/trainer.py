@@ -17,10 +17,18 @@ import torch.distributed as dist
 from codekiln.workloads.data.packed import PackedReader, PackedSequence
 from codekiln.workloads.model.hf import export_hf
 from codekiln.workloads.model.transformer import Transformer
-from codekiln.workloads.special_tokens import EOT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, SPECIAL_TOKENS
+from codekiln.workloads.special_tokens import EOT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, PAD, SPECIAL_TOKENS
 from codekiln.workloads.train import checkpoint as ckpt
 from codekiln.workloads.train.config import TrainConfig, TrainStageConfig
-from codekiln.workloads.train.data import IGNORE_INDEX, FimTokens, PackedSamples, Sampler, collate, fim_transform
+from codekiln.workloads.train.data import (
+    IGNORE_INDEX,
+    FimTokens,
+    PackedSamples,
+    Sampler,
+    collate,
+    fim_transform,
+    unigram_logprobs,
+)
 from codekiln.workloads.train.engine import DistEnv, build_engine
 from codekiln.workloads.train.loss import LossModule, global_loss_tokens
 from codekiln.workloads.train.metrics import Metrics, device_peak_tflops, flops_per_token
@@ -31,19 +39,20 @@ class PretrainSource:
     """Packed samples of one stage with FIM applied per (seed, epoch, index)."""
 
     def __init__(self, reader: PackedReader, stage: TrainStageConfig, eval_sequences: int, seed: int,
-                 fim: FimTokens) -> None:
+                 fim: FimTokens, pad_id: int) -> None:
         self.samples = PackedSamples(reader, stage.seq_len, eval_sequences)
-        self.stage, self.seed, self.fim = stage, seed, fim
+        self.stage, self.seed, self.fim, self.pad_id = stage, seed, fim, pad_id
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def get(self, epoch: int, index: int) -> tuple[PackedSequence, None]:
+    def get(self, epoch: int, index: int) -> tuple[PackedSequence, np.ndarray]:
+        """The sample and its loss mask (padding is never a target)."""
         sample = self.samples[index]
         if self.stage.fim_rate > 0:
             rng = np.random.default_rng([self.seed, epoch, index])
             sample = fim_transform(sample, rng, self.stage.fim_rate, self.stage.fim_mode, self.fim)
-        return sample, None
+        return sample, sample.tokens != self.pad_id
 
 
 @dataclass
@@ -96,6 +105,7 @@ class Trainer:
         self.steps = [stage_steps(cfg, s, env.world_size) for s in cfg.stages]
         self.metrics = Metrics(self.out, env.rank == 0, sum(self.steps))
         self.state = TrainState()
+        self._unigram: np.ndarray | None = None
 
     # ------------------------------------------------------------------ data
     def source(self, index: int):
@@ -110,7 +120,7 @@ class Trainer:
             return SftSource(self.cfg.data.path, Tokenizer.from_file(str(self.tok_path)), stage.seq_len)
         s = self.special
         fim = FimTokens(s[FIM_PREFIX], s[FIM_SUFFIX], s[FIM_MIDDLE], s[EOT])
-        return PretrainSource(self.reader, stage, self.cfg.data.eval_sequences, self.cfg.seed + index, fim)
+        return PretrainSource(self.reader, stage, self.cfg.data.eval_sequences, self.cfg.seed + index, fim, s[PAD])
 
     def micro_batches(self, source, sampler: Sampler) -> list[dict[str, torch.Tensor]]:
         """This rank's micro-batches of the next global batch (same global order for any world size)."""
@@ -150,25 +160,38 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------ eval
+    def unigram(self) -> np.ndarray:
+        """Unigram log-probs of the training split (computed once)."""
+        if self._unigram is None:
+            n_train = len(self.reader) - self.cfg.data.eval_sequences
+            self._unigram = unigram_logprobs(self.reader, n_train, self.cfg.model.vocab_size, self.special[PAD])
+        return self._unigram
+
     @torch.no_grad()
-    def evaluate(self, seq_len: int, max_sequences: int = 64) -> float | None:
-        """Mean next-token loss on the held-out sequences (no FIM), over all ranks."""
+    def evaluate(self, seq_len: int) -> tuple[float, float] | None:
+        """Mean next-token loss on held-out sequences (no FIM, at most ``evalMaxSamples``) over all ranks,
+        and the unigram baseline's loss on the same targets."""
         if self.reader is None or not self.cfg.data.eval_sequences:
             return None
         samples = PackedSamples(self.reader, seq_len, self.cfg.data.eval_sequences, split="eval")
-        mine = list(range(self.env.rank, min(len(samples), max_sequences), self.env.world_size))
-        total = torch.zeros(2, dtype=torch.float64)
+        mine = list(range(self.env.rank, min(len(samples), self.cfg.data.eval_max_samples), self.env.world_size))
+        total = torch.zeros(3, dtype=torch.float64)
+        logp = self.unigram()
         self.model.eval()
         for lo in range(0, len(mine), self.cfg.micro_batch_size):
-            batch = collate([samples[i] for i in mine[lo : lo + self.cfg.micro_batch_size]])
+            seqs = [samples[i] for i in mine[lo : lo + self.cfg.micro_batch_size]]
+            batch = collate(seqs, [s.tokens != self.special[PAD] for s in seqs])
+            labels = batch["labels"][batch["labels"] != IGNORE_INDEX].numpy()
             batch = {k: v.to(self.env.device) for k, v in batch.items()}
             batch["loss_denominator"] = 1.0
             total[0] += float(self.engine.eval_forward(batch))
-            total[1] += int((batch["labels"] != IGNORE_INDEX).sum())
+            total[1] += labels.size
+            total[2] += float(-logp[labels].sum())
         self.model.train()
         if dist.is_initialized():
             dist.all_reduce(total)
-        return float(total[0] / max(1.0, float(total[1])))
+        n = max(1.0, float(total[1]))
+        return float(total[0] / n), float(total[2] / n)
 
     # ------------------------------------------------------------------ loop
     def run(self, stop_after_steps: int | None = None) -> dict:
@@ -177,7 +200,7 @@ class Trainer:
         self.maybe_resume()
         st = self.state
         peak = device_peak_tflops(env.device, cfg.peak_tflops)
-        eval_loss = None
+        eval_loss = unigram_loss = None
         for index in range(st.stage_index, len(cfg.stages)):
             stage, n_steps = cfg.stages[index], self.steps[index]
             source = self.source(index)
@@ -217,9 +240,10 @@ class Trainer:
                 st.history.append({"step": st.global_step, "loss": float(loss)})
                 stage_end = st.stage_step == n_steps
                 if cfg.eval_every_steps and st.global_step % cfg.eval_every_steps == 0 or stage_end:
-                    eval_loss = self.evaluate(stage.seq_len)
-                    if eval_loss is not None:
-                        record["eval_loss"] = eval_loss
+                    evaluated = self.evaluate(stage.seq_len)
+                    if evaluated is not None:
+                        eval_loss, unigram_loss = evaluated
+                        record["eval_loss"], record["unigram_eval_loss"] = eval_loss, unigram_loss
                 if st.global_step % cfg.log_every_steps == 0 or stage_end or "eval_loss" in record:
                     self.metrics.log(record)
                 if stop_after_steps is not None and st.global_step >= stop_after_steps:
@@ -228,6 +252,7 @@ class Trainer:
                 if st.global_step % cfg.checkpoint.every_steps == 0 or stage_end:
                     self.save()
         summary = {"steps": st.global_step, "tokens": st.tokens, "eval_loss": eval_loss,
+                   "unigram_eval_loss": unigram_loss,
                    "final_loss": st.history[-1]["loss"] if st.history else None}
         if cfg.export.enabled:
             summary["export"] = str(self.export())
