@@ -114,3 +114,67 @@ def test_run_local_rejects_bad_spec(capsys):
                     "spec": {"sandbox": {"limits": {"memoryMb": 1}}}})
     assert rc == 2
     assert "spec.sandbox.limits.memoryMb" in capsys.readouterr().err
+
+
+def _start_wrapped(wrapper: list[str], serve_args: list[str]) -> tuple[subprocess.Popen, dict]:
+    py = os.path.join(os.path.dirname(sys.executable), os.path.basename(sys.executable))
+    cmd = [*wrapper, py, "-m", "codekiln.workloads.sandbox", "serve", "--host", "127.0.0.1", "--port", "0",
+           *serve_args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise AssertionError(f"server did not start: {proc.communicate(timeout=30)[1][-2000:]}")
+    return proc, json.loads(line)
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url + "/run_code", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
+def test_serves_with_a_read_only_root_and_only_tmp_writable():
+    """Like the pod: the root filesystem is read-only, /tmp a tmpfs (a private mount namespace; CI is root)."""
+    assert os.geteuid() == 0, "this isolation test needs root (CI runs as root)"
+    setup = ("mount --make-rprivate / && mount -o remount,bind,ro / && mount -t tmpfs -o size=64m tmpfs /tmp"
+             ' && exec "$@"')
+    proc, event = _start_wrapped(["unshare", "--mount", "sh", "-c", setup, "sh"],
+                                 ["--work-dir", "/tmp/codekiln-sandbox"])
+    try:
+        assert event["ready"] is True, event
+        url = f"http://127.0.0.1:{event['port']}"
+        for language, code in (("python", "print(6 * 7)"), ("c", '#include <stdio.h>\nint main(){puts("42");}')):
+            status, body = _post(url, {"code": code, "language": language})
+            assert status == 200 and body["run_result"]["stdout"] == "42\n", body
+    finally:
+        _stop(proc)
+
+
+def test_without_working_namespaces_the_server_fails_closed():
+    """In a container whose /proc is masked, bwrap cannot mount /proc: not ready, and no code runs (503)."""
+    wrapper = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+               "--unshare-user", "--unshare-pid", "--die-with-parent", "--uid", "65532", "--gid", "65532"]
+    proc, event = _start_wrapped(wrapper, ["--work-dir", "/tmp/codekiln-sandbox"])
+    try:
+        assert event["ready"] is False and "proc" in event["error"], event
+        url = f"http://127.0.0.1:{event['port']}"
+        assert urllib.request.urlopen(url + "/healthz", timeout=10).status == 200
+        status, body = _post(url, {"code": "print(1)", "language": "python"})
+        assert status == 503 and body["status"] == "SandboxError" and "not ready" in body["message"]
+    finally:
+        _stop(proc)

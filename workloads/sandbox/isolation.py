@@ -269,11 +269,15 @@ class Isolator:
 
 def _result(rc, status_text: bytes, out, err, coll, collected: bytes, elapsed: float, timed_out: bool,
             overflow: bool) -> ExecResult:
-    started, exit_code = _parse_status(status_text)
-    res = ExecResult(status="Finished", verdict="OK", return_code=exit_code if exit_code is not None else rc,
+    # The program inherits the status pipe and could write to it: only "did it start" is read
+    # from there; the exit code is the outer bwrap's own, which mirrors the program's.
+    started, _ = _parse_status(status_text)
+    res = ExecResult(status="Finished", verdict="OK", return_code=rc,
                      stdout=out.data, stderr=err.data, execution_time=round(elapsed, 4),
                      stdout_truncated=out.truncated, stderr_truncated=err.truncated)
-    if not started and not timed_out:
+    # bwrap reports its own setup failures (mounts, namespaces) as one "bwrap: ..." line and exit 1.
+    setup_failed = rc == 1 and err.data.startswith(b"bwrap: ") and err.data.count(b"\n") <= 1
+    if (not started or setup_failed) and not timed_out:
         res.status, res.verdict = "Error", "SandboxError"
         res.sandbox_error = err.data.decode(errors="replace")[-2000:] or f"bwrap exited with {rc}"
         return res

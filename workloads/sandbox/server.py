@@ -49,6 +49,9 @@ def _make_handler(kind: str):
         app = request.app
         state, metrics, executor = app[STATE], app[METRICS], app[EXECUTOR]
         cfg: SandboxConfig = executor.config
+        if not state["ready"]:
+            metrics.rejections.labels("not_ready").inc()
+            return _error(503, f"sandbox not ready: {state.get('error', 'starting')}")
         if state["admitted"] >= cfg.max_concurrency + cfg.max_queue:
             metrics.rejections.labels("overload").inc()
             return _error(429, f"overloaded: {state['admitted']} requests admitted "
