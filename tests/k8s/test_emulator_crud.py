@@ -155,8 +155,19 @@ def test_strategic_merge_patch_is_refused_for_custom_resources(k8s_client: KubeC
 def test_unknown_patch_content_type_is_415(k8s_client: KubeClient) -> None:
     k8s_client.create(_cm("cm"), "team")
     response = k8s_client.http.patch("/api/v1/namespaces/team/configmaps/cm", content=b"{}",
-                                     headers={"Content-Type": "application/apply-patch+yaml"})
+                                     headers={"Content-Type": "application/xml"})
     assert response.status_code == 415
+
+
+def test_server_side_apply_creates_then_merges(k8s_client: KubeClient) -> None:
+    url = "/api/v1/namespaces/team/configmaps/applied"
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  a: '1'\n"
+    headers = {"Content-Type": "application/apply-patch+yaml"}
+    created = k8s_client.http.patch(url, content=manifest.encode(), headers=headers, params={"fieldManager": "t"})
+    assert created.status_code == 201 and created.json()["data"] == {"a": "1"}
+    updated = k8s_client.http.patch(url, json={"apiVersion": "v1", "kind": "ConfigMap", "data": {"b": "2"}},
+                                    headers=headers, params={"fieldManager": "t"})
+    assert updated.status_code == 200 and updated.json()["data"] == {"a": "1", "b": "2"}
 
 
 def test_generation_bumps_on_spec_changes_only(k8s_client: KubeClient) -> None:

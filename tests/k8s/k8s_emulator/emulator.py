@@ -17,6 +17,7 @@ import warnings
 from typing import Any
 
 import attrs
+import yaml
 from kmock import KubernetesEmulator, KubernetesError, KubernetesScaffold, Request, Response, resource
 from kmock._internal import enums
 
@@ -248,6 +249,8 @@ class Emulator(KubernetesEmulator):
         if patches.STRATEGIC_PATCH in content_type and res in self.schemas:
             raise _status_error(415, "UnsupportedMediaType", "strategic merge patch is not supported for custom "
                                                              f"resources ({res.plural}.{res.group}); use a merge patch")
+        if patches.APPLY_PATCH in content_type:
+            return self._apply(res, ns, name, sub, request)
         current = self.get(res, ns, name)
         base = crds.scale_of(current, self.scales[res]) if sub == "scale" else current
         try:
@@ -258,6 +261,30 @@ class Emulator(KubernetesEmulator):
         if sub == "scale":
             return self._write_scale(res, ns, name, patched)
         return self.update(res, ns, name, patched, subresource=sub)
+
+    def _apply(self, res: resource, ns: str | None, name: str, sub: str | None, request: Request) -> Any:
+        """Server-side apply, simplified: create when absent, else merge the applied configuration in.
+
+        Field ownership is not tracked: fields dropped from a later apply are kept, not removed.
+        """
+        try:
+            body = request.data if isinstance(request.data, dict) else yaml.safe_load(request.text or "")
+        except yaml.YAMLError as exc:
+            raise _status_error(400, "BadRequest", f"the applied configuration is not valid YAML: {exc}") from None
+        if not isinstance(body, dict) or sub == "scale":
+            raise _status_error(400, "BadRequest", "server-side apply needs an object (and no scale subresource)")
+        md = body.setdefault("metadata", {})
+        if md.get("name", name) != name:
+            raise _status_error(400, "BadRequest", f"the name of the object ({md['name']}) does not match the name "
+                                                   f"on the URL ({name})")
+        md["name"] = name
+        if self._live((res, ns, name)) is None:
+            if sub is not None:
+                self.get(res, ns, name)  # 404
+            return Response(status=201, payload=self.create(res, body, namespace=ns))
+        current = self.get(res, ns, name)
+        applied = {"status": body.get("status")} if sub == "status" else body
+        return self.update(res, ns, name, patches.strategic_merge_patch(current, applied), subresource=sub)
 
     def _write_scale(self, res: resource, ns: str | None, name: str, scale: dict[str, Any]) -> dict[str, Any]:
         current = self.get(res, ns, name)
