@@ -14,6 +14,7 @@ import kopf
 from codekiln.operator.builders import names
 from codekiln.operator.reconcile.core import Reconciler
 from codekiln.operator.reconcile.kube import KubeClient, KubeConfig
+from codekiln.operator.status import is_true
 from codekiln.operator.version import API_GROUP, API_VERSION
 
 PLURALS = {"DataPipeline": "datapipelines", "PretrainRun": "pretrainruns", "RLRun": "rlruns",
@@ -83,7 +84,8 @@ async def resource_event(type: str | None, body: kopf.Body, memo: Any, **_: Any)
     else:
         reconciler.trigger(*key, resource_version=body.metadata.get("resourceVersion"))
     if body["kind"] == "SandboxPool":
-        for dependent in reconciler.dependents_of_pool(key[1], key[2]):
+        ready = None if type == "DELETED" else is_true(body.get("status"), "Ready")
+        for dependent in reconciler.pool_changed(key[1], key[2], ready):
             reconciler.trigger(*dependent)
 
 

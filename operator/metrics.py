@@ -4,6 +4,7 @@
 - ``codekiln_operator_reconcile_duration_seconds{kind}``: latency of one reconcile pass
 - ``codekiln_operator_resources{kind,phase}``: resources currently in each phase
 - ``codekiln_operator_gang_restarts_total{kind}``: whole-gang restarts after a pod failure
+- ``codekiln_operator_api_requests_total{method}``: API requests of the reconciler (not kopf's watches)
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ RESOURCES = Gauge("codekiln_operator_resources", "Resources by kind and phase.",
                   registry=REGISTRY)
 GANG_RESTARTS = Counter("codekiln_operator_gang_restarts", "Whole-gang restarts after a pod failure.",
                         ["kind"], registry=REGISTRY)
+API_REQUESTS = Counter("codekiln_operator_api_requests", "Requests the reconciler sent to the API server.",
+                       ["method"], registry=REGISTRY)
 PHASES = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
 
 

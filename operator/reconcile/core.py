@@ -35,13 +35,15 @@ KIND_RECONCILERS: dict[str, Callable[[Context], Awaitable[None]]] = {
     "SandboxPool": reconcile_pool,
 }
 MAX_BACKOFF_S = 60.0
+DEBOUNCE_S = 0.1  # triggers within this window (a burst of child events) fold into one pass
 
 
 class Reconciler:
     """Owns per-resource memory, coalescing, requeue timers and metrics."""
 
-    def __init__(self, client: KubeClient, *, max_concurrent: int = 16):
+    def __init__(self, client: KubeClient, *, max_concurrent: int = 16, debounce_s: float = DEBOUNCE_S):
         self.client = client
+        self.debounce_s = debounce_s
         self.memory: dict[Key, Memory] = {}
         self.phases = metrics.PhaseTracker()
         self._running: dict[Key, asyncio.Task] = {}
@@ -49,6 +51,7 @@ class Reconciler:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._failures: dict[Key, int] = {}
         self._written_versions: dict[Key, str] = {}
+        self._pool_ready: dict[tuple[str, str], bool] = {}
         self._limit = asyncio.Semaphore(max_concurrent)
         self.passes = 0
 
@@ -77,8 +80,14 @@ class Reconciler:
         self._timers.pop(key, None)
         self.trigger(*key)
 
-    def dependents_of_pool(self, namespace: str, pool: str) -> list[Key]:
-        """RLRuns (seen by this process) that reference SandboxPool ``pool``."""
+    def pool_changed(self, namespace: str, pool: str, ready: bool | None) -> list[Key]:
+        """RLRuns (seen by this process) waiting on SandboxPool ``pool``, if its readiness changed."""
+        if self._pool_ready.get((namespace, pool)) == ready:
+            return []
+        if ready is None:
+            self._pool_ready.pop((namespace, pool), None)
+        else:
+            self._pool_ready[(namespace, pool)] = ready
         return [key for key, memory in self.memory.items()
                 if key[0] == "RLRun" and key[1] == namespace and memory.pool_ref == pool]
 
@@ -109,6 +118,8 @@ class Reconciler:
     # ------------------------------------------------------------ passes
     async def _loop(self, key: Key) -> None:
         try:
+            if self.debounce_s:
+                await asyncio.sleep(self.debounce_s)
             while True:
                 self._dirty.discard(key)
                 async with self._limit:

@@ -65,7 +65,8 @@ async def reconcile_gang(ctx: Context) -> None:
 
 async def _start_attempt(ctx: Context, attempt: int, sandbox_url: str | None) -> None:
     draft, spec = ctx.draft, ctx.resource.spec
-    await _delete_stale_attempts(ctx, attempt)
+    if attempt > 0:
+        await _delete_stale_attempts(ctx, attempt)
     if not draft.new.get("startTime"):
         draft.set(startTime=now_iso(ctx.now))
     if spec.scheduling.gang_scheduling:

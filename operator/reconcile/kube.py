@@ -14,6 +14,8 @@ from typing import Any
 
 import aiohttp
 
+from codekiln.operator.metrics import API_REQUESTS
+
 PLURALS: dict[str, str] = {
     "ConfigMap": "configmaps", "Service": "services", "ServiceAccount": "serviceaccounts", "Pod": "pods",
     "Event": "events", "Job": "jobs", "Deployment": "deployments", "NetworkPolicy": "networkpolicies",
@@ -119,6 +121,7 @@ class KubeClient:
         if body is not None:
             headers["Content-Type"] = content_type
         self.requests += 1
+        API_REQUESTS.labels(method).inc()
         for attempt in range(3):
             try:
                 async with session.request(method, self.config.server.rstrip("/") + path, json=body,
