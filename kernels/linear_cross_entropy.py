@@ -94,6 +94,8 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         grad_h, grad_w = ctx.saved_tensors
+        if bool(grad_out == 1):  # loss.backward() directly: no V x D copy
+            return grad_h, grad_w, None, None, None, None, None
         grad_h = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
         grad_w = grad_w * grad_out.to(grad_w.dtype) if grad_w is not None else None
         return grad_h, grad_w, None, None, None, None, None
