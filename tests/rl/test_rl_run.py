@@ -155,3 +155,16 @@ def test_run_local_writes_metrics_plot_and_checkpoint(sandbox_url, tmp_path, mon
     assert (out / "rl_state.pt").exists()
     bad = {**resource, "spec": {"rl": {**cfg.to_wire(), "clipRatioLow": 2}}}
     assert run_local(bad) == 2
+
+
+def test_in_pod_entry_reads_the_resource_json(sandbox_url, tmp_path, monkeypatch, warm_policy):
+    from codekiln.workloads.rl.__main__ import main
+
+    monkeypatch.setenv("CODEKILN_SANDBOX_URL", sandbox_url)
+    cfg = _cfg(tmp_path, warm_policy, steps=1)
+    path = tmp_path / "resource.json"
+    path.write_text(json.dumps({"apiVersion": "codekiln.dev/v1alpha1", "kind": "RLRun", "metadata": {"name": "p"},
+                                "spec": {"rl": cfg.to_wire()}}))
+    assert main(["--config", str(path)]) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["history"][0]["step"] == 1
+    assert main(["--config", str(tmp_path / "missing.json")]) == 2
