@@ -10,7 +10,7 @@ import math
 
 from codekiln.operator.reconcile.children import delete_owned
 from codekiln.operator.reconcile.context import Context
-from codekiln.operator.status import TERMINAL_PHASES, find_condition, now_iso, parse_time
+from codekiln.operator.status import TERMINAL_PHASES, find_condition, is_true, now_iso, parse_time
 
 INVALID_SPEC = "InvalidSpec"
 
@@ -44,7 +44,7 @@ def schedule_ttl(ctx: Context) -> None:
 async def reconcile_terminal(ctx: Context) -> None:
     """Terminal: nothing is (re)created; children are removed once the TTL has passed."""
     ttl = ctx.resource.spec.ttl_seconds_after_finished
-    if ttl is None or ctx.memory.cleaned_up:
+    if ttl is None or ctx.memory.cleaned_up or is_true(ctx.draft.new, "ChildrenDeleted"):
         return
     finished = parse_time(ctx.draft.new.get("completionTime")) or ctx.now
     remaining = (finished - ctx.now).total_seconds() + ttl

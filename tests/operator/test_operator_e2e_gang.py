@@ -6,6 +6,8 @@ import time
 
 from operator_factories import document
 
+from codekiln.operator import metrics
+
 SELECTOR = "codekiln.dev/name=run"
 
 
@@ -44,6 +46,7 @@ def test_create_children_run_and_complete(cluster):
 
 
 def test_pod_failure_recreates_the_whole_gang_then_completes(cluster):
+    restarts_before = metrics.sample("codekiln_operator_gang_restarts_total", kind="PretrainRun")
     cluster.create(document("PretrainRun", "run", nodes=3, maxRestarts=2))
     cluster.wait(lambda: cluster.get("Job", "run-r0"), what="gang Job")
     pods = cluster.spawn_pods("run-r0")
@@ -68,6 +71,7 @@ def test_pod_failure_recreates_the_whole_gang_then_completes(cluster):
     status = cluster.wait_phase("PretrainRun", "run", "Succeeded")
     assert status["restarts"] == 1
     assert any(e["reason"] == "GangPodFailed" and e["type"] == "Warning" for e in cluster.events("run"))
+    assert metrics.sample("codekiln_operator_gang_restarts_total", kind="PretrainRun") == restarts_before + 1
 
 
 def test_max_restarts_exhausted_fails_and_stays_failed(cluster):
@@ -162,3 +166,16 @@ def test_delete_garbage_collects_children(cluster):
     for kind in ("Job", "Service", "ConfigMap", "Role", "RoleBinding", "ServiceAccount", "Pod"):
         cluster.wait(lambda kind=kind: not cluster.list(kind, SELECTOR), what=f"{kind} garbage-collected")
     assert cluster.get("PretrainRun", "run") is None
+
+
+def test_volcano_gang_scheduling_creates_a_pod_group_per_attempt(cluster):
+    cluster.k8s.call(cluster.k8s.emulator.register_resource, "scheduling.volcano.sh/v1beta1/podgroups",
+                     kind="PodGroup")
+    cluster.create(document("PretrainRun", "run", nodes=4, scheduling={"gangScheduling": True}))
+    job = cluster.wait(lambda: cluster.get("Job", "run-r0"), what="gang Job")
+    group = cluster.get("PodGroup", "run-r0")
+    assert group["spec"]["minMember"] == 4
+    assert group["metadata"]["ownerReferences"][0]["kind"] == "PretrainRun"
+    template = job["spec"]["template"]
+    assert template["spec"]["schedulerName"] == "volcano"
+    assert template["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == "run-r0"
