@@ -183,6 +183,11 @@ def test_overload_is_retried_then_succeeds(server):
     assert r.verdict == "OK" and calls["n"] == 3
 
 
+def test_oversized_program_scores_zero_instead_of_raising(server):
+    r = score(server, fenced("print(5)\n" + "#" * (5 << 20)), IO)  # the program itself exceeds 4 MiB
+    assert r.verdict == "Rejected" and r.pass_fraction == 0.0 and "code:" in r.error
+
+
 def test_program_failures_are_not_retried(server):
     # A failing program is a result: exactly one request reaches the server.
     before = _runs(server)

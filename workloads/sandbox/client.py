@@ -25,7 +25,8 @@ from codekiln.workloads.sandbox.extract import extract_code
 from codekiln.workloads.sandbox.harness import HARNESS, harness_stdin, parse_report
 from codekiln.workloads.sandbox.languages import canonical
 
-__all__ = ["IOCase", "RewardClient", "RewardResult", "TestOutcome", "TestSpec", "extract_code"]
+__all__ = ["IOCase", "RequestRejected", "RewardClient", "RewardResult", "SandboxTransportError", "TestOutcome",
+           "TestSpec", "extract_code"]
 _RETRY_STATUS = {429, 502, 503, 504}
 
 
@@ -82,7 +83,8 @@ class TestOutcome:
 @dataclass
 class RewardResult:
     """Score of one completion. ``verdict``: OK (all passed) | Failed | NoCode | CompileError |
-    TimeLimitExceeded | MemoryLimitExceeded | OutputLimitExceeded | SandboxError."""
+    RuntimeError | TimeLimitExceeded | MemoryLimitExceeded | OutputLimitExceeded | Rejected (the
+    server refused the request, e.g. oversized source) | SandboxError."""
 
     pass_fraction: float
     passed: int
@@ -101,6 +103,14 @@ class RewardResult:
 
 class SandboxTransportError(RuntimeError):
     """The sandbox server could not be reached (after every retry) or answered garbage."""
+
+
+class RequestRejected(RuntimeError):
+    """The server refused the request (HTTP 4xx/500): e.g. a program over the source size limit."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
 
 
 class RewardClient:
@@ -141,6 +151,14 @@ class RewardClient:
         """Run already-extracted ``code`` against ``tests``."""
         if tests.total == 0:
             raise ValueError("TestSpec has no tests and no io_cases")
+        try:
+            return await self._score_code(code, tests, language)
+        except RequestRejected as exc:
+            # One odd completion (say, a 5 MB program) must not stop a training run: it scores 0.
+            verdict = "SandboxError" if exc.status >= 500 else "Rejected"
+            return RewardResult.failed(tests, verdict, str(exc), code)
+
+    async def _score_code(self, code: str, tests: TestSpec, language: str) -> RewardResult:
         outcomes: list[TestOutcome] = []
         verdicts: list[str] = []
         errors: list[str] = []
@@ -234,7 +252,7 @@ class RewardClient:
                     else:
                         data = await resp.json(content_type=None)
                         if resp.status >= 400:
-                            raise SandboxTransportError(f"{path}: HTTP {resp.status}: {data.get('message')}")
+                            raise RequestRejected(resp.status, f"{path}: {data.get('message')}")
                         return data
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
