@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,7 +15,6 @@ from codekiln.workloads.data.document import Document
 from codekiln.workloads.schema import ConfigModel
 
 POS, NEG = "__label__pos", "__label__neg"
-_WS = re.compile(r"\s+")
 
 
 class FastTextTrainParams(ConfigModel):
@@ -31,8 +29,12 @@ class FastTextTrainParams(ConfigModel):
     seed: int = Field(default=0)
 
 
+MAX_WORDS = 1000  # fastText reads at most 1024 tokens per line; longer lines train unlabelled tails (NaN losses)
+
+
 def one_line(text: str, max_chars: int) -> str:
-    return _WS.sub(" ", text[:max_chars]).strip()
+    """The first ``max_chars`` characters as one line of at most ``MAX_WORDS`` words."""
+    return " ".join(text[:max_chars].split()[:MAX_WORDS])
 
 
 def train_fasttext(positives: list[str], negatives: list[str], p: FastTextTrainParams | None = None):
@@ -48,15 +50,8 @@ def train_fasttext(positives: list[str], negatives: list[str], p: FastTextTrainP
         fh.write("\n".join(rows) + "\n")
     try:
         return fasttext.train_supervised(
-            input=fh.name,
-            dim=p.dim,
-            lr=p.lr,
-            wordNgrams=p.word_ngrams,
-            minCount=p.min_count,
-            epoch=p.epoch,
-            verbose=0,
-            seed=p.seed,
-            thread=1,
+            input=fh.name, dim=p.dim, lr=p.lr, wordNgrams=p.word_ngrams, minCount=p.min_count, epoch=p.epoch,
+            verbose=0, seed=p.seed, thread=1,
         )
     finally:
         os.unlink(fh.name)
