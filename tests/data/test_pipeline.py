@@ -206,3 +206,33 @@ def test_in_pod_entry_runs_one_shard(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "read" / "_markers" / "shard-00000.done").exists()
     ids = [r["id"] for r in read_jsonl(tmp_path / "out" / "read" / "data" / "shard-00001.jsonl")]
     assert ids and all(np.isin(ids, [str(p) for p in sorted((STDLIB / "json").glob("*.py"))][1::2]))
+
+
+def test_example_resource_parses() -> None:
+    import yaml
+
+    resource = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "datapipeline.yaml").read_text())
+    config = parse_pipeline(resource)
+    assert [s.name for s in config.stages] == ["ingest", "buckets", "cluster", "dedup", "tokenizer", "pack"]
+    assert config.output_dir == "runs/datapipeline-demo"
+
+
+def test_a_document_that_breaks_a_filter_is_rejected_not_fatal(tmp_path: Path) -> None:
+    from codekiln.workloads.data.base import Filter, StageContext
+    from codekiln.workloads.data.document import AtomicJsonlWriter, Document
+
+    class Strict(Filter):
+        name = "strict"
+
+        def keep(self, doc: Document) -> bool | str:
+            return int(doc.metadata["n"]) > 0 or "not_positive"
+
+    ctx = StageContext(tmp_path, "s")
+    ctx.rejects = AtomicJsonlWriter(tmp_path / "rejects.jsonl")
+    step = Strict(Strict.Params(), ctx)
+    docs = [Document(str(i), "x\n", {"n": n}) for i, n in enumerate([1, "oops", 0, None, 3])]
+    assert [d.id for d in step(iter(docs), 0, 1)] == ["0", "4"]
+    ctx.rejects.close()
+    assert step.stats.rejects == {"error_ValueError": 1, "not_positive": 1, "error_TypeError": 1}
+    rejects = list(read_jsonl(tmp_path / "rejects.jsonl"))
+    assert [r["source"] for r in rejects] == ["1", "3"] and "invalid literal" in rejects[0]["reason"]

@@ -151,7 +151,11 @@ class Filter(Step):
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         for doc in docs:
-            verdict = self.keep(doc)
+            try:
+                verdict = self.keep(doc)
+            except Exception as exc:  # a document that breaks a rule is a reject, never a crashed shard
+                verdict = f"error_{type(exc).__name__}"
+                self.ctx.reject(doc.id, f"{self.name}: {type(exc).__name__}: {exc}")
             if verdict is True:
                 yield doc
             else:

@@ -160,13 +160,11 @@ class MinhashBuckets(_FromSignatures):
             sa, ia = shard_of[i], rec[i, 1].astype(np.int64)
             sb, ib = shard_of[j], rec[j, 1].astype(np.int64)
             if self.params.verify and i.size:
-                ok = np.array(
-                    [
-                        estimated_jaccard(sigs[x][y], sigs[u][v]) >= self.params.threshold
-                        for x, y, u, v in zip(sa, ia, sb, ib, strict=True)
-                    ],
-                    dtype=bool,
-                )
+                ok = np.zeros(i.size, dtype=bool)
+                for x in np.unique(sa).tolist():  # vectorised per pair of shards
+                    for u in np.unique(sb[sa == x]).tolist():
+                        m = (sa == x) & (sb == u)
+                        ok[m] = estimated_jaccard(sigs[x][ia[m]], sigs[u][ib[m]]) >= self.params.threshold
                 sa, ia, sb, ib = sa[ok], ia[ok], sb[ok], ib[ok]
             self.stats.rejects["duplicate_pairs"] += int(sa.size)
             _save_npy(folder / "pairs" / f"band-{band:03d}.npy", np.stack([sa, ia, sb, ib], axis=1).astype(np.int64))

@@ -50,8 +50,15 @@ def train_fasttext(positives: list[str], negatives: list[str], p: FastTextTrainP
         fh.write("\n".join(rows) + "\n")
     try:
         return fasttext.train_supervised(
-            input=fh.name, dim=p.dim, lr=p.lr, wordNgrams=p.word_ngrams, minCount=p.min_count, epoch=p.epoch,
-            verbose=0, seed=p.seed, thread=1,
+            input=fh.name,
+            dim=p.dim,
+            lr=p.lr,
+            wordNgrams=p.word_ngrams,
+            minCount=p.min_count,
+            epoch=p.epoch,
+            verbose=0,
+            seed=p.seed,
+            thread=1,
         )
     finally:
         os.unlink(fh.name)

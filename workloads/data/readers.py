@@ -104,6 +104,7 @@ class ReadFiles(Step):
         text, why = load_source(path, self.params.max_file_bytes)
         if text is None:
             self.stats.rejects[why] += 1
+            self.ctx.reject(str(path), why)
             return None
         name = repo or root.name
         meta = {"path": rel, "language": lang, "repo": name}
