@@ -18,10 +18,10 @@ from codekiln.workloads.rl.losses import ppo_clip_loss
 STEPS = 3
 
 
-def _models() -> dict[str, Transformer]:
+def _models(**cfg) -> dict[str, Transformer]:
     torch.manual_seed(0)
-    models = {"torch": Transformer(ModelConfig(preset="tiny", kernels="torch"))}
-    models["triton"] = Transformer(ModelConfig(preset="tiny", kernels="triton"))
+    models = {"torch": Transformer(ModelConfig(preset="tiny", kernels="torch", **cfg))}
+    models["triton"] = Transformer(ModelConfig(preset="tiny", kernels="triton", **cfg))
     models["triton"].load_state_dict(models["torch"].state_dict())
     return models
 
@@ -72,9 +72,13 @@ def _rl_loss(model: Transformer, step: int) -> torch.Tensor:
     return (per_token * mask).sum() / mask.sum()
 
 
-@pytest.mark.parametrize("loss_fn", [_pretrain_loss, _rl_loss], ids=["pretrain", "rl"])
-def test_tiny_model_same_losses_with_triton_kernels(loss_fn):
-    models = _models()
+@pytest.mark.parametrize(
+    ("loss_fn", "checkpointing"),
+    [(_pretrain_loss, False), (_pretrain_loss, True), (_rl_loss, False)],
+    ids=["pretrain", "pretrain-activation-checkpointing", "rl-trie-packed"],
+)
+def test_tiny_model_same_losses_with_triton_kernels(loss_fn, checkpointing):
+    models = _models(activation_checkpointing=checkpointing)
     runs = {name: _train(model, loss_fn) for name, model in models.items()}
     (losses, grads), (losses_ref, grads_ref) = runs["triton"], runs["torch"]
     assert len(set(losses_ref)) == STEPS  # training moved the loss
