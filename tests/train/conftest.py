@@ -50,7 +50,7 @@ def packed_corpus(tmp_path_factory) -> Path:
     return build_packed_corpus(tmp_path_factory.mktemp("corpus") / "packed")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_resource():
     return train_resource
 

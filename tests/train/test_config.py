@@ -54,3 +54,11 @@ def test_run_local_without_data_says_to_run_the_pipeline_first(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "data.path" in err and "examples/datapipeline.yaml" in err
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_stage_tokens_convert_to_steps_of_the_global_batch():
+    from codekiln.workloads.train.trainer import stage_steps
+
+    cfg = TrainConfig.model_validate({**BASE, "microBatchSize": 4, "gradAccumSteps": 2,
+                                      "stages": [{"name": "a", "tokens": 10_000, "lr": 1e-3, "seqLen": 64}]})
+    assert stage_steps(cfg, cfg.stages[0], world_size=2) == 10  # 10_000 / (4 * 2 * 2 * 64) rounded up
