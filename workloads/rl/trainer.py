@@ -59,6 +59,7 @@ class RLTrainer:
         self.sampler = PromptSampler(self.curriculum, cfg.seed)
         self.settings = LossSettings.from_config(cfg)
         self.step, self.history = 0, []
+        self._step_observed: dict[str, float] = {}
         self.ref_model = None
         self.dpo_ref_cache: dict = {}
         if cfg.warm_start.init_checkpoint:
@@ -124,7 +125,9 @@ class RLTrainer:
         ))
         for g in torch.unique(batch.group_ids).tolist():
             rows = batch.group_ids == g
-            self.curriculum.observe(batch.task_ids[int(rows.nonzero()[0])], float(batch.passed[rows].mean()))
+            task_id, rate = batch.task_ids[int(rows.nonzero()[0])], float(batch.passed[rows].mean())
+            self.curriculum.observe(task_id, rate)
+            self._step_observed[task_id] = rate
         return batch
 
     def _old_policy_pass(self, batch) -> None:
@@ -148,6 +151,7 @@ class RLTrainer:
         rank, world = _world()
         per_rank = max(1, self.cfg.prompts_per_step // world)
         gen_stats: list[dict] = []
+        self._step_observed = {}
         if self.cfg.algorithm == "dpo":
             metrics = dpo.dpo_step(self, stage, per_rank, gen_stats)
         else:
@@ -176,20 +180,28 @@ class RLTrainer:
             metrics = {"loss": upd.loss, "loss_tokens": upd.loss_tokens, "grad_norm": upd.grad_norm,
                        "clip_fraction": upd.clip_fraction, "entropy": upd.entropy, "skipped": upd.skipped,
                        "gen_batches": n_gen, "trained_rollouts": len(batch)}
+        self._sync_curriculum(world)
         retired = self.curriculum.update()
-        n = sum(1 for _ in gen_stats)
-        first = gen_stats[0] if n else {}
+        first = gen_stats[0] if gen_stats else {}  # the first generation batch: an unbiased sample of the policy
         self.step += 1
         metrics.update({
             "step": self.step, "stage": stage.name, "stage_index": stage_idx,
-            "reward_mean": first.get("reward_mean", 0.0), "pass_rate": first.get("pass_rate", 0.0),
-            "response_len_mean": first.get("response_len_mean", 0.0),
-            "truncated_fraction": first.get("truncated_fraction", 0.0),
+            **{k: first.get(k, 0.0) for k in ("reward_mean", "reward_std", "reward_min", "reward_max", "pass_rate",
+                                              "response_len_mean", "truncated_fraction")},
             "active_tasks": len(self.curriculum.active()), "retired": retired,
             "step_time_s": time.perf_counter() - t0,
         })
         self.history.append(metrics)
         return metrics
+
+    def _sync_curriculum(self, world: int) -> None:
+        """Ranks score different prompts: share this step's pass rates so all curricula agree."""
+        if world == 1:
+            return
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, self._step_observed)
+        for rates in gathered:
+            self.curriculum.pass_rates.update(rates)
 
     @torch.no_grad()
     def evaluate(self, samples_per_task: int, seed: int = 12345) -> dict:

@@ -59,8 +59,9 @@ class VLLMEngine:
 
     def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         weights = [(f"model.{k}" if not k.startswith("lm_head") else k, v) for k, v in state_dict.items()]
-        runner = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner
-        runner.model.load_weights(weights)
+        # same access path as TRL's colocated mode (in-process executor, single GPU)
+        self.llm.llm_engine.model_executor.driver_worker.model_runner.model.load_weights(weights)
+        self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:
         self.llm.sleep(level=1)
