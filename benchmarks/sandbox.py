@@ -6,11 +6,12 @@ executions/s and p50/p99 end-to-end latency of
 
 * ours: ``POST /run_code`` on a real sandbox server (bubblewrap namespaces, rlimits, tmpfs,
   HTTP and JSON included), and
-* baseline: ``asyncio.create_subprocess_exec(python3 main.py)`` in a prepared directory, no
-  isolation, no HTTP.
+* baseline: ``asyncio.create_subprocess_exec(python3 main.py)`` in a prepared directory with
+  the sandbox's environment, no isolation, no HTTP.
 
-The ratio ours/baseline is the price of isolation. Last line: one JSON object (headline:
-executions/s for the HumanEval run at concurrency 8).
+The ratio ours/baseline is the price of isolation; CPU ms per execution (the server and
+its reaped children vs this process's reaped children) is the load-independent view of it.
+Last line: one JSON object (headline: executions/s for the HumanEval run at concurrency 8).
 
     python benchmarks/sandbox.py [--runs 160] [--levels 1,8,32] [--out FILE]
 """
@@ -23,6 +24,7 @@ import base64
 import json
 import os
 import platform
+import resource
 import secrets
 import statistics
 import tempfile
@@ -34,11 +36,13 @@ from rich.progress import Progress
 from codekiln.workloads.sandbox.config import SandboxConfig
 from codekiln.workloads.sandbox.harness import HARNESS, harness_stdin
 from codekiln.workloads.sandbox.humaneval import load_problems
-from codekiln.workloads.sandbox.local import local_server
+from codekiln.workloads.sandbox.local import local_server_process
 
 PYTHON = "/usr/bin/python3"
 HELLO = 'print("hello, world")\n'
 ROUNDS = 4
+# The baseline's files live on a tmpfs too (the sandbox's /workspace is one).
+BARE_ROOT = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 def workloads() -> dict[str, list[dict]]:
@@ -55,8 +59,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def measure(run_one, jobs: list[dict], runs: int, concurrency: int, offset: int, progress, task) -> dict:
-    """Run ``runs`` executions with at most ``concurrency`` in flight; raw latencies and wall time."""
+def bare_cpu_s() -> float:
+    """CPU seconds of this process's reaped children (the bare baseline's executions)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds of the server itself plus its reaped children (bwrap, the programs)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+
+
+async def measure(run_one, jobs: list[dict], runs: int, concurrency: int, offset: int, progress, task,
+                  cpu) -> dict:
+    """Run ``runs`` executions with at most ``concurrency`` in flight; latencies, wall and CPU time."""
     sem = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     failures = 0
@@ -70,9 +88,12 @@ async def measure(run_one, jobs: list[dict], runs: int, concurrency: int, offset
             failures += not ok
             progress.advance(task)
 
+    cpu0 = cpu()
     start = time.perf_counter()
     await asyncio.gather(*(one(offset + i) for i in range(runs)))
-    return {"latencies": latencies, "wall": time.perf_counter() - start, "failures": failures}
+    wall = time.perf_counter() - start
+    await asyncio.sleep(0.6)  # let the server reap orphaned sandbox inits (their CPU counts)
+    return {"latencies": latencies, "wall": wall, "failures": failures, "cpu": cpu() - cpu0}
 
 
 def summarise(parts: list[dict]) -> dict:
@@ -81,6 +102,7 @@ def summarise(parts: list[dict]) -> dict:
     return {"executions_per_s": round(len(latencies) / wall, 2),
             "p50_ms": round(1000 * statistics.median(latencies), 1),
             "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+            "cpu_ms_per_execution": round(1000 * sum(p["cpu"] for p in parts) / len(latencies), 1),
             "failures": sum(p["failures"] for p in parts), "runs": len(latencies)}
 
 
@@ -97,9 +119,11 @@ def bare_runner(root: str, jobs: list[dict]):
     index = {id(job): d for job, d in zip(jobs, dirs, strict=True)}
 
     async def run_one(job: dict) -> bool:
+        # The same environment the sandbox builds, so only isolation differs.
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": index[id(job)], "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
         proc = await asyncio.create_subprocess_exec(
             PYTHON, "-u", "main.py", cwd=index[id(job)], stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
         out, _ = await proc.communicate(job["stdin"].encode())
         return proc.returncode == 0 and (b'"passed": true' in out or b"hello" in out)
 
@@ -118,11 +142,11 @@ def sandbox_runner(url: str, session: aiohttp.ClientSession):
     return run_one
 
 
-async def bench(url: str, runs: int, levels: list[int]) -> list[dict]:
+async def bench(url: str, server_pid: int, runs: int, levels: list[int]) -> list[dict]:
     results = []
     jobs_by_name = workloads()
     total = runs * len(levels) * len(jobs_by_name) * 2
-    with tempfile.TemporaryDirectory() as root, Progress() as progress:
+    with tempfile.TemporaryDirectory(dir=BARE_ROOT) as root, Progress() as progress:
         task = progress.add_task("sandbox benchmark", total=total)
         connector = aiohttp.TCPConnector(limit=max(levels))
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
@@ -137,8 +161,9 @@ async def bench(url: str, runs: int, levels: list[int]) -> list[dict]:
                     base_parts, mine_parts = [], []
                     for r in range(0, runs, chunk):
                         n = min(chunk, runs - r)
-                        base_parts.append(await measure(bare, jobs, n, level, r, progress, task))
-                        mine_parts.append(await measure(ours, jobs, n, level, r, progress, task))
+                        base_parts.append(await measure(bare, jobs, n, level, r, progress, task, bare_cpu_s))
+                        mine_parts.append(await measure(ours, jobs, n, level, r, progress, task,
+                                                        lambda: server_cpu_s(server_pid)))
                     base, mine = summarise(base_parts), summarise(mine_parts)
                     results.append({"workload": name, "concurrency": level, "ours": mine, "baseline": base,
                                     "ratio_throughput": round(mine["executions_per_s"] / base["executions_per_s"], 3)})
@@ -154,13 +179,14 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     config = SandboxConfig(max_concurrency=max(levels), max_queue=4 * max(levels),
                            work_dir=os.path.join(tempfile.gettempdir(), f"ck-bench-{secrets.token_hex(4)}"))
-    with local_server(config) as url:
-        results = asyncio.run(bench(url, args.runs, levels))
+    with local_server_process(config) as (url, proc):
+        results = asyncio.run(bench(url, proc.pid, args.runs, levels))
     for r in results:
         print(f"{r['workload']:>15} c={r['concurrency']:<3} ours {r['ours']['executions_per_s']:>7}/s "
               f"p50 {r['ours']['p50_ms']:>7}ms p99 {r['ours']['p99_ms']:>7}ms | bare "
               f"{r['baseline']['executions_per_s']:>7}/s p50 {r['baseline']['p50_ms']:>7}ms "
-              f"p99 {r['baseline']['p99_ms']:>7}ms | ratio {r['ratio_throughput']}")
+              f"p99 {r['baseline']['p99_ms']:>7}ms | ratio {r['ratio_throughput']} | CPU ms/exec ours "
+              f"{r['ours']['cpu_ms_per_execution']} bare {r['baseline']['cpu_ms_per_execution']}")
     head = next(r for r in results if r["workload"] == "humaneval_test" and r["concurrency"] == 8) \
         if 8 in levels else results[-1]
     out = {
