@@ -102,3 +102,15 @@ def test_flex_attention_compiled_on_gpu_matches_sdpa():
     out_f.square().mean().backward()
     for (name, p), q in zip(sdpa.named_parameters(), flex.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_activation_checkpointing_gives_identical_gradients():
+    plain = _model().train()
+    ckpt = Transformer(ModelConfig(preset="tiny", activation_checkpointing=True)).train()
+    ckpt.load_state_dict(plain.state_dict())
+    ids = torch.randint(0, 512, (2, 16))
+    document_ids = torch.tensor([[0] * 6 + [1] * 10] * 2)
+    for m in (plain, ckpt):
+        m(ids, document_ids=document_ids).logsumexp(-1).mean().backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=0, msg=name)
