@@ -205,3 +205,26 @@ def test_server_version_and_discovery_include_crds(k8s_client: KubeClient) -> No
     listing = k8s_client.http.get("/apis/example.dev/v1").json()
     names = {r["name"] for r in listing["resources"]}
     assert names == {"widgets", "widgets/status", "widgets/scale"}
+
+
+def test_strict_field_validation_rejects_unknown_fields(k8s_client: KubeClient) -> None:
+    cm = {**_cm("strict"), "bogus": 1}
+    strict = k8s_client.http.post("/api/v1/namespaces/team/configmaps", json=cm, params={"fieldValidation": "Strict"})
+    assert strict.status_code == 400 and "bogus" in strict.json()["message"]
+    typo = {**widget("w"), "spec": {"image": "x", "replica": 2}}
+    response = k8s_client.http.post("/apis/example.dev/v1/namespaces/default/widgets", json=typo,
+                                    params={"fieldValidation": "Strict"})
+    assert response.status_code == 400 and "spec.replica" in response.json()["message"]
+    lenient = k8s_client.http.post("/apis/example.dev/v1/namespaces/default/widgets", json=typo)
+    assert lenient.status_code == 201 and "replica" not in lenient.json()["spec"]  # pruned without Strict
+
+
+def test_openapi_v3_advertises_server_side_field_validation(k8s_client: KubeClient) -> None:
+    paths = k8s_client.http.get("/openapi/v3").json()["paths"]
+    assert {"api/v1", "apis/batch/v1", "apis/example.dev/v1"} <= set(paths)
+    doc = k8s_client.http.get("/" + paths["apis/batch/v1"]["serverRelativeURL"].lstrip("/")).json()
+    patch = doc["paths"]["/apis/batch/v1/namespaces/{namespace}/jobs/{name}"]["patch"]
+    assert patch["x-kubernetes-group-version-kind"] == {"group": "batch", "version": "v1", "kind": "Job"}
+    assert "fieldValidation" in {p["name"] for p in patch["parameters"]}
+    assert k8s_client.http.get("/openapi/v3/apis/nope.dev/v1").status_code == 404
+    assert k8s_client.http.get("/api/v1").json()["groupVersion"] == "v1"

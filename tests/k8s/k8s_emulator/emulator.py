@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 import warnings
 from typing import Any
 
@@ -21,7 +22,7 @@ import yaml
 from kmock import KubernetesEmulator, KubernetesError, KubernetesScaffold, Request, Response, resource
 from kmock._internal import enums
 
-from . import crds, meta, patches, paths, schema, watching
+from . import crds, meta, openapi, patches, paths, schema, watching
 from .builtins import Builtins
 from .journal import Journal
 
@@ -59,6 +60,8 @@ class Emulator(KubernetesEmulator):
             warnings.simplefilter("ignore", DeprecationWarning)  # kmock reads its bundle with a deprecated API
             self.resources.load_bundled()
         self.fallback[self._is_object_request] << self._dispatch
+        self.fallback["get /openapi/v3"] << (lambda request: openapi.index(self.resources._resources))
+        self.fallback["get", re.compile(r"/openapi/v3/.+")] << self._serve_openapi
         self._builtin_payloads = {id(p) for p in self._payloads}
         for name in ("default", "kube-system", "kube-public"):
             self.ensure_namespace(name)
@@ -75,6 +78,18 @@ class Emulator(KubernetesEmulator):
             response = await self._dispatch(request)
             return await response(request)
         return await KubernetesScaffold._handle(self, request)
+
+    async def _serve_version(self, request: Request) -> Any:
+        listing = await super()._serve_version(request)
+        if listing.get("groupVersion", "").startswith("/"):  # kmock writes "/v1" for the core group
+            listing["groupVersion"] = listing["groupVersion"][1:]
+        return listing
+
+    async def _serve_openapi(self, request: Request) -> dict[str, Any]:
+        document = openapi.group_version(self.resources._resources, request.url.path.removeprefix("/openapi/v3/"))
+        if document is None:
+            raise _status_error(404, "NotFound", f"no OpenAPI document for {request.url.path}")
+        return document
 
     async def _serve_server_version(self, request: Request) -> dict[str, Any]:
         major, minor = self.server_version
@@ -110,6 +125,10 @@ class Emulator(KubernetesEmulator):
             return watching.watch(self, request, res, info)
         if not info.namespaced:
             ns = None
+        if request.params.get("fieldValidation") == "Strict" and isinstance(request.data, dict) and (
+                method in (enums.method.POST, enums.method.PUT)
+                or patches.APPLY_PATCH in request.headers.get("Content-Type", "")):
+            self._strict_fields(res, request.data)
         if name is None:
             if method == enums.method.GET:
                 return watching.list_objects(self, request, res, info)
@@ -242,6 +261,24 @@ class Emulator(KubernetesEmulator):
             obj["status"] = crds.established_status(obj)
             self._serve_crd(obj)
         return self._store(key, obj, None, "ADDED")
+
+    def _strict_fields(self, res: resource, body: dict[str, Any]) -> None:
+        """``fieldValidation=Strict``: unknown fields are a 400 instead of being dropped."""
+        if res in self.schemas:
+            unknown = schema.unknown_fields(body, self.schemas[res])
+        else:
+            import kubernetes_validate  # only strict clients (Helm, kubectl) pay for the builtin schemas
+
+            try:
+                kubernetes_validate.validate(body, ".".join(map(str, self.server_version)) + ".0", strict=True)
+                return
+            except kubernetes_validate.SchemaNotFoundError:
+                return
+            except kubernetes_validate.ValidationError as exc:
+                unknown = [f"{'.'.join(map(str, exc.path)) or '<root>'}: {exc.message}"]
+        if unknown:
+            raise _status_error(400, "BadRequest", "strict decoding error: unknown or invalid field(s): "
+                                + ", ".join(f'"{u}"' for u in unknown))
 
     def _put(self, res: resource, ns: str | None, name: str, sub: str | None, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):

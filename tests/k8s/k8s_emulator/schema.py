@@ -217,3 +217,25 @@ def validate_object(obj: dict[str, Any], schema: dict[str, Any]) -> list[FieldEr
     required = [k for k in schema.get("required") or [] if k != "metadata"]
     errors = [FieldError(k, "FieldValueRequired", f"{k}: Required value") for k in required if k not in body]
     return errors + validate(body, local, "")
+
+
+def unknown_fields(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Paths of fields the schema does not declare (what strict field validation rejects)."""
+    if isinstance(value, dict):
+        if schema.get("x-kubernetes-preserve-unknown-fields") or schema.get("additionalProperties") is True:
+            return []
+        props = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        found: list[str] = []
+        for key, sub in value.items():
+            where = f"{path}.{key}" if path else key
+            if key in props:
+                found += unknown_fields(sub, props[key], where)
+            elif isinstance(additional, dict):
+                found += unknown_fields(sub, additional, where)
+            elif not (path == "" and key in ("apiVersion", "kind", "metadata")):
+                found.append(where)
+        return found
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [p for i, item in enumerate(value) for p in unknown_fields(item, schema["items"], f"{path}[{i}]")]
+    return []
