@@ -1,9 +1,9 @@
 """Training-step throughput and peak memory: codekiln's Transformer vs transformers' LlamaForCausalLM.
 
 Same shape, same weights, same batch, same optimizer (AdamW): one step = forward, loss,
-backward, optimizer step. Runs alternate (ours, theirs, ours, ...) and the best of each is kept. Each implementation runs in its own fresh process so peak
-memory is its own (CPU: peak RSS growth over the process's post-setup RSS; GPU:
-``torch.cuda.max_memory_allocated``). On a GPU it also reports MFU (bf16).
+backward, optimizer step. Runs alternate (ours, theirs, ours, ...) and the best of each
+is kept. Each run is a fresh process so peak memory is its own (CPU: peak RSS growth
+over the post-setup RSS; GPU: ``torch.cuda.max_memory_allocated``). On a GPU it also reports MFU (bf16).
 
     python benchmarks/train_step.py [--preset small] [--batch 4] [--seq-len 512] [--steps 5]
 
