@@ -236,3 +236,18 @@ def test_a_document_that_breaks_a_filter_is_rejected_not_fatal(tmp_path: Path) -
     assert step.stats.rejects == {"error_ValueError": 1, "not_positive": 1, "error_TypeError": 1}
     rejects = list(read_jsonl(tmp_path / "rejects.jsonl"))
     assert [r["source"] for r in rejects] == ["1", "3"] and "invalid literal" in rejects[0]["reason"]
+
+
+def test_stage_references_and_minhash_params_are_checked(tmp_path: Path) -> None:
+    later = pipeline_resource(tmp_path, [stage("a", 1, ("read_stage", {"stage": "b"})), stage("b", 1, "fim")])
+    with pytest.raises(StepConfigError, match=r"params.stage 'b' is not an earlier stage"):
+        parse_pipeline(later)
+    mismatch = pipeline_resource(
+        tmp_path,
+        [
+            stage("sigs", 1, ("read_files", {"paths": [str(STDLIB / "json")]}), ("minhash_signatures", MH)),
+            stage("buckets", 1, ("minhash_buckets", {"signaturesStage": "sigs", **MH, "numPerm": 128})),
+        ],
+    )
+    with pytest.raises(StepConfigError, match=r"MinHash params \['num_perm'\] differ from stage 'sigs'"):
+        parse_pipeline(mismatch)

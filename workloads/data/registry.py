@@ -74,12 +74,34 @@ def build_step(type_name: str, params: dict, ctx: StageContext, where: str = "")
 
 
 def validate_pipeline_steps(config) -> None:
-    """Check every step type and params of a ``DataPipelineConfig`` without running anything."""
+    """Check every step type and params of a ``DataPipelineConfig`` without running anything.
+
+    Also checks that stage references (``stage``, ``hashesStage``, ``signaturesStage``) name an earlier
+    stage and that the MinHash stages share the signature stage's MinHash parameters.
+    """
+    earlier: list[str] = []
+    signature_params: dict[str, dict] = {}
     for stage in config.stages:
         for i, step in enumerate(stage.steps):
+            where = f"stage {stage.name!r} step {i} {step.type!r}"
             klass = step_class(step.type)
             try:
-                klass.Params.model_validate(step.params)
+                parsed = klass.Params.model_validate(step.params)
             except ValidationError as exc:
                 problems = "; ".join(f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-                raise StepConfigError(f"stage {stage.name!r} step {i} {step.type!r}: {problems}") from None
+                raise StepConfigError(f"{where}: {problems}") from None
+            for field in ("stage", "hashes_stage", "signatures_stage"):
+                ref = getattr(parsed, field, None)
+                if isinstance(ref, str) and ref not in earlier:
+                    raise StepConfigError(f"{where}: params.{field} {ref!r} is not an earlier stage ({earlier})")
+            if step.type == "minhash_signatures":
+                signature_params[stage.name] = parsed.model_dump()
+            ref = getattr(parsed, "signatures_stage", None)
+            if ref is not None:
+                ours = {k: v for k, v in parsed.model_dump().items() if k != "signatures_stage"}
+                if ref not in signature_params:
+                    raise StepConfigError(f"{where}: stage {ref!r} has no minhash_signatures step")
+                if ours != signature_params[ref]:
+                    diff = sorted(k for k in ours if ours[k] != signature_params[ref].get(k))
+                    raise StepConfigError(f"{where}: MinHash params {diff} differ from stage {ref!r}")
+        earlier.append(stage.name)
