@@ -98,6 +98,16 @@ def test_strict_mode_can_be_disabled_for_oop_tasks(server):
     assert score(server, fenced(code), TestSpec(tests=spec.tests)).passed == 1  # strict: non-data never equal
 
 
+def test_plain_data_still_compares_normally_in_strict_mode(server):
+    spec = TestSpec(tests=["assert f() == {1, 2}", "assert sorted(f()) == [1, 2]",
+                           "assert g() == (1, [2.5, 'x'], None)", "assert abs(h() - 0.3) < 1e-9",
+                           "assert f() != {3}", "assert g() is not None"])
+    code = "def f():\n    return {1: 'a', 2: 'b'}.keys()\ndef g():\n    return (1, [2.5, 'x'], None)\n" \
+           "def h():\n    return 0.1 + 0.2"
+    r = score(server, fenced(code), spec)
+    assert r.passed == 6, r
+
+
 def test_test_defined_classes_are_trusted(server):
     spec = TestSpec(setup="class Box:\n    def __init__(self, v):\n        self.v = v\n"
                           "    def __eq__(self, o):\n        return type(o) is Box and o.v == self.v\n",

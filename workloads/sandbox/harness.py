@@ -37,7 +37,9 @@ _PLAIN = {int, float, complex, str, bytes, bool, type(None), list, tuple, dict, 
           range, slice, type(Ellipsis), decimal.Decimal, fractions.Fraction, collections.OrderedDict,
           collections.defaultdict, collections.Counter, collections.deque, datetime.date, datetime.datetime,
           datetime.time, datetime.timedelta, type(len), type(_emit), type, type(ast)}
-_CONTAINERS = (list, tuple, set, frozenset, collections.deque)
+_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
+_PLAIN.update(_VIEWS)
+_CONTAINERS = (list, tuple, set, frozenset, collections.deque) + _VIEWS
 _DICTS = (dict, collections.OrderedDict, collections.defaultdict, collections.Counter)
 class _Opaque:
     __slots__ = ("kind",)
