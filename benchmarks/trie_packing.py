@@ -8,7 +8,8 @@ rollout to the longest one (one row per rollout, causal mask), as in an unpacked
 Both compute the same loss (checked on the first step); reported: best-of-N (and median) step time and
 tokens processed per step, for 8 and 16 rollouts.
 
-    python benchmarks/trie_packing.py [--preset tiny] [--device cpu] [--repeats 3]
+    python benchmarks/trie_packing.py [--preset tiny] [--dim 384 --layers 4 --ffn-dim 1024 --vocab 512]
+        [--device cpu] [--repeats 5]
 
 Last line: one JSON object (name, metric, unit, ours, baseline, baseline_name, ratio, ...).
 """
@@ -50,7 +51,10 @@ def train_step(model, opt, prompts, responses, old, adv, mask, packed: bool) -> 
 
 
 def bench(n: int, args, device) -> dict:
-    cfg = ModelConfig(preset=args.preset, max_seq_len=args.prompt_tokens + args.max_completion + 8)
+    sizes = {k: v for k, v in (("dim", args.dim), ("n_layers", args.layers), ("ffn_dim", args.ffn_dim),
+                               ("vocab_size", args.vocab), ("n_heads", args.heads), ("n_kv_heads", args.kv_heads))
+             if v is not None}
+    cfg = ModelConfig(preset=args.preset, max_seq_len=args.prompt_tokens + args.max_completion + 8, **sizes)
     prompts, responses = make_rollouts(n, args.prompt_tokens, args.min_completion, args.max_completion,
                                        cfg.vocab_size, args.seed)
     width = max(len(r) for r in responses)
@@ -84,9 +88,16 @@ def bench(n: int, args, device) -> dict:
     return out
 
 
+def sizes_of(args) -> dict:
+    return {k: getattr(args, k) for k in ("dim", "layers", "ffn_dim", "vocab", "heads", "kv_heads")
+            if getattr(args, k) is not None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny", choices=["tiny", "small", "125m"])
+    for flag in ("--dim", "--layers", "--ffn-dim", "--vocab", "--heads", "--kv-heads"):
+        parser.add_argument(flag, type=int, default=None, help="override the preset's size")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--min-completion", type=int, default=64)
@@ -112,7 +123,8 @@ def main() -> None:
         "ours": last["packed"]["step_s"], "baseline": last["unpacked"]["step_s"],
         "baseline_name": "unpacked: one right-padded row per rollout, causal mask",
         "ratio": last["speedup"], "per_rollout_count": results,
-        "params": {"preset": args.preset, "device": str(device), "prompt_tokens": args.prompt_tokens,
+        "params": {"preset": args.preset, "model_overrides": sizes_of(args), "device": str(device),
+                   "prompt_tokens": args.prompt_tokens,
                    "completion_tokens": [args.min_completion, args.max_completion], "repeats": args.repeats,
                    "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads()},
     }))

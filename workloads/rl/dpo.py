@@ -10,6 +10,7 @@ prompt once.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from codekiln.workloads.rl.logprobs import response_logprobs
 from codekiln.workloads.rl.losses import dpo_sigmoid_loss
@@ -49,27 +50,40 @@ def cached_ref_logps(trainer, prompts, responses) -> torch.Tensor:
 
 def dpo_step(trainer, stage, n_prompts: int, gen_stats: list) -> dict:
     """Sample, label, pair and take one DPO optimizer step."""
-    ids = trainer.sampler.next(n_prompts)
-    seed = trainer.cfg.seed * 1_000_003 + trainer.step * 1009
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    ids = trainer.sampler.next(n_prompts * world)[rank::world]
+    seed = trainer.cfg.seed * 1_000_003 + trainer.step * 1009 + rank
     batch = trainer.generate_scored(ids, stage.rollouts_per_prompt, stage, seed, gen_stats)
     pairs = build_pairs(batch)
-    if not pairs:
-        return {"loss": 0.0, "pairs": 0, "skipped": True}
-    chosen = [c for c, _ in pairs]
-    rejected = [r for _, r in pairs]
-    rows = chosen + rejected
-    prompts = [batch.prompts[i] for i in rows]
-    responses = [batch.responses[i] for i in rows]
-    ref = cached_ref_logps(trainer, prompts, responses)
-    trainer.optimizer.zero_grad()
-    pol = sequence_logps(trainer.model, prompts, responses, trainer.cfg.trie_packing)
     n = len(pairs)
-    loss = dpo_sigmoid_loss(pol[:n], pol[n:], ref[:n].to(pol), ref[n:].to(pol), trainer.cfg.dpo_beta)
-    loss.backward()
+    if world > 1:  # every rank must join the gradient all-reduce, even one without pairs
+        counts = torch.tensor([float(n)])
+        dist.all_reduce(counts)
+        if counts.item() == 0:
+            return {"loss": 0.0, "pairs": 0, "skipped": True}
+    elif not pairs:
+        return {"loss": 0.0, "pairs": 0, "skipped": True}
+    trainer.optimizer.zero_grad()
+    if pairs:
+        chosen, rejected = [c for c, _ in pairs], [r for _, r in pairs]
+        prompts = [batch.prompts[i] for i in chosen + rejected]
+        responses = [batch.responses[i] for i in chosen + rejected]
+        ref = cached_ref_logps(trainer, prompts, responses)
+        pol = sequence_logps(trainer.model, prompts, responses, trainer.cfg.trie_packing)
+        loss = dpo_sigmoid_loss(pol[:n], pol[n:], ref[:n].to(pol), ref[n:].to(pol), trainer.cfg.dpo_beta)
+        loss.backward()
+    if world > 1:  # mean over ranks of per-rank mean pair losses
+        for p in trainer.model.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world
     if trainer.cfg.grad_clip_norm > 0:
         torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.cfg.grad_clip_norm)
     trainer.optimizer.step()
     trainer.engine.update_weights(trainer.model.state_dict())
+    if not pairs:
+        return {"loss": 0.0, "pairs": 0, "skipped": False}
     margin = trainer.cfg.dpo_beta * ((pol[:n] - ref[:n].to(pol)) - (pol[n:] - ref[n:].to(pol)))
     return {"loss": float(loss.detach()), "pairs": n, "skipped": False, "reward_margin": float(margin.detach().mean()),
             "reward_accuracy": float((margin.detach() > 0).float().mean())}
