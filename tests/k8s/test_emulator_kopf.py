@@ -1,9 +1,10 @@
 """kopf runs against the emulator end to end: discovery, watches, finalizers, status, events, GC, restarts."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import kopf
 import pytest
 import sample_operator
 from k8s_emulator.client import ApiError, KubeClient
@@ -21,6 +22,15 @@ def k8s_crds():
 @pytest.fixture
 def k8s_namespaces():
     return ["apps"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_kopf_default_registry() -> Iterator[None]:
+    # `kopf run` with an explicit registry makes it the process-wide default: put the previous one back
+    # so operators tested later in the same process (codekiln's own) still find their handlers.
+    saved = kopf.get_default_registry()
+    yield
+    kopf.set_default_registry(saved)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0) -> Any:
