@@ -231,6 +231,29 @@ def test_python_kills_its_parent(http):
     assert body["run_result"]["verdict"] in ("OK", "RuntimeError")
 
 
+def test_kernel_attack_surface_syscalls_are_denied(http):
+    assert http.get("/readyz").json()["seccomp"] is True
+    code = """
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+for name, nr in [("ptrace", 101), ("bpf", 321), ("keyctl", 250), ("perf_event_open", 298), ("userfaultfd", 323),
+                 ("io_uring_setup", 425), ("unshare", 272), ("mount", 165), ("setns", 308), ("getpid", 39)]:
+    r = libc.syscall(nr, 0, 0, 0, 0, 0)
+    print(name, errno.errorcode.get(ctypes.get_errno(), "?") if r < 0 else "allowed")
+"""
+    body = run(http, code)
+    assert verdict(body) == "OK", body
+    got = dict(line.split() for line in body["run_result"]["stdout"].splitlines())
+    assert got.pop("getpid") == "allowed"
+    assert got.pop("io_uring_setup") == "ENOSYS"
+    assert set(got.values()) == {"EPERM"}, got
+
+
+def test_user_namespaces_cannot_be_nested(http):
+    body = run(http, "unshare --user --map-root-user id 2>&1; echo rc=$?\n", "bash")
+    assert "rc=0" not in body["run_result"]["stdout"]
+
+
 def test_double_fork_daemon_does_not_survive(http):
     marker = f"ck-daemon-{os.getpid()}-{time.monotonic_ns()}"
     body = run(http, f"(setsid bash -c 'exec -a {marker} sleep 300' &)\n"

@@ -59,6 +59,11 @@ class Executor:
         self.pod_name = os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or os.uname().nodename
 
     @property
+    def uid_per_slot(self) -> bool:
+        """True when each slot runs as its own host uid (server is root): exact per-run process limits."""
+        return self._as_root
+
+    @property
     def busy(self) -> int:
         return self.config.max_concurrency - self._slots.qsize()
 

@@ -25,6 +25,8 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 
+from codekiln.workloads.sandbox.seccomp import filter_bytes
+
 WORKSPACE = "/workspace"
 SANDBOX_UID = 1000
 _MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"Cannot allocate memory", b"out of memory",
@@ -118,13 +120,14 @@ class Isolator:
     bwrap: str = field(default_factory=lambda: _tool("bwrap"))
     prlimit: str = field(default_factory=lambda: _tool("prlimit"))
     _system: list[str] = field(default_factory=system_binds)
+    seccomp: bytes | None = field(default_factory=filter_bytes)
 
     def __post_init__(self) -> None:
         os.makedirs(self.work_dir, exist_ok=True)
         self.reaper = Reaper()
 
     def command(self, ex: Execution, fds: dict[str, tuple[int, bool]], collect_fd: int | None,
-                status_fd: int, etc_fds: dict[str, int]) -> list[str]:
+                status_fd: int, etc_fds: dict[str, int], seccomp_fd: int | None = None) -> list[str]:
         """The full argv: prlimit (rlimits) → bwrap (namespaces, mounts) → the program."""
         lim = ex.limits
         mib = 1 << 20
@@ -135,6 +138,8 @@ class Isolator:
         argv += ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
                  "--hostname", "sandbox", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                  "--json-status-fd", str(status_fd)]
+        if seccomp_fd is not None:
+            argv += ["--seccomp", str(seccomp_fd)]
         argv += self._system
         for src in ex.binds:
             argv += ["--ro-bind", src, src]
@@ -178,11 +183,7 @@ class Isolator:
         fds: dict[str, tuple[int, bool]] = {}
         try:
             for path, (content, executable) in ex.files.items():
-                fd = os.memfd_create("ck-input", 0)
-                owned.append(fd)
-                _write_all(fd, content)
-                os.lseek(fd, 0, os.SEEK_SET)
-                fds[_abs(path)] = (fd, executable)
+                fds[_abs(path)] = (_memfd("ck-input", content, owned), executable)
             status_r, status_w = os.pipe()
             owned += [status_r, status_w]
             collect_r = collect_w = None
@@ -191,12 +192,14 @@ class Isolator:
                 owned += [collect_r, collect_w]
             etc_fds = {}
             for name, text in ETC_FILES.items():
-                etc_fds[name] = fd = os.memfd_create("ck-etc", 0)
-                owned.append(fd)
-                _write_all(fd, text.encode())
-                os.lseek(fd, 0, os.SEEK_SET)
-            argv = self.command(ex, fds, collect_w, status_w, etc_fds)
+                etc_fds[name] = _memfd("ck-etc", text.encode(), owned)
+            seccomp_fd = None
+            if self.seccomp is not None:
+                seccomp_fd = _memfd("ck-seccomp", self.seccomp, owned)
+            argv = self.command(ex, fds, collect_w, status_w, etc_fds, seccomp_fd)
             pass_fds = [fd for fd, _ in fds.values()] + [status_w, *etc_fds.values()]
+            if seccomp_fd is not None:
+                pass_fds.append(seccomp_fd)
             if collect_w is not None:
                 pass_fds.append(collect_w)
             return await self._spawn(ex, argv, pass_fds, status_r, status_w, collect_r, collect_w, owned)
@@ -470,6 +473,15 @@ def _parent_of(pid: int) -> int | None:
         return int(stat[stat.rindex(b")") + 2:].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _memfd(name: str, data: bytes, owned: list[int]) -> int:
+    """A memfd holding ``data``, positioned at its start (closed with the other ``owned`` fds)."""
+    fd = os.memfd_create(name, 0)
+    owned.append(fd)
+    _write_all(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _write_all(fd: int, data: bytes) -> None:

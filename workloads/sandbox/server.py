@@ -108,7 +108,10 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.get("ready"):
-        return web.json_response({"status": "ready", "languages": sorted(request.app[EXECUTOR].toolchains)})
+        executor = request.app[EXECUTOR]
+        return web.json_response({"status": "ready", "languages": sorted(executor.toolchains),
+                                  "seccomp": executor.isolator.seccomp is not None,
+                                  "uid_per_slot": executor.uid_per_slot})
     return web.json_response({"status": "not ready", "message": state.get("error", "starting")}, status=503)
 
 
