@@ -137,3 +137,28 @@ def test_deleting_a_crd_stops_serving_its_kind(k8s_client: KubeClient) -> None:
     k8s_client.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", "widgets.example.dev")
     response = k8s_client.http.get("/apis/example.dev/v1/namespaces/default/widgets")
     assert response.status_code == 404
+
+
+def test_jobs_orphan_their_pods_unless_told_otherwise(k8s_client: KubeClient) -> None:
+    job = k8s_client.create(_owned("Job", "batch/v1", "j"), "default")
+    k8s_client.create(_owned("Pod", "v1", "j-0", job), "default")
+    k8s_client.delete("batch/v1", "Job", "j", "default")  # the API's legacy default for Jobs: Orphan
+    assert "ownerReferences" not in k8s_client.get("v1", "Pod", "j-0", "default")["metadata"]
+    job = k8s_client.create(_owned("Job", "batch/v1", "k"), "default")
+    k8s_client.create(_owned("Pod", "v1", "k-0", job), "default")
+    k8s_client.delete("batch/v1", "Job", "k", "default", propagation="Background")
+    assert not _exists(k8s_client, "v1", "Pod", "k-0")
+
+
+def test_foreground_owner_waits_for_blocked_dependents(k8s_client: KubeClient) -> None:
+    owner = k8s_client.create(widget("w"))
+    child = _owned("ConfigMap", "v1", "child", owner)
+    child["metadata"]["finalizers"] = ["x/hold"]
+    k8s_client.create(child, "default")
+    marked = k8s_client.delete(API_VERSION, "Widget", "w", "default", propagation="Foreground")
+    assert marked["metadata"]["finalizers"] == ["foregroundDeletion"] and marked["metadata"]["deletionTimestamp"]
+    assert k8s_client.get("v1", "ConfigMap", "child", "default")["metadata"]["deletionTimestamp"]
+    assert _exists(k8s_client, API_VERSION, "Widget", "w")
+    k8s_client.patch("v1", "ConfigMap", "child", {"metadata": {"finalizers": None}}, "default")
+    assert not _exists(k8s_client, "v1", "ConfigMap", "child")
+    assert not _exists(k8s_client, API_VERSION, "Widget", "w")  # released once its last dependent went

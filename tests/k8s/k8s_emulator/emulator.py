@@ -30,6 +30,9 @@ paths.install()
 
 CRD_RESOURCE = resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 NAMESPACES = resource("", "v1", "namespaces")
+FOREGROUND_DELETION = "foregroundDeletion"
+# Kinds whose API default is to orphan dependents when no propagationPolicy is given (legacy batch/v1 Jobs).
+ORPHAN_BY_DEFAULT = frozenset({resource("batch", "v1", "jobs")})
 ObjKey = tuple[resource, str | None, str]
 
 
@@ -409,21 +412,44 @@ class Emulator(KubernetesEmulator):
                 (pre.get("resourceVersion") and pre["resourceVersion"] != cur_md["resourceVersion"]):
             raise _status_error(409, "Conflict", f'Operation cannot be fulfilled on {res.plural} "{name}": '
                                                  "Precondition failed")
-        policy = options.get("propagationPolicy") or (params or {}).get("propagationPolicy") or "Background"
+        policy = options.get("propagationPolicy") or (params or {}).get("propagationPolicy") \
+            or ("Orphan" if res in ORPHAN_BY_DEFAULT else "Background")
         if options.get("orphanDependents") is True:
             policy = "Orphan"
+        key = (res, ns, name)
         if policy == "Orphan":
             self._orphan(cur_md["uid"])
-        elif policy == "Foreground":
-            self._collect(cur_md["uid"], force=True)
+        elif policy == "Foreground" and self._dependents(cur_md["uid"]):
+            # The owner stays (deletionTimestamp + foregroundDeletion) until its dependents are gone.
+            marked = copy.deepcopy(current)
+            marked["metadata"].setdefault("deletionTimestamp", meta.now())
+            marked["metadata"]["deletionGracePeriodSeconds"] = 0
+            marked["metadata"]["finalizers"] = [*(cur_md.get("finalizers") or []), FOREGROUND_DELETION]
+            stored = self._store(key, marked, current, "MODIFIED")
+            self._collect(cur_md["uid"], policy="Foreground")
+            return self._release_foreground(key) or stored
         if cur_md.get("finalizers"):
             if cur_md.get("deletionTimestamp"):
                 return current
             marked = copy.deepcopy(current)
             marked["metadata"]["deletionTimestamp"] = meta.now()
             marked["metadata"]["deletionGracePeriodSeconds"] = 0
-            return self._store((res, ns, name), marked, current, "MODIFIED")
-        return self._remove((res, ns, name))
+            return self._store(key, marked, current, "MODIFIED")
+        return self._remove(key)
+
+    def _release_foreground(self, key: ObjKey | None) -> dict[str, Any] | None:
+        """Drop an owner's foregroundDeletion finalizer once no dependents remain (it may then go)."""
+        obj = self._live(key) if key is not None else None
+        if obj is None or FOREGROUND_DELETION not in (obj["metadata"].get("finalizers") or []) \
+                or self._dependents(obj["metadata"]["uid"]):
+            return None
+        assert key is not None
+        new = copy.deepcopy(obj)
+        new["metadata"]["finalizers"] = [f for f in obj["metadata"]["finalizers"] if f != FOREGROUND_DELETION]
+        if not new["metadata"]["finalizers"]:
+            del new["metadata"]["finalizers"]
+        stored = self._store(key, new, obj, "MODIFIED")
+        return self._remove(key) if not new["metadata"].get("finalizers") else stored
 
     def _remove(self, key: ObjKey) -> dict[str, Any]:
         obj = self.objects._objects[key]
@@ -440,8 +466,10 @@ class Emulator(KubernetesEmulator):
         if key[0] == NAMESPACES:
             for other, _ in self.live_objects():
                 if other[1] == key[2] and self.resources[other[0]].namespaced:
-                    self.delete(other[0], other[1], other[2])
+                    self.delete(other[0], other[1], other[2], options={"propagationPolicy": "Background"})
         self._collect(last["metadata"]["uid"])
+        for ref in last["metadata"].get("ownerReferences") or []:  # an owner in foreground deletion may go now
+            self._release_foreground(self._by_uid.get(ref.get("uid", "")))
         return last
 
     def _index_owners(self, key: ObjKey, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
@@ -458,13 +486,13 @@ class Emulator(KubernetesEmulator):
         return [(key, obj) for key, obj in found if obj is not None
                 and any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])]
 
-    def _collect(self, uid: str, *, force: bool = False) -> None:
-        """Garbage-collect dependents whose owners are all gone (``force``: the owner is being deleted)."""
+    def _collect(self, uid: str, *, policy: str = "Background") -> None:
+        """Garbage-collect the dependents of ``uid`` that have no other live owner."""
         for key, obj in self._dependents(uid):
             owners = [ref.get("uid") for ref in obj["metadata"].get("ownerReferences") or []]
             alive = [o for o in owners if o != uid and o in self._by_uid]
             if not alive and self._live(key) is not None:
-                self.delete(key[0], key[1], key[2])
+                self.delete(key[0], key[1], key[2], options={"propagationPolicy": policy})
 
     def _orphan(self, uid: str) -> None:
         for key, obj in self._dependents(uid):
