@@ -50,6 +50,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     config = getattr(memo, "kube_config", None) or KubeConfig.from_kubernetes()
     memo.kube_config = config
     memo.reconciler = Reconciler(KubeClient(config))
+    memo.reconciler.start_resync(RESYNC_INTERVAL_S)  # not kopf timers: those add a finalizer to every resource
 
 
 @kopf.on.cleanup()
@@ -87,15 +88,6 @@ async def resource_event(type: str | None, body: kopf.Body, memo: Any, **_: Any)
         ready = None if type == "DELETED" else is_true(body.get("status"), "Ready")
         for dependent in reconciler.pool_changed(key[1], key[2], ready):
             reconciler.trigger(*dependent)
-
-
-@kopf.timer(API_GROUP, API_VERSION, "datapipelines", interval=RESYNC_INTERVAL_S, initial_delay=RESYNC_INTERVAL_S)
-@kopf.timer(API_GROUP, API_VERSION, "pretrainruns", interval=RESYNC_INTERVAL_S, initial_delay=RESYNC_INTERVAL_S)
-@kopf.timer(API_GROUP, API_VERSION, "rlruns", interval=RESYNC_INTERVAL_S, initial_delay=RESYNC_INTERVAL_S)
-@kopf.timer(API_GROUP, API_VERSION, "sandboxpools", interval=RESYNC_INTERVAL_S, initial_delay=RESYNC_INTERVAL_S)
-async def resync(body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Periodic safety net (a lost requeue, a missed watch event)."""
-    _reconciler(memo).trigger(body["kind"], body.metadata.namespace, body.metadata.name)
 
 
 # ---------------------------------------------------------------- children

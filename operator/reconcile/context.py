@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from codekiln.operator.builders import names
+from codekiln.operator.reconcile.children import ensure
 from codekiln.operator.reconcile.kube import KubeClient
 from codekiln.operator.resources import Resource
 from codekiln.operator.status import StatusDraft
@@ -30,6 +31,7 @@ class Context:
     memory: Memory
     requeue_after: float | None = None
     restarted: bool = False  # a gang restart happened in this pass (metrics)
+    created: int = 0  # children created in this pass
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -59,6 +61,16 @@ class Context:
     @property
     def owner_selector(self) -> str:
         return names.label_selector(names.owner_labels(self.kind, self.name))
+
+    async def ensure(self, manifest: dict[str, Any], *, update: bool = False) -> dict[str, Any]:
+        """Create (or adopt our own existing) child; see :func:`children.ensure`."""
+        obj, created = await ensure(self.client, manifest, self.uid, update=update)
+        self.created += created
+        return obj
+
+    async def ensure_all(self, manifests: list[dict[str, Any]], *, update: bool = False) -> None:
+        for manifest in manifests:
+            await self.ensure(manifest, update=update)
 
     def requeue(self, seconds: float) -> None:
         """Ask for another pass after ``seconds`` (the earliest request wins)."""

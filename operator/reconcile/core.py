@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from codekiln.operator import metrics
-from codekiln.operator.reconcile.children import ChildConflict
+from codekiln.operator.builders import names
+from codekiln.operator.reconcile.children import ChildConflict, delete_owned
 from codekiln.operator.reconcile.context import Context, Memory
 from codekiln.operator.reconcile.gang import reconcile_gang
 from codekiln.operator.reconcile.kube import ApiError, KubeClient
@@ -53,6 +54,7 @@ class Reconciler:
         self._written_versions: dict[Key, str] = {}
         self._pool_ready: dict[tuple[str, str], bool] = {}
         self._limit = asyncio.Semaphore(max_concurrent)
+        self._resync: asyncio.Task | None = None
         self.passes = 0
 
     # ------------------------------------------------------------ triggering
@@ -75,6 +77,17 @@ class Reconciler:
         if existing is not None:
             existing.cancel()
         self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def start_resync(self, interval_s: float) -> None:
+        """Re-trigger every known resource each ``interval_s`` (safety net for a lost event or requeue)."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                for key in list(self.memory):
+                    self.trigger(*key)
+
+        self._resync = asyncio.get_running_loop().create_task(loop(), name="codekiln resync")
 
     def _fire(self, key: Key) -> None:
         self._timers.pop(key, None)
@@ -106,6 +119,8 @@ class Reconciler:
             await asyncio.gather(*list(self._running.values()), return_exceptions=True)
 
     async def close(self) -> None:
+        if self._resync is not None:
+            self._resync.cancel()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -184,10 +199,20 @@ class Reconciler:
             await self._write(key, body, draft)
             raise
         await self._write(key, body, draft)
+        if ctx.created:
+            await self._drop_orphans(key, ctx.uid)
         if ctx.restarted:
             metrics.GANG_RESTARTS.labels(kind).inc()
         self._failures.pop(key, None)
         return ctx.requeue_after
+
+    async def _drop_orphans(self, key: Key, uid: str) -> None:
+        """Children created while the resource was being deleted would dangle: delete them."""
+        current = await self.client.get(GROUP_VERSION, *key)
+        if current is None or current["metadata"].get("uid") != uid:
+            selector = names.label_selector(names.owner_labels(key[0], key[2]))
+            deleted = await delete_owned(self.client, key[1], selector, uid)
+            log.info("%s %s/%s was deleted during a pass: removed %d new child(ren)", *key, deleted)
 
     async def _write(self, key: Key, body: dict[str, Any], draft: StatusDraft) -> None:
         await write_status(self.client, body, draft)

@@ -13,7 +13,6 @@ from codekiln.operator.builders import names
 from codekiln.operator.builders.children import desired_children
 from codekiln.operator.builders.data import NON_RETRIABLE_EXIT_CODE
 from codekiln.operator.reconcile import lifecycle, observe
-from codekiln.operator.reconcile.children import ensure, ensure_all
 from codekiln.operator.reconcile.context import Context
 from codekiln.operator.reconcile.pool_ref import resolve_sandbox
 from codekiln.operator.status import now_iso, write_status
@@ -54,7 +53,7 @@ async def reconcile_gang(ctx: Context) -> None:
     await _resume_if_suspended(ctx, job)
 
     if ctx.memory.ensured_generation != ctx.generation:
-        await ensure_all(ctx.client, desired_children(ctx.resource), ctx.uid, update=True)
+        await ctx.ensure_all(desired_children(ctx.resource), update=True)
         ctx.memory.ensured_generation = ctx.generation
 
     if job is None:
@@ -70,10 +69,10 @@ async def _start_attempt(ctx: Context, attempt: int, sandbox_url: str | None) ->
     if not draft.new.get("startTime"):
         draft.set(startTime=now_iso(ctx.now))
     if spec.scheduling.gang_scheduling:
-        await ensure(ctx.client, gang_builders.build_pod_group(ctx.resource, attempt), ctx.uid)
+        await ctx.ensure(gang_builders.build_pod_group(ctx.resource, attempt))
     job = gang_builders.build_gang_job(ctx.resource, attempt, sandbox_url=sandbox_url,
                                        active_deadline_seconds=lifecycle.job_deadline(ctx))
-    await ensure(ctx.client, job, ctx.uid)
+    await ctx.ensure(job)
     if sandbox_url:
         draft.set(sandboxUrl=sandbox_url)
     message = f"gang Job {job['metadata']['name']} created: {spec.nodes} pod(s), attempt {attempt}"

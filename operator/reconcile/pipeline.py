@@ -11,7 +11,6 @@ from typing import Any
 from codekiln.operator.builders import data as data_builders
 from codekiln.operator.builders.children import desired_children
 from codekiln.operator.reconcile import lifecycle, observe
-from codekiln.operator.reconcile.children import ensure, ensure_all
 from codekiln.operator.reconcile.context import Context
 from codekiln.operator.status import now_iso, parse_time
 
@@ -43,7 +42,7 @@ async def reconcile_pipeline(ctx: Context) -> None:
         ctx.requeue(remaining)
 
     if ctx.memory.ensured_generation != ctx.generation:
-        await ensure_all(ctx.client, desired_children(ctx.resource), ctx.uid, update=True)
+        await ctx.ensure_all(desired_children(ctx.resource), update=True)
         ctx.memory.ensured_generation = ctx.generation
 
     current = next((i for i, name in enumerate(job_names)
@@ -80,8 +79,8 @@ async def reconcile_pipeline(ctx: Context) -> None:
     if job is None:
         if not draft.new.get("startTime"):
             draft.set(startTime=now_iso(ctx.now))
-        job, _ = await ensure(ctx.client, data_builders.build_stage_job(
-            ctx.resource, current, active_deadline_seconds=lifecycle.job_deadline(ctx)), ctx.uid)
+        job = await ctx.ensure(data_builders.build_stage_job(
+            ctx.resource, current, active_deadline_seconds=lifecycle.job_deadline(ctx)))
         jobs[job["metadata"]["name"]] = job
         draft.condition("Created", True, "StageStarted",
                         f"stage {current + 1}/{len(job_names)} {stage.name!r}: Job {job_names[current]} "

@@ -5,7 +5,6 @@ from __future__ import annotations
 from codekiln.operator.builders import sandbox as sandbox_builders
 from codekiln.operator.builders.children import desired_children
 from codekiln.operator.reconcile import observe
-from codekiln.operator.reconcile.children import ensure_all
 from codekiln.operator.reconcile.context import Context
 from codekiln.operator.status import now_iso
 
@@ -16,7 +15,7 @@ async def reconcile_pool(ctx: Context) -> None:
     """One pass over a SandboxPool (a long-running service: it has no terminal phase)."""
     draft, spec = ctx.draft, ctx.resource.spec
     if ctx.memory.ensured_generation != ctx.generation:
-        await ensure_all(ctx.client, desired_children(ctx.resource), ctx.uid, update=True)
+        await ctx.ensure_all(desired_children(ctx.resource), update=True)
         ctx.memory.ensured_generation = ctx.generation
     deployment = await ctx.client.get("apps/v1", "Deployment", ctx.namespace, ctx.name)
     replicas, ready = observe.deployment_counts(deployment)

@@ -34,7 +34,8 @@ from codekiln.operator.reconcile.kube import PLURALS, KubeConfig, api_path  # no
 API = "codekiln.dev/v1alpha1"
 API_VERSIONS = {"Job": "batch/v1", "Pod": "v1", "Service": "v1", "ConfigMap": "v1", "ServiceAccount": "v1",
                 "Event": "v1", "Deployment": "apps/v1", "NetworkPolicy": "networking.k8s.io/v1",
-                "PodGroup": "scheduling.volcano.sh/v1beta1", "Role": "rbac.authorization.k8s.io/v1", "RoleBinding": "rbac.authorization.k8s.io/v1",
+                "PodGroup": "scheduling.volcano.sh/v1beta1", "Role": "rbac.authorization.k8s.io/v1",
+                "RoleBinding": "rbac.authorization.k8s.io/v1",
                 "DataPipeline": API, "PretrainRun": API, "RLRun": API, "SandboxPool": API}
 
 

@@ -43,6 +43,9 @@ def test_create_children_run_and_complete(cluster):
     assert cluster.condition("PretrainRun", "run", "Running")["status"] == "False"
     reasons = {e["reason"] for e in cluster.events("run")}
     assert {"GangCreated", "GangRunning", "GangSucceeded"} <= reasons
+    meta = cluster.get("PretrainRun", "run")["metadata"]
+    assert not meta.get("finalizers")  # nothing to clean up that ownerReferences do not cover
+    assert not any("kopf" in key or key.startswith("codekiln.dev/") for key in meta.get("annotations") or {})
 
 
 def test_pod_failure_recreates_the_whole_gang_then_completes(cluster):
@@ -161,10 +164,15 @@ def test_delete_garbage_collects_children(cluster):
     cluster.create(document("PretrainRun", "run", nodes=2))
     cluster.wait(lambda: cluster.get("Job", "run-r0"), what="gang Job")
     cluster.spawn_pods("run-r0")
+    uid = cluster.get("PretrainRun", "run")["metadata"]["uid"]
     cluster.delete("PretrainRun", "run")
     cluster.wait(lambda: cluster.get("PretrainRun", "run") is None, what="run deleted")
     for kind in ("Job", "Service", "ConfigMap", "Role", "RoleBinding", "ServiceAccount", "Pod"):
-        cluster.wait(lambda kind=kind: not cluster.list(kind, SELECTOR), what=f"{kind} garbage-collected")
+        try:
+            cluster.wait(lambda kind=kind: not cluster.list(kind, SELECTOR), what=f"{kind} garbage-collected")
+        except AssertionError:
+            left = [(o["metadata"]["name"], o["metadata"].get("ownerReferences")) for o in cluster.list(kind, SELECTOR)]
+            raise AssertionError(f"{kind} left: {left}; run uid {uid}") from None
     assert cluster.get("PretrainRun", "run") is None
 
 

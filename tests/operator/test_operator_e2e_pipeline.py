@@ -63,3 +63,14 @@ def test_suspend_pipeline_suspends_current_stage(cluster):
     cluster.patch("DataPipeline", "cur", {"spec": {"suspend": False}})
     cluster.wait(lambda: not cluster.get("Job", "cur-read")["spec"]["suspend"], what="stage resumed")
     cluster.wait_phase("DataPipeline", "cur", "Running")
+
+
+def test_pipeline_deadline_then_ttl_cleanup(cluster):
+    cluster.create(document("DataPipeline", "cur", activeDeadlineSeconds=1, ttlSecondsAfterFinished=1))
+    cluster.wait(lambda: cluster.get("Job", "cur-read"), what="stage 1 Job")
+    cluster.wait_phase("DataPipeline", "cur", "Failed", timeout=10)
+    assert cluster.condition("DataPipeline", "cur", "Failed")["reason"] == "DeadlineExceeded"
+    cluster.wait(lambda: not cluster.list("Job", "codekiln.dev/name=cur") and not cluster.list("ConfigMap"),
+                 what="children deleted after TTL")
+    assert cluster.status("DataPipeline", "cur")["phase"] == "Failed"
+    assert cluster.get("Job", "cur-dedup") is None
