@@ -162,3 +162,24 @@ def test_bad_resource_version_is_400(k8s_client: KubeClient) -> None:
     with pytest.raises(ApiError) as err:
         list(k8s_client.watch("v1", "ConfigMap", "default", resourceVersion="abc"))
     assert err.value.status == 400
+
+
+def test_journal_retention_expires_old_resource_versions(k8s: object, k8s_client: KubeClient) -> None:
+    k8s.emulator.journal.limit = 10  # keep at most 10 changes, then drop the older half
+    first = k8s_client.create(_cm("first"), "default")["metadata"]["resourceVersion"]
+    for i in range(12):
+        k8s_client.create(_cm(f"c{i}"), "default")
+    assert [e["type"] for e in k8s_client.watch("v1", "ConfigMap", "default", timeoutSeconds="0.5",
+                                                resourceVersion=first)] == ["ERROR"]
+    recent = k8s_client.list("v1", "ConfigMap", "default")["metadata"]["resourceVersion"]
+    k8s_client.create(_cm("last"), "default")
+    assert _events(k8s_client, resourceVersion=recent) == [("ADDED", "last")]
+
+
+def test_kmock_reactions_still_inject_faults(k8s: object, k8s_client: KubeClient) -> None:
+    def inject() -> None:
+        k8s.emulator["get /api/v1/namespaces/default/configmaps"][:1] << 503
+    k8s.call(inject)
+    assert k8s_client.http.get("/api/v1/namespaces/default/configmaps").status_code == 503
+    assert k8s_client.http.get("/api/v1/namespaces/default/configmaps").status_code == 200  # the fallback again
+    k8s_client.create(_cm("after"), "default")  # other requests were never affected
