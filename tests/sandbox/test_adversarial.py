@@ -106,6 +106,21 @@ def test_huge_untouched_mmap(http):
     assert "mapped" not in body["run_result"]["stdout"]
 
 
+def test_memory_limit_covers_every_process_of_a_run(http):
+    """Six children each under the per-process limit (256 MiB) but 1.2 GiB together."""
+    code = ("import os\nkids = []\nfor _ in range(6):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        x = bytearray(200 << 20)\n        for j in range(0, len(x), 4096):\n            x[j] = 1\n"
+            "        os._exit(0)\n    kids.append(pid)\nprint([os.waitpid(k, 0)[1] for k in kids])\n")
+    body = run(http, code, run_timeout=20)
+    if http.get("/readyz").json()["cgroups"]:
+        # One memory cgroup per execution: the run as a whole is over its limit.
+        assert verdict(body) == "MemoryLimitExceeded", body
+        assert "9" in body["run_result"]["stdout"]  # children were SIGKILLed by the OOM killer
+    else:
+        # Without cgroups (non-root pods) only the per-process bound holds: each child fits.
+        assert verdict(body) == "OK" and body["run_result"]["stdout"] == "[0, 0, 0, 0, 0, 0]\n", body
+
+
 def test_c_malloc_64gb_returns_null(http):
     code = ("#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\nint main(){\n"
             "  char *p = malloc(64UL << 30);\n  if (!p) { puts(\"null\"); return 0; }\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 
@@ -34,7 +35,24 @@ def snapshot(server: psutil.Process, work_dir: str) -> dict:
         "tmp_owned_by_slots": sorted(e.name for e in os.scandir("/tmp")
                                      if e.stat(follow_symlinks=False).st_uid in slot_uids),
         "host_mounts": _mount_count(),
+        "processes_in_slot_cgroups": _cgroup_processes(server.pid),
     }
+
+
+def _cgroup_processes(server_pid: int) -> int:
+    """Processes left in the server's slot cgroups (when it could create them)."""
+    paths = {}
+    with open(f"/proc/{server_pid}/cgroup") as fh:
+        for line in fh:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            paths[controllers] = path
+    parents = [f"/sys/fs/cgroup/memory{paths.get('memory', '')}", f"/sys/fs/cgroup{paths.get('', '')}"]
+    total = 0
+    for parent in parents:
+        for procs in glob.glob(f"{parent}/codekiln-sandbox-{server_pid}/slot-*/cgroup.procs"):
+            with open(procs) as fh:
+                total += len(fh.read().split())
+    return total
 
 
 def _mount_count() -> int:

@@ -15,6 +15,7 @@ import os
 import posixpath
 from collections.abc import AsyncIterator
 
+from codekiln.workloads.sandbox.cgroups import SlotCgroups
 from codekiln.workloads.sandbox.config import SandboxConfig
 from codekiln.workloads.sandbox.isolation import (
     WORKSPACE,
@@ -56,6 +57,8 @@ class Executor:
         for i in range(config.max_concurrency):
             self._slots.put_nowait(i)
         self._as_root = os.geteuid() == 0
+        if self._as_root:
+            self.isolator.cgroups = SlotCgroups(config.max_concurrency, self.uid)
         self.pod_name = os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or os.uname().nodename
 
     @property
@@ -68,13 +71,22 @@ class Executor:
         return self.config.max_concurrency - self._slots.qsize()
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[int | None]:
-        """An execution slot; yields the host uid to run as (None: the server's own)."""
+    async def slot(self) -> AsyncIterator[int]:
+        """An execution slot (its index); see :meth:`uid` for the host uid it runs as."""
         index = await self._slots.get()
         try:
-            yield self.config.sandbox_uid_base + index if self._as_root else None
+            yield index
         finally:
             self._slots.put_nowait(index)
+
+    def uid(self, slot: int) -> int | None:
+        """Host uid of a slot: its own when the server is root, else None (the server's uid)."""
+        return self.config.sandbox_uid_base + slot if self._as_root else None
+
+    def close(self) -> None:
+        """Release host resources (the slot cgroups)."""
+        if self.isolator.cgroups is not None:
+            self.isolator.cgroups.close()
 
     # ------------------------------------------------------------ requests
     async def run_code(self, req: RunCodeRequest) -> RunCodeResponse:
@@ -86,10 +98,10 @@ class Executor:
             return RunCodeResponse(status="Failed", message="compilation failed", compile_result=compile_result,
                                    executor_pod_name=self.pod_name)
         stdin = (req.stdin or "").encode()
-        async with self.slot() as uid:
+        async with self.slot() as slot:
             res = await self.isolator.run(Execution(argv=tc.run_argv_for(limits_r), limits=limits_r, files=program,
                                                     stdin=stdin, binds=tc.binds, env=tc.env,
-                                                    collect=fetch or None, uid=uid))
+                                                    collect=fetch or None, uid=self.uid(slot), slot=slot))
         run_result = _command_result(res)
         status, message = _overall(res)
         return RunCodeResponse(status=status, message=message, compile_result=compile_result, run_result=run_result,
@@ -112,12 +124,13 @@ class Executor:
         async def one(case: BatchCase, extra: dict[str, tuple[bytes, bool]]) -> CaseResult:
             if stop is not None and stop.is_set():
                 return CaseResult(passed=False, skipped=True)
-            async with self.slot() as uid:
+            async with self.slot() as slot:
                 if stop is not None and stop.is_set():
                     return CaseResult(passed=False, skipped=True)
                 res = await self.isolator.run(Execution(
                     argv=tc.run_argv_for(limits_r), limits=limits_r, files={**program, **extra},
-                    stdin=(case.stdin or "").encode(), binds=tc.binds, env=tc.env, collect=fetch or None, uid=uid))
+                    stdin=(case.stdin or "").encode(), binds=tc.binds, env=tc.env, collect=fetch or None,
+                    uid=self.uid(slot), slot=slot))
             passed = res.verdict == "OK" and (case.expected_stdout is None
                                               or _same_output(res.stdout, case.expected_stdout))
             if not passed and stop is not None:
@@ -142,8 +155,9 @@ class Executor:
         except OSError as exc:
             return f"work_dir {self.config.work_dir!r} is not writable: {exc}"
         lim = self._limits(5.0, None)
-        async with self.slot() as uid:
-            res = await self.isolator.run(Execution(argv=["/bin/sh", "-c", "exit 0"], limits=lim, uid=uid))
+        async with self.slot() as slot:
+            res = await self.isolator.run(Execution(argv=["/bin/sh", "-c", "exit 0"], limits=lim,
+                                                    uid=self.uid(slot), slot=slot))
         if res.verdict != "OK":
             return res.sandbox_error or f"self-check failed: {res.verdict} {res.stderr[-500:]!r}"
         return None
@@ -208,9 +222,10 @@ class Executor:
         """Compile when the language needs it; returns (compile_result, files of the program or None)."""
         if tc.compile_argv is None or limits is None:
             return None, files
-        async with self.slot() as uid:
+        async with self.slot() as slot:
             res = await self.isolator.run(Execution(argv=list(tc.compile_argv), limits=limits, files=files,
-                                                    binds=tc.binds, env=tc.env, collect=["."], uid=uid))
+                                                    binds=tc.binds, env=tc.env, collect=["."], uid=self.uid(slot),
+                                                    slot=slot))
         result = _command_result(res)
         if res.verdict != "OK":
             if res.verdict == "RuntimeError":

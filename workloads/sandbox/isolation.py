@@ -25,6 +25,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 
+from codekiln.workloads.sandbox.cgroups import SlotCgroups
 from codekiln.workloads.sandbox.seccomp import filter_bytes
 
 WORKSPACE = "/workspace"
@@ -71,6 +72,7 @@ class Execution:
     env: dict[str, str] = field(default_factory=dict)
     collect: list[str] | None = None  # paths to bring back ('.' = the whole workspace)
     uid: int | None = None  # host uid to run as (only when the server is root)
+    slot: int | None = None  # execution slot (selects its memory cgroup, when cgroups are on)
 
 
 @dataclass
@@ -121,6 +123,7 @@ class Isolator:
     prlimit: str = field(default_factory=lambda: _tool("prlimit"))
     _system: list[str] = field(default_factory=system_binds)
     seccomp: bytes | None = field(default_factory=filter_bytes)
+    cgroups: SlotCgroups | None = None
 
     def __post_init__(self) -> None:
         os.makedirs(self.work_dir, exist_ok=True)
@@ -212,6 +215,13 @@ class Isolator:
         kwargs = {}
         if ex.uid is not None:
             kwargs = {"user": ex.uid, "group": ex.uid, "extra_groups": []}
+        oom_before = None
+        if self.cgroups is not None and self.cgroups.enabled and ex.slot is not None:
+            lim = ex.limits
+            total = (lim.memory_mb + lim.workspace_mb + 2 * lim.tmp_mb + 64) << 20
+            procs, oom_before = self.cgroups.prepare(ex.slot, total)
+            # Join the slot's cgroup before anything else runs, so every descendant is in it.
+            argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *argv]
         start = time.monotonic()
         # While a spawn is in flight its child is ours but not yet known: the reaper holds off.
         self.reaper.spawning += 1
@@ -223,7 +233,12 @@ class Isolator:
         finally:
             self.reaper.spawning -= 1
         try:
-            return await self._supervise(ex, proc, start, pass_fds, status_r, status_w, collect_r, collect_w, owned)
+            res = await self._supervise(ex, proc, start, pass_fds, status_r, status_w, collect_r, collect_w, owned)
+            if oom_before is not None and self.cgroups.oom_kills(ex.slot) > oom_before:
+                res.verdict = "MemoryLimitExceeded"
+                if res.status == "Finished" and res.return_code == 0:
+                    res.status = "Error"  # a process of the run was killed for memory
+            return res
         finally:
             self.reaper.managed.discard(proc.pid)
             self.reaper.reap()

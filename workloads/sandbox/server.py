@@ -111,6 +111,7 @@ async def _readyz(request: web.Request) -> web.Response:
         executor = request.app[EXECUTOR]
         return web.json_response({"status": "ready", "languages": sorted(executor.toolchains),
                                   "seccomp": executor.isolator.seccomp is not None,
+                                  "cgroups": bool(executor.isolator.cgroups and executor.isolator.cgroups.enabled),
                                   "uid_per_slot": executor.uid_per_slot})
     return web.json_response({"status": "not ready", "message": state.get("error", "starting")}, status=503)
 
@@ -165,6 +166,7 @@ def build_app(config: SandboxConfig) -> web.Application:
 
     async def on_cleanup(app: web.Application) -> None:
         app[STATE]["reaper"].cancel()
+        app[EXECUTOR].close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
