@@ -8,6 +8,7 @@ import pytest
 import yaml
 from helm_support import CHART, NAMESPACE, REPO, Rbac, Subject, chart_crds, find, render
 
+from codekiln.operator.cli import build_parser, cmd_operator
 from codekiln.operator.reconcile.children import OWNED_KINDS
 
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -213,3 +214,16 @@ def test_notes_name_the_watched_namespaces() -> None:
     text = next(v for k, v in notes.items() if k.endswith("NOTES.txt"))
     assert "team-a, team-b" in text
     assert yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"] == ">=1.30.0-0"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
+def test_container_args_parse_with_the_real_cli(variant: str) -> None:
+    container = _operator_container(render(VARIANTS[variant]))
+    assert container["command"] == ["codekiln"]
+    args = build_parser().parse_args(container["args"])
+    assert args.func is cmd_operator
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert (args.metrics_port, args.liveness_port) == (ports["metrics"], ports["healthz"])
+    watch = VARIANTS[variant].get("watch") or {}
+    assert args.all_namespaces is bool(watch.get("allNamespaces"))
+    assert (args.namespace or []) == ([] if watch.get("allNamespaces") else watch.get("namespaces") or [NAMESPACE])
