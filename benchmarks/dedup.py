@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--bands", type=int, default=25)
     ap.add_argument("--rows", type=int, default=10)
     ap.add_argument("--threshold", type=float, default=0.8)
-    ap.add_argument("--datasketch-docs", type=int, default=300, help="per-token update is slow: time a prefix")
+    ap.add_argument("--datasketch-docs", type=int, default=0, help="time datasketch on a prefix only (0: all)")
     args = ap.parse_args()
     p = MinhashParams(num_perm=args.num_perm, bands=args.bands, rows=args.rows, threshold=args.threshold)
     texts = corpus(args.docs)
@@ -193,7 +193,7 @@ def main() -> None:
     ours_e2e += t_shingle
     dt_e2e, dt_found, dt_sig_s = run_datatrove(texts, shingles, p, hasher)
     dt_e2e += t_shingle
-    nds = min(args.datasketch_docs, len(texts))
+    nds = min(args.datasketch_docs or len(texts), len(texts))
     _, _, ds_sig_prefix = run_datasketch(shingles[:nds], p)
     ds_sig_s = ds_sig_prefix * len(texts) / nds
     ds_e2e, ds_found, _ = run_datasketch(shingles, p) if nds == len(texts) else (float("nan"), set(), 0)
