@@ -105,7 +105,8 @@ def test_bookmarks_only_when_allowed(k8s_client: KubeClient) -> None:
     rv = k8s_client.list("v1", "ConfigMap", "default")["metadata"]["resourceVersion"]
     with_bookmarks = list(k8s_client.watch("v1", "ConfigMap", "default", timeoutSeconds="2.5",
                                            resourceVersion=rv, allowWatchBookmarks="true"))
-    assert [e["type"] for e in with_bookmarks] == ["BOOKMARK", "BOOKMARK"]  # every 1 s in the fixture
+    types = [e["type"] for e in with_bookmarks]
+    assert set(types) == {"BOOKMARK"} and 1 <= len(types) <= 3  # every 1 s in the fixture (timing may slip)
     assert with_bookmarks[0]["object"]["kind"] == "ConfigMap"
     assert int(with_bookmarks[-1]["object"]["metadata"]["resourceVersion"]) >= int(rv)
     assert _events(k8s_client, resourceVersion=rv) == []
