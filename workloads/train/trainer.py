@@ -218,28 +218,12 @@ class Trainer:
             )
             fpt = flops_per_token(self.model.cfg, stage.seq_len)
             while st.stage_step < n_steps:
-                t0 = time.perf_counter()
-                batches = self.micro_batches(source, self._sampler)
-                denominator = global_loss_tokens(batches)
-                loss = torch.zeros((), dtype=torch.float64)
-                for i, batch in enumerate(batches):
-                    batch["loss_denominator"] = float(denominator)
-                    loss += self.engine.forward_backward(batch, last_micro=i == len(batches) - 1).double().cpu()
-                lr = stage_lr(stage, st.stage_step, n_steps)
-                grad_norm = self.engine.step(lr)
-                if dist.is_initialized():
-                    dist.all_reduce(loss)
-                step_tokens = cfg.micro_batch_size * cfg.grad_accum_steps * env.world_size * stage.seq_len
-                st.stage_step, st.global_step = st.stage_step + 1, st.global_step + 1
-                st.tokens += step_tokens
-                dt = time.perf_counter() - t0
-                record = {"step": st.global_step, "stage": stage.name, "loss": float(loss), "lr": lr,
-                          "grad_norm": grad_norm, "tokens": st.tokens, "tokens_per_second": step_tokens / dt}
+                record = self.train_step(source, stage, n_steps)
                 if peak:
-                    record["mfu"] = fpt * step_tokens / dt / (peak * 1e12 * env.world_size)
-                st.history.append({"step": st.global_step, "loss": float(loss)})
+                    record["mfu"] = fpt * record["tokens_per_second"] / (peak * 1e12 * env.world_size)
+                st.history.append({"step": st.global_step, "loss": record["loss"]})
                 stage_end = st.stage_step == n_steps
-                if cfg.eval_every_steps and st.global_step % cfg.eval_every_steps == 0 or stage_end:
+                if stage_end or (cfg.eval_every_steps and st.global_step % cfg.eval_every_steps == 0):
                     evaluated = self.evaluate(stage.seq_len)
                     if evaluated is not None:
                         eval_loss, unigram_loss = evaluated
@@ -258,6 +242,26 @@ class Trainer:
             summary["export"] = str(self.export())
         self.metrics.close()
         return summary
+
+    def train_step(self, source, stage: TrainStageConfig, n_steps: int) -> dict:
+        """One optimizer step over this rank's micro-batches; returns the step's record."""
+        cfg, env, st = self.cfg, self.env, self.state
+        t0 = time.perf_counter()
+        batches = self.micro_batches(source, self._sampler)
+        denominator = global_loss_tokens(batches)
+        loss = torch.zeros((), dtype=torch.float64)
+        for i, batch in enumerate(batches):
+            batch["loss_denominator"] = float(denominator)
+            loss += self.engine.forward_backward(batch, last_micro=i == len(batches) - 1).double().cpu()
+        lr = stage_lr(stage, st.stage_step, n_steps)
+        grad_norm = self.engine.step(lr)
+        if dist.is_initialized():
+            dist.all_reduce(loss)  # sum of per-rank shares = mean token loss of the global batch
+        step_tokens = cfg.micro_batch_size * cfg.grad_accum_steps * env.world_size * stage.seq_len
+        st.stage_step, st.global_step = st.stage_step + 1, st.global_step + 1
+        st.tokens += step_tokens
+        return {"step": st.global_step, "stage": stage.name, "loss": float(loss), "lr": lr, "grad_norm": grad_norm,
+                "tokens": st.tokens, "tokens_per_second": step_tokens / (time.perf_counter() - t0)}
 
     def export(self) -> Path:
         state = self.engine.model_state()  # every rank (ZeRO-3 gathers)
