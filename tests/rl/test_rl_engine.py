@@ -25,15 +25,15 @@ def test_kv_cache_logprobs_match_a_full_forward(make_model):
 def test_stop_tokens_stop_sequences_and_seeded_determinism(make_model):
     model = make_model(torch.float32, vocab=8)  # small vocabulary: stops happen quickly
     engine = build_engine("torch", model)
-    params = SamplingParams(max_tokens=40, stop_token_ids=[0], seed=3)
-    outs = engine.generate([[1, 2]] * 16, params)
+    params = SamplingParams(max_tokens=24, stop_token_ids=[0], seed=3)
+    outs = engine.generate([[1, 2]] * 12, params)
     for o in outs:
         assert (o.finish_reason == "stop") == (o.token_ids[-1] == 0)
         assert 0 not in o.token_ids[:-1]
     assert any(o.finish_reason == "stop" for o in outs)
-    again = engine.generate([[1, 2]] * 16, params)
+    again = engine.generate([[1, 2]] * 12, params)
     assert [o.token_ids for o in outs] == [o.token_ids for o in again]
-    seq = engine.generate([[1, 2]] * 16, SamplingParams(max_tokens=40, stop_sequences=[[3, 3]], seed=4))
+    seq = engine.generate([[1, 2]] * 12, SamplingParams(max_tokens=24, stop_sequences=[[3, 3]], seed=4))
     for o in seq:
         if o.finish_reason == "stop":
             assert o.token_ids[-2:] == [3, 3]

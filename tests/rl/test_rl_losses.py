@@ -137,3 +137,24 @@ def test_overlong_filter_masks_only_truncated_rows():
     assert out.sum(-1).tolist() == [4, 0, 4]
     with pytest.raises(ValueError):
         overlong_penalty(1, 10, 0)
+
+
+def test_kl_penalty_is_zero_at_the_reference_and_pulls_towards_it(make_model, make_batch):
+    model = make_model(torch.float64)
+    batch = make_batch(model)
+    settings = LossSettings(packed=False)
+    norm = global_normalizer(batch, settings)
+    model.zero_grad()
+    accumulate_gradients(model, batch, settings, norm, 16)
+    plain = _grads(model)
+    with_kl = LossSettings(packed=False, kl_coef=0.5)
+    model.zero_grad()
+    accumulate_gradients(model, batch, with_kl, norm, 16, ref_model=copy.deepcopy(model))
+    for n, g in _grads(model).items():  # k3 KL and its gradient vanish where policy == reference
+        torch.testing.assert_close(g, plain[n], atol=1e-9, rtol=0, msg=n)
+    other = make_model(torch.float64, seed=5)
+    model.zero_grad()
+    accumulate_gradients(model, batch, with_kl, norm, 16, ref_model=other)
+    assert any((g - plain[n]).abs().max() > 1e-6 for n, g in _grads(model).items())
+    with pytest.raises(ValueError, match="reference model"):
+        accumulate_gradients(model, batch, with_kl, norm, 16)

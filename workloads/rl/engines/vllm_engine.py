@@ -3,7 +3,10 @@
 The engine sleeps (releases KV cache and weights) while the trainer updates, wakes up
 before the next rollout and receives the trainer's weights after every step. Our
 Transformer uses Hugging Face Llama parameter names, so vLLM's Llama loader takes the
-state dict unchanged.
+state dict unchanged. vLLM's returned log-probs are informational: the trainer recomputes
+old log-probs itself for every non-torch engine (``RLTrainer._old_policy_pass``), so
+precision and temperature conventions of the serving kernels cannot bias the ratio.
+Untested here (no GPU in CI); its test runs where vllm and a GPU exist.
 """
 
 from __future__ import annotations
