@@ -16,7 +16,13 @@ from codekiln.workloads.rl.config import RLConfig
 EVAL_SAMPLES_PER_TASK = 16
 
 
+def _is_main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _write_json(path: Path, payload: dict) -> None:
+    if not _is_main_rank():
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
         json.dump(payload, fh, indent=1, default=str)
@@ -83,8 +89,9 @@ def train(cfg: RLConfig, sandbox_url: str, out_dir: Path, name: str = "rlrun", c
     trainer.save()
     summary = {"history": trainer.history, "evals": evals, "sandbox_executions": trainer.scorer.executions}
     _write_json(metrics_path, summary)
-    png = plot_reward_curve(trainer.history, evals, out_dir / "reward_curve.png", title=f"{name}: {cfg.algorithm}")
-    console.print(f"wrote {metrics_path} and {png}")
+    if _is_main_rank():
+        png = plot_reward_curve(trainer.history, evals, out_dir / "reward_curve.png", title=f"{name}: {cfg.algorithm}")
+        console.print(f"wrote {metrics_path} and {png}")
     reporter.update(force=True, step=trainer.step, total_steps=total, message="done")
     return summary
 
