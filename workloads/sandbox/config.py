@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from codekiln.workloads.schema import ConfigModel
@@ -64,7 +66,7 @@ class SandboxConfig(ConfigModel):
         le=2**31 - 70000,
         description="When the server runs as root, execution slot i runs as host uid base+i (exact process limits).",
     )
-    languages: list[str] = Field(
+    languages: list[Literal["python", "bash", "nodejs", "javascript", "c", "cpp", "go", "java", "rust"]] = Field(
         default_factory=list, description="Languages to offer (empty: every language whose toolchain is present)."
     )
     max_request_mb: int = Field(default=64, ge=1, le=4096, description="Largest HTTP request body, MiB.")

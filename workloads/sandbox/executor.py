@@ -42,7 +42,10 @@ class RequestError(ValueError):
 
 
 class Executor:
-    """Runs requests under the config's limits with at most ``max_concurrency`` executions at once."""
+    """Runs requests under the config's limits with at most ``max_concurrency`` executions at once.
+
+    As root, each slot also gets a memory cgroup where cgroups can be created (``cgroups.py``).
+    """
 
     def __init__(self, config: SandboxConfig):
         self.config = config
