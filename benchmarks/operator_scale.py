@@ -96,6 +96,12 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     totals: dict[str, float] = {}
@@ -213,7 +219,9 @@ async def ours(k8s: EmulatorThread, client: KubeClient, n: int, concurrency: int
                 await asyncio.sleep(POLL_S)
         all_running_s = time.perf_counter() - started
         stats = scrape(metrics_port)
-        return {"all_running_s": all_running_s, "all_children_s": children_s, "create_calls_s": created_s,
+        operator_cpu_s = cpu_seconds(operator.pid)
+        return {"operator_cpu_s": operator_cpu_s, "all_running_s": all_running_s, "all_children_s": children_s,
+                "create_calls_s": created_s,
                 "peak_rss_mib": peak_rss_mib(operator.pid), "reconciles": stats,
                 "reconciles_per_resource": round(sum(v for k, v in stats.items()
                                                      if k in ("success", "error", "conflict")) / n, 2),
@@ -251,6 +259,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "all_children_s": round(result["all_children_s"], 2),
         "create_calls_s": round(result["create_calls_s"], 2),
         "operator_peak_rss_mib": round(result["peak_rss_mib"], 1),
+        "operator_cpu_s": round(result["operator_cpu_s"], 1),
         "reconciles": result["reconciles"],
         "reconciles_per_resource": result["reconciles_per_resource"],
         "operator_api_requests_per_resource": result["api_requests_per_resource"],

@@ -33,8 +33,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = 30  # only warnings of kopf itself become Events; ours are posted by status.py
     settings.posting.reporting_component = "codekiln-operator"
     selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
-    for resource in (("batch", "jobs"), ("", "pods"), ("apps", "deployments")):
+    for resource in (("batch", "jobs"), ("apps", "deployments")):
         settings.watching.label_selectors[resource] = selector
+    # Only gang pods matter (failure detection before the Job reacts); shard and sandbox pods are
+    # summarised by their Job / Deployment status.
+    settings.watching.label_selectors["", "pods"] = f"{selector},{names.LABEL_COMPONENT}=worker"
     settings.watching.server_timeout = float(os.environ.get("CODEKILN_WATCH_TIMEOUT_S", "300"))
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.queueing.idle_timeout = float(os.environ.get("CODEKILN_WORKER_IDLE_S", "5"))
