@@ -46,7 +46,7 @@ CMD ["codekiln", "--help"]
 FROM python:${PYTHON_VERSION}-slim AS sandbox
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        bubblewrap gcc g++ libc6-dev nodejs golang-go default-jdk-headless rustc \
+        bubblewrap util-linux tar bash python3 gcc g++ libc6-dev nodejs golang-go default-jdk-headless rustc \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
@@ -54,6 +54,7 @@ COPY operator/ operator/
 COPY workloads/ workloads/
 COPY kernels/ kernels/
 RUN pip install ".[sandbox]" && useradd --uid 10001 --no-create-home sandbox
+# Sandboxed programs run with /usr/bin/python3 (Debian's), not this image's server Python.
 # Runs as non-root with a read-only root filesystem; the pod mounts a tmpfs at /tmp.
 USER 10001
 EXPOSE 8080

@@ -4,9 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" = "0" ] && ! command -v bwrap >/dev/null 2>&1; then
-  echo "==> installing bubblewrap (sandbox isolation)"
-  (apt-get install -y -q bubblewrap >/dev/null 2>&1) || (apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null)
+# System packages the sandbox needs (isolation, limits, and the toolchains it runs code with).
+missing=""
+for pair in bwrap:bubblewrap prlimit:util-linux git:git gcc:gcc g++:g++ node:nodejs /usr/bin/python3:python3; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
+done
+if [ -n "$missing" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "==> installing system packages:$missing"
+  # shellcheck disable=SC2086
+  (apt-get install -y -q $missing >/dev/null 2>&1) || (apt-get update -q >/dev/null && apt-get install -y -q $missing >/dev/null)
 fi
 command -v bwrap >/dev/null 2>&1 || echo "warning: bubblewrap (bwrap) not found; sandbox isolation tests will fail" >&2
 
