@@ -29,7 +29,9 @@ async def reconcile_gang(ctx: Context) -> None:
     draft.set(restarts=int(draft.new.get("restarts") or 0))
     attempt = draft.new["restarts"]
     job_name = names.gang_job_name(ctx.name, attempt)
-    job = await ctx.client.get("batch/v1", "Job", ctx.namespace, job_name)
+    # Never started: no Job to look up (if a crash lost the startTime write, creating it answers 409 and
+    # ``ensure`` adopts the existing Job).
+    job = await ctx.client.get("batch/v1", "Job", ctx.namespace, job_name) if draft.new.get("startTime") else None
 
     remaining = lifecycle.deadline_remaining(ctx)
     if remaining is not None and remaining <= 0 and not spec.suspend:

@@ -51,7 +51,8 @@ def test_operator_process_serves_metrics_and_liveness(k8s, tmp_path):
 
         def scraped():
             text = _get(f"http://127.0.0.1:{metrics_port}/metrics")[1]
-            done = _metric(text, 'codekiln_operator_resources{kind="SandboxPool",phase="Running"}') == 1
+            done = _metric(text, 'codekiln_operator_resources{kind="SandboxPool",phase="Running"}') == 1 and \
+                _metric(text, 'codekiln_operator_reconciles_total{kind="PretrainRun",result="invalid"}') >= 1
             return text if done else None
 
         text = cluster.wait(scraped, what="metrics")
