@@ -12,9 +12,12 @@ from codekiln.operator.builders import data as data_builders
 from codekiln.operator.builders.children import desired_children
 from codekiln.operator.reconcile import lifecycle, observe
 from codekiln.operator.reconcile.context import Context
+from codekiln.operator.resources import StageStatus
 from codekiln.operator.status import now_iso, parse_time
 
 POLL_WHILE_RUNNING_S = 30.0
+# StageStatus field -> Job status key: per-shard detail ("0-3,5"), copied when the model defines it.
+SHARD_FIELDS = {"completed_indexes": "completedIndexes", "failed_indexes": "failedIndexes"}
 
 
 async def reconcile_pipeline(ctx: Context) -> None:
@@ -116,6 +119,9 @@ def _write_stages(ctx: Context, jobs: dict[str, dict], job_names: list[str]) -> 
             entry["startTime"] = status.get("startTime") or (old.get(stage.name) or {}).get("startTime")
             if status.get("completionTime"):
                 entry["completionTime"] = status["completionTime"]
+            for field, key in SHARD_FIELDS.items():  # which shards, once the CRD has room for it
+                if field in StageStatus.model_fields and status.get(key):
+                    entry[key] = status[key]
             if entry["phase"] in ("Running", "Suspended") and current is None:
                 current = stage.name
         stages.append({k: v for k, v in entry.items() if v is not None})
