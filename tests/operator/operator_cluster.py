@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "k8s"))
-os.environ.setdefault("CODEKILN_RESYNC_INTERVAL_S", "3")
+os.environ.setdefault("CODEKILN_RESYNC_INTERVAL_S", "60")  # > every wait: tests prove event-driven reactions
 os.environ.setdefault("CODEKILN_WATCH_TIMEOUT_S", "20")
 os.environ.setdefault("CODEKILN_WORKER_IDLE_S", "1")
 
