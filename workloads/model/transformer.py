@@ -118,14 +118,11 @@ class Attention(nn.Module):
         q, k = ops.apply_rope(q, cos, sin, self.cfg.kernels), ops.apply_rope(k, cos, sin, self.cfg.kernels)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
-        if isinstance(mask, torch.Tensor) or mask is None:
-            if nkv != nh:
-                k = k.repeat_interleave(nh // nkv, dim=1)
-                v = v.repeat_interleave(nh // nkv, dim=1)
-            if mask is None:  # plain causal, no cache: let SDPA pick its fused causal kernel
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if isinstance(mask, torch.Tensor) or mask is None:  # SDPA; GQA without copying k/v per query head
+            if mask is None:  # plain causal, no cache: SDPA's fused causal kernel
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=nkv != nh)
             else:
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1), enable_gqa=nkv != nh)
         else:  # a FlexAttention BlockMask
             out = _flex(q.is_cuda)(q, k, v, block_mask=mask, enable_gqa=nkv != nh)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, nh * hd))
