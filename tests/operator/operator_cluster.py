@@ -256,18 +256,7 @@ class Cluster:
             "observedGeneration": deployment["metadata"].get("generation", 1)}}, sub="status")
 
 
-def crds_for_emulator() -> list[dict[str, Any]]:
-    """The generated CRDs, minus the ``metadata: {type: object}`` stanza: a real API server never prunes
-    ObjectMeta, and the emulator (at the time of writing) pruned it to nothing, losing uid and labels."""
-    out = []
-    for crd in build_crds():
-        for version in crd["spec"]["versions"]:
-            version["schema"]["openAPIV3Schema"].get("properties", {}).pop("metadata", None)
-        out.append(crd)
-    return out
-
-
 def start_emulator() -> EmulatorThread:
-    k8s = EmulatorThread(crds=crds_for_emulator(), bookmark_interval=2.0)
+    k8s = EmulatorThread(crds=build_crds(), bookmark_interval=2.0)
     k8s.emulator.request_history = 50  # kmock scans its request log on every request: keep it short
     return k8s.start()
