@@ -195,6 +195,7 @@ class Reconciler:
         try:
             await KIND_RECONCILERS[kind](ctx)
         except ChildConflict as exc:
+            draft.set(phase=draft.phase or "Pending")
             draft.condition("Created", False, "ChildConflict", str(exc))
             await self._write(key, body, draft)
             raise
