@@ -189,6 +189,8 @@ class StageStatus(ConfigModel):
     succeeded: int = 0
     failed: int = 0
     active: int = 0
+    completed_indexes: str | None = Field(default=None, description="Shards done, e.g. '0-3,5' (Job format).")
+    failed_indexes: str | None = Field(default=None, description="Shards failed for good.")
     start_time: str | None = None
     completion_time: str | None = None
 
