@@ -35,6 +35,7 @@ def _run(impl: str, args: dict, queue) -> None:
     from codekiln.workloads.train.metrics import device_peak_tflops, flops_per_token
 
     torch.manual_seed(0)
+    torch.set_num_threads(args["threads"])  # 1 by default: no OpenMP spin-waits inflating CPU time
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     cfg = ModelConfig(preset=args["preset"], max_seq_len=max(args["seq_len"], 8))
@@ -109,10 +110,11 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each; the median is kept")
     a = parser.parse_args()
     args = {"preset": a.preset, "batch": a.batch, "seq_len": a.seq_len, "steps": a.steps, "warmup": a.warmup,
-            "rounds": a.rounds}
+            "rounds": a.rounds, "threads": a.threads}
     runs: dict[str, list[dict]] = {"ours": [], "hf": []}
     for _ in range(a.rounds):  # alternate so a noisy neighbour slows both alike
         for impl in runs:
