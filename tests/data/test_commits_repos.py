@@ -50,10 +50,15 @@ def test_commit_samples_from_real_history(git_repo: Path, tmp_path: Path) -> Non
         assert len(meta["context_files"]) <= 5
         assert all(f"{FILE_SEP}{path}\n" in prompt for path in meta["context_files"])
     assert any(s.metadata["context_files"] for s in samples)  # BM25 found relevant snapshot files
-    # the default Seed-Coder repository thresholds (100 commits, ...) hold this young repository back
+    # the default Seed-Coder repository thresholds (100 commits, 100 active days, ...) hold this young
+    # repository back; which one fires first depends on how many commits the clone has by now
     meta_filter = build_step("repo_metadata_filter", {}, ctx)
     assert list(meta_filter(iter(samples), 0, 1)) == []
-    assert "commits_below_100" in meta_filter.stats.rejects
+    assert set(meta_filter.stats.rejects) <= {"commits_below_100", "activity_days_below_100"}
+    assert sum(meta_filter.stats.rejects.values()) == len(samples)
+    commits_only = build_step("repo_metadata_filter", {"minCommits": 10_000, "minActivityDays": 1}, ctx)
+    assert list(commits_only(iter(samples), 0, 1)) == []
+    assert set(commits_only.stats.rejects) == {"commits_below_10000"}
     lenient = build_step("repo_metadata_filter", {"minCommits": 1, "minActivityDays": 1}, ctx)
     assert len(list(lenient(iter(samples), 0, 1))) == len(samples)
 

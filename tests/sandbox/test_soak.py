@@ -76,8 +76,14 @@ def test_soak_leaves_nothing_behind(tmp_path):
         server = psutil.Process(proc.pid)
         warm = http.post("/run_batch", json={"code": "print(1)", "language": "python", "cases": [{}] * 8})
         assert warm.json()["passed"] == 8
+        # The warm-up's last sandbox may still be exiting (and being reaped): wait until it is gone.
+        deadline = time.monotonic() + 15
+        baseline = snapshot(server, work_dir)
+        while (baseline["children"] or baseline["slot_processes"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            baseline = snapshot(server, work_dir)
+        assert baseline["children"] == [] and baseline["slot_processes"] == [], baseline
         baseline = settle(server, work_dir, snapshot(server, work_dir), timeout_s=2)
-        assert baseline["children"] == [] and baseline["slot_processes"] == []
 
         done = passed = 0
         start = time.monotonic()
