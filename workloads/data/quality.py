@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,39 +39,49 @@ def one_line(text: str, max_chars: int) -> str:
     return " ".join(text[:max_chars].split()[:MAX_WORDS])
 
 
+def _train_in_fresh_process(train_file: str, model_file: str, p: FastTextTrainParams) -> None:
+    import fasttext
+
+    for attempt in range(3):
+        try:
+            model = fasttext.train_supervised(
+                input=train_file,
+                dim=p.dim,
+                lr=p.lr,
+                wordNgrams=p.word_ngrams,
+                minCount=p.min_count,
+                epoch=p.epoch,
+                verbose=0,
+                seed=p.seed + attempt,
+                thread=1,
+            )
+            model.save_model(model_file)
+            return
+        except RuntimeError as exc:  # fastText aborts a run whose loss went NaN: retry with a fresh seed
+            if "NaN" not in str(exc) or attempt == 2:
+                raise
+
+
 def train_fasttext(positives: list[str], negatives: list[str], p: FastTextTrainParams | None = None):
-    """Train a binary classifier (labels ``__label__pos`` / ``__label__neg``)."""
+    """Train a binary classifier (labels ``__label__pos`` / ``__label__neg``).
+
+    Training runs in a freshly spawned process: inside long-lived processes (the test suite)
+    fastText's training was seen to diverge to NaN where the same data and seed train cleanly
+    in a new process.
+    """
     import fasttext
 
     p = p or FastTextTrainParams()
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
+    with tempfile.TemporaryDirectory(prefix="codekiln-fasttext-") as tmp:
+        train_file, model_file = os.path.join(tmp, "train.txt"), os.path.join(tmp, "model.bin")
         rows = [f"{POS} {one_line(t, p.max_chars)}" for t in positives] + [
             f"{NEG} {one_line(t, p.max_chars)}" for t in negatives
         ]
         np.random.default_rng(p.seed).shuffle(rows)
-        fh.write("\n".join(rows) + "\n")
-    try:
-        for attempt in range(3):
-            try:
-                return fasttext.train_supervised(
-                    input=fh.name,
-                    dim=p.dim,
-                    lr=p.lr,
-                    wordNgrams=p.word_ngrams,
-                    minCount=p.min_count,
-                    epoch=p.epoch,
-                    verbose=0,
-                    seed=p.seed + attempt,
-                    thread=1,
-                )
-            except RuntimeError as exc:
-                # fastText aborts a run whose loss went NaN (seen in long test processes, not reproducible
-                # alone); a fresh seed is retried, anything else is raised.
-                if "NaN" not in str(exc) or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-    finally:
-        os.unlink(fh.name)
+        Path(train_file).write_text("\n".join(rows) + "\n", encoding="utf-8")
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pool.submit(_train_in_fresh_process, train_file, model_file, p).result()
+        return fasttext.load_model(model_file)
 
 
 def positive_scores(model, texts: list[str], max_chars: int = 20000) -> np.ndarray:
