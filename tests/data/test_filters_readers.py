@@ -147,3 +147,13 @@ def test_shards_partition_the_files(tmp_path: Path) -> None:
     whole = {d.id for d in build_step("read_files", params, ctx)(iter(()), 0, 1)}
     parts = [{d.id for d in build_step("read_files", params, ctx)(iter(()), r, 3)} for r in range(3)]
     assert set().union(*parts) == whole and sum(map(len, parts)) == len(whole)
+
+
+def test_read_paths_expand_python_stdlib_and_env(monkeypatch) -> None:
+    import sysconfig
+
+    from codekiln.workloads.data.readers import expand_path
+
+    monkeypatch.setenv("CODEKILN_TEST_ROOT", "/srv/code")
+    assert expand_path("{python_stdlib}") == Path(sysconfig.get_paths()["stdlib"])
+    assert expand_path("$CODEKILN_TEST_ROOT/repos") == Path("/srv/code/repos")

@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import subprocess
+import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -21,8 +22,16 @@ from codekiln.workloads.special_tokens import FILE_SEP, REPO_NAME
 DEFAULT_EXCLUDES = [".git", "__pycache__", "node_modules", ".venv", "*.egg-info", ".tox"]
 
 
+def expand_path(path: str) -> Path:
+    """Expand ``$VARS``, ``~`` and ``{python_stdlib}`` (this interpreter's standard library)."""
+    path = path.replace("{python_stdlib}", sysconfig.get_paths()["stdlib"])
+    return Path(os.path.expanduser(os.path.expandvars(path)))
+
 class SourceParams(ConfigModel):
-    paths: list[str] = Field(min_length=1, description="Directories (or files) to read; relative to the working dir.")
+    paths: list[str] = Field(
+        min_length=1,
+        description="Directories (or files) to read; relative to the working dir; $VARS and {python_stdlib} expand.",
+    )
     languages: list[str] = Field(default_factory=list, description="Keep only these languages (empty: any known).")
     exclude: list[str] = Field(
         default_factory=lambda: list(DEFAULT_EXCLUDES), description="Directory/file globs to skip."
@@ -75,7 +84,7 @@ class ReadFiles(Step):
     def _candidates(self) -> list[tuple[Path, Path]]:
         out = []
         for root in self.params.paths:
-            r = Path(root)
+            r = expand_path(root)
             if not r.exists():
                 raise FileNotFoundError(f"read_files: params.paths: {root} does not exist")
             out.extend((r, f) for f in list_files(r, self.params.exclude))
