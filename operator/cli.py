@@ -88,16 +88,18 @@ def cmd_operator(args: argparse.Namespace) -> int:
 def cmd_sandbox_serve(args: argparse.Namespace) -> int:
     """Serve the sandbox execution API (SandboxFusion-compatible)."""
     from codekiln.operator.runners import SANDBOX_SERVE, RunnerUnavailable, load_entry_point
-    from codekiln.workloads.sandbox.config import SandboxConfig
 
     try:
-        serve = load_entry_point(SANDBOX_SERVE, "SandboxPool")
+        sandbox_main = load_entry_point(SANDBOX_SERVE, "SandboxPool")
     except RunnerUnavailable as exc:
         _err(f"codekiln sandbox serve: {exc}")
         return EXIT_FAILED
-    overrides = {k: v for k, v in vars(args).items() if k in ("host", "port", "max_concurrency", "max_queue") and v}
-    serve(SandboxConfig(**overrides))
-    return EXIT_OK
+    argv = ["serve"]
+    for flag in ("config", "host", "port", "max_concurrency", "max_queue", "work_dir"):
+        value = getattr(args, flag)
+        if value is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(value)]
+    return sandbox_main(argv)
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -139,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="port (default 8080)")
     s.add_argument("--max-concurrency", type=int, help="executions at once")
     s.add_argument("--max-queue", type=int, help="waiting requests before answering 429")
+    s.add_argument("--work-dir", help="where per-run work folders go (default /tmp/codekiln-sandbox)")
+    s.add_argument("--config", help="a resource (spec.sandbox) or SandboxConfig file; flags override it")
     s.set_defaults(func=cmd_sandbox_serve)
 
     p = sub.add_parser("version", help="print the version", description="Print the codekiln version.")

@@ -19,8 +19,8 @@ LOCAL_RUNNERS: dict[str, str] = {
 }
 
 
-# `codekiln sandbox serve` -> the sandbox server's blocking entry point.
-SANDBOX_SERVE = "codekiln.workloads.sandbox.server:serve"
+# `codekiln sandbox serve ARGS` -> the sandbox server's command line (``main(argv) -> exit code``).
+SANDBOX_SERVE = "codekiln.workloads.sandbox.__main__:main"
 
 
 class RunnerUnavailable(RuntimeError):

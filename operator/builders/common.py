@@ -241,3 +241,25 @@ def queue_labels(resource: Resource) -> dict[str, str]:
     """Kueue's queue label, when the spec names a LocalQueue."""
     queue = resource.spec.scheduling.queue_name
     return {names.KUEUE_QUEUE_LABEL: queue} if queue else {}
+
+
+def wrap_job(
+    resource: Resource,
+    job_name: str,
+    *,
+    component: str,
+    labels: dict[str, str],
+    spec: dict[str, Any],
+    active_deadline_seconds: float | None,
+) -> dict[str, Any]:
+    """A batch/v1 Job around ``spec``, labelled for its owner and Kueue, with an optional deadline."""
+    if active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = max(1, int(active_deadline_seconds))
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": child_metadata(
+            resource, job_name, component=component, labels={**labels, **queue_labels(resource)}
+        ),
+        "spec": spec,
+    }

@@ -56,13 +56,7 @@ def build_stage_job(
             "spec": pod_spec,
         },
     }
-    if active_deadline_seconds is not None:
-        spec["activeDeadlineSeconds"] = max(1, int(active_deadline_seconds))
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": common.child_metadata(
-            resource, job_name, component="stage", labels={**stage_labels, **common.queue_labels(resource)}
-        ),
-        "spec": spec,
-    }
+    return common.wrap_job(
+        resource, job_name, component="stage", labels=stage_labels, spec=spec,
+        active_deadline_seconds=active_deadline_seconds,
+    )

@@ -99,16 +99,10 @@ def build_gang_job(
         "suspend": bool(suspend or resource.spec.scheduling.queue_name),
         "template": {"metadata": template_meta, "spec": pod_spec},
     }
-    if active_deadline_seconds is not None:
-        spec["activeDeadlineSeconds"] = max(1, int(active_deadline_seconds))
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": common.child_metadata(
-            resource, job_name, component="gang", labels={**attempt_labels, **common.queue_labels(resource)}
-        ),
-        "spec": spec,
-    }
+    return common.wrap_job(
+        resource, job_name, component="gang", labels=attempt_labels, spec=spec,
+        active_deadline_seconds=active_deadline_seconds,
+    )
 
 
 def build_gang_service(resource: GangResource) -> dict[str, Any]:

@@ -20,7 +20,7 @@ SURFACE = {
     "validate": ["--file"],
     "run": ["--file", "--local"],
     "operator": ["--all-namespaces", "--liveness-port", "--metrics-port", "--namespace"],
-    "sandbox serve": ["--host", "--max-concurrency", "--max-queue", "--port"],
+    "sandbox serve": ["--config", "--host", "--max-concurrency", "--max-queue", "--port", "--work-dir"],
     "version": [],
 }
 

@@ -58,16 +58,24 @@ def _errors(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
 
 
-def run_local(resource: dict) -> int:
-    """Train on this machine: in process, or ``nprocPerNode`` local processes via torchrun."""
+def _checked_config(resource: dict) -> TrainConfig | None:
+    """The validated config with its data present, or ``None`` after printing why not."""
     try:
         cfg = parse_config(resource)
         check_data(cfg)
     except ValidationError as exc:
         print(f"PretrainRun spec.training invalid: {_errors(exc)}", file=sys.stderr)
-        return 2
+        return None
     except (ValueError, DataMissing) as exc:
         print(f"PretrainRun: {exc}", file=sys.stderr)
+        return None
+    return cfg
+
+
+def run_local(resource: dict) -> int:
+    """Train on this machine: in process, or ``nprocPerNode`` local processes via torchrun."""
+    cfg = _checked_config(resource)
+    if cfg is None:
         return 2
     if cfg.nproc_per_node == 1:
         summary = train_in_process(cfg)
@@ -97,14 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         resource = yaml.safe_load(text)
     else:
         resource = json.loads(text)
-    try:
-        cfg = parse_config(resource)
-        check_data(cfg)
-    except ValidationError as exc:
-        print(f"PretrainRun spec.training invalid: {_errors(exc)}", file=sys.stderr)
-        return 2
-    except (ValueError, DataMissing) as exc:
-        print(f"PretrainRun: {exc}", file=sys.stderr)
+    cfg = _checked_config(resource)
+    if cfg is None:
         return 2
     summary = train_in_process(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
