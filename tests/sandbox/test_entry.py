@@ -116,6 +116,15 @@ def test_run_local_rejects_bad_spec(capsys):
     assert "spec.sandbox.limits.memoryMb" in capsys.readouterr().err
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _paths_hidden_by_tmp() -> list[str]:
+    """The checkout and the virtualenv, when they live under /tmp (a fresh /tmp would hide them)."""
+    paths = {os.path.realpath(p) for p in (REPO_ROOT, sys.prefix)}
+    return sorted(p for p in paths if p == "/tmp" or p.startswith("/tmp/"))
+
+
 def _start_wrapped(wrapper: list[str], serve_args: list[str]) -> tuple[subprocess.Popen, dict]:
     py = os.path.join(os.path.dirname(sys.executable), os.path.basename(sys.executable))
     cmd = [*wrapper, py, "-m", "codekiln.workloads.sandbox", "serve", "--host", "127.0.0.1", "--port", "0",
@@ -151,7 +160,11 @@ def _stop(proc: subprocess.Popen) -> None:
 def test_serves_with_a_read_only_root_and_only_tmp_writable():
     """Like the pod: the root filesystem is read-only, /tmp a tmpfs (a private mount namespace; CI is root)."""
     assert os.geteuid() == 0, "this isolation test needs root (CI runs as root)"
-    setup = ("mount --make-rprivate / && mount -o remount,bind,ro / && mount -t tmpfs -o size=64m tmpfs /tmp"
+    keep = _paths_hidden_by_tmp()
+    # Keep the checkout / virtualenv visible when they live under /tmp: bind the old /tmp aside first.
+    rebind = "".join(f" && mkdir -p {p} && mount --bind /mnt/old-tmp{p[len('/tmp'):]} {p}" for p in keep)
+    setup = ("mount --make-rprivate / && mkdir -p /mnt/old-tmp && mount --bind /tmp /mnt/old-tmp"
+             " && mount -t tmpfs -o size=64m tmpfs /tmp" + rebind + " && mount -o remount,bind,ro /"
              ' && exec "$@"')
     proc, event = _start_wrapped(["unshare", "--mount", "sh", "-c", setup, "sh"],
                                  ["--work-dir", "/tmp/codekiln-sandbox"])
@@ -167,7 +180,8 @@ def test_serves_with_a_read_only_root_and_only_tmp_writable():
 
 def test_without_working_namespaces_the_server_fails_closed():
     """In a container whose /proc is masked, bwrap cannot mount /proc: not ready, and no code runs (503)."""
-    wrapper = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+    keep = [arg for p in _paths_hidden_by_tmp() for arg in ("--ro-bind", p, p)]
+    wrapper = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", *keep,
                "--unshare-user", "--unshare-pid", "--die-with-parent", "--uid", "65532", "--gid", "65532"]
     proc, event = _start_wrapped(wrapper, ["--work-dir", "/tmp/codekiln-sandbox"])
     try:
