@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -91,7 +92,7 @@ class StageContext:
             )
 
 
-class Step:
+class Step(abc.ABC):
     """A block: ``run(docs, rank, world_size) -> docs``. Subclasses set ``Params`` and implement ``run``."""
 
     Params: ClassVar[type[ConfigModel]] = NoParams
@@ -103,8 +104,9 @@ class Step:
         self.ctx = ctx
         self.stats = StepStats(self.name)
 
+    @abc.abstractmethod
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
-        raise NotImplementedError
+        """Documents of shard ``rank`` of ``world_size`` in, documents out."""
 
     def __call__(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         """Run with stats: docs/bytes in and out, and time spent in this step only."""
@@ -146,8 +148,9 @@ class Filter(Step):
 
     name = "filter"
 
+    @abc.abstractmethod
     def keep(self, doc: Document) -> bool | str:
-        raise NotImplementedError
+        """True to keep, False or a reject reason to drop."""
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         for doc in docs:
