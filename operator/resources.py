@@ -241,6 +241,15 @@ class SandboxPoolSpec(PodTemplateFields):
     image: str = Field(default=DEFAULT_SANDBOX_IMAGE, min_length=1, description="Sandbox server image.")
     replicas: int = Field(default=2, ge=0, le=10000, description="Warm sandbox servers.")
     runtime_class_name: str | None = Field(default=None, description="e.g. gvisor or kata for VM-grade isolation.")
+    seccomp_localhost_profile: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._/-]+$",
+        description="Localhost seccomp profile (relative to the kubelet's seccomp dir) used instead of "
+        "RuntimeDefault; it must allow unshare/clone of namespaces, which per-run isolation needs.",
+    )
+    host_users: bool | None = Field(
+        default=None, description="false runs the pods in their own user namespace (Kubernetes ≥ 1.30)."
+    )
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="Server settings.")
 
 

@@ -20,6 +20,13 @@ def selector_string(resource: SandboxPool) -> str:
     return names.label_selector(pool_selector(resource))
 
 
+def seccomp_profile(resource: SandboxPool) -> dict[str, str]:
+    """RuntimeDefault, or the Localhost profile the pool names (one that allows user namespaces)."""
+    if resource.spec.seccomp_localhost_profile:
+        return {"type": "Localhost", "localhostProfile": resource.spec.seccomp_localhost_profile}
+    return {"type": "RuntimeDefault"}
+
+
 def _container(resource: SandboxPool) -> dict[str, Any]:
     port = resource.spec.sandbox.port
     probe = {"httpGet": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3}
@@ -43,7 +50,7 @@ def _container(resource: SandboxPool) -> dict[str, Any]:
             "readOnlyRootFilesystem": True,
             "privileged": False,
             "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
+            "seccompProfile": seccomp_profile(resource),
         },
         "volumeMounts": [mount for _, mount in volumes_mounts] + [{"name": "tmp", "mountPath": "/tmp"}],
     }
@@ -64,7 +71,7 @@ def build_sandbox_deployment(resource: SandboxPool) -> dict[str, Any]:
             "runAsUser": SANDBOX_UID,
             "runAsGroup": SANDBOX_UID,
             "fsGroup": SANDBOX_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
+            "seccompProfile": seccomp_profile(resource),
         },
         "containers": [_container(resource)],
         "volumes": [config_vol, {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": TMP_SIZE_LIMIT}}],
@@ -73,6 +80,8 @@ def build_sandbox_deployment(resource: SandboxPool) -> dict[str, Any]:
         pod_spec["serviceAccountName"] = resource.spec.service_account_name
     if resource.spec.runtime_class_name:
         pod_spec["runtimeClassName"] = resource.spec.runtime_class_name
+    if resource.spec.host_users is not None:
+        pod_spec["hostUsers"] = resource.spec.host_users
     common.apply_scheduling(resource, pod_spec)
     selector = pool_selector(resource)
     return {

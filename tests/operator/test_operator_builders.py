@@ -175,6 +175,16 @@ def test_sandbox_deployment_is_hardened():
     assert deploy["spec"]["selector"]["matchLabels"] == deploy["spec"]["template"]["metadata"]["labels"]
 
 
+def test_sandbox_pool_can_name_a_localhost_seccomp_profile_and_own_user_namespace():
+    pool = resource("SandboxPool", "pool", seccompLocalhostProfile="profiles/codekiln-sandbox.json", hostUsers=False)
+    pod = sandbox.build_sandbox_deployment(pool)["spec"]["template"]["spec"]
+    expected = {"type": "Localhost", "localhostProfile": "profiles/codekiln-sandbox.json"}
+    assert pod["securityContext"]["seccompProfile"] == expected
+    assert pod["containers"][0]["securityContext"]["seccompProfile"] == expected
+    assert pod["hostUsers"] is False
+    assert "hostUsers" not in sandbox.build_sandbox_deployment(resource("SandboxPool", "p"))["spec"]["template"]["spec"]
+
+
 def test_sandbox_network_policy_denies_all_egress():
     policy = sandbox.build_sandbox_network_policy(resource("SandboxPool", "pool"))
     assert "Egress" in policy["spec"]["policyTypes"] and policy["spec"]["egress"] == []

@@ -43,6 +43,8 @@ def _edge_cases():
         scheduling={"queueName": "q"}, storage={"claimName": "data"}, serviceAccountName="reader")
     yield "pool-zero", resource("SandboxPool", "0pool", replicas=0, runtimeClassName="gvisor",
                                 sandbox={"port": 1}, resources={"limits": {"cpu": "1", "memory": "512Mi"}})
+    yield "pool-localhost-seccomp", resource("SandboxPool", "lp", seccompLocalhostProfile="codekiln/sandbox.json",
+                                             hostUsers=False)
     yield "pool-big", resource("SandboxPool", "p" * 40, replicas=10000, sandbox={"port": 65535},
                                serviceAccountName="sbx", scheduling={"nodeSelector": {"pool": "sandbox"}})
     for kind in ("DataPipeline", "PretrainRun", "RLRun", "SandboxPool"):
@@ -89,4 +91,4 @@ def test_every_example_document_is_a_case():
     """Each document of examples/*.yaml is rendered and validated (none silently dropped)."""
     documents = sum(len(validate_file(path)) for path in EXAMPLES)
     assert sum(1 for case, _ in CASES if ".yaml:" in case) == documents
-    assert sum(1 for case, _ in CASES if ".yaml:" not in case) == 13
+    assert sum(1 for case, _ in CASES if ".yaml:" not in case) == 14
