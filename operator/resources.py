@@ -215,6 +215,7 @@ class SandboxPoolStatus(StatusBase):
     replicas: int = 0
     ready_replicas: int = 0
     selector: str | None = None
+    replaced_pods: int = Field(default=0, description="Pods deleted for staying unready too long.")
 
 
 # ---------------------------------------------------------------- specs
@@ -246,6 +247,10 @@ class SandboxPoolSpec(PodTemplateFields):
         pattern=r"^[A-Za-z0-9._/-]+$",
         description="Localhost seccomp profile (relative to the kubelet's seccomp dir) used instead of "
         "RuntimeDefault; it must allow unshare/clone of namespaces, which per-run isolation needs.",
+    )
+    unready_replace_after_seconds: int | None = Field(
+        default=600, ge=30, description="Delete a running sandbox pod unready this long (the Deployment "
+        "replaces it); null never replaces."
     )
     host_users: bool | None = Field(
         default=None, description="false runs the pods in their own user namespace (Kubernetes ≥ 1.30)."

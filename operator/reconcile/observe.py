@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -81,3 +82,14 @@ def deployment_counts(deployment: dict[str, Any] | None) -> tuple[int, int]:
 
 def owned_by(obj: dict[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def unready_since(pod: dict[str, Any]) -> datetime | None:
+    """When a Running pod's Ready condition last turned False (None if ready, not running, or unknown)."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None or ready.get("status") == "True" or not ready.get("lastTransitionTime"):
+        return None
+    return datetime.fromisoformat(ready["lastTransitionTime"].replace("Z", "+00:00"))

@@ -6,7 +6,7 @@ from codekiln.operator.builders import sandbox as sandbox_builders
 from codekiln.operator.builders.children import desired_children
 from codekiln.operator.reconcile import observe
 from codekiln.operator.reconcile.context import Context
-from codekiln.operator.status import now_iso
+from codekiln.operator.status import now_iso, post_event
 
 POLL_UNTIL_READY_S = 15.0
 
@@ -32,3 +32,28 @@ async def reconcile_pool(ctx: Context) -> None:
         draft.set(phase="Pending")
         draft.condition("Ready", False, "ReplicasNotReady", f"{ready}/{spec.replicas} sandbox server(s) ready")
         ctx.requeue(POLL_UNTIL_READY_S)
+        await replace_stuck_sandboxes(ctx)
+
+
+async def replace_stuck_sandboxes(ctx: Context) -> None:
+    """Delete running sandbox pods unready past the grace period; the Deployment starts fresh ones."""
+    grace_s = ctx.resource.spec.unready_replace_after_seconds
+    if grace_s is None:
+        return
+    selector = sandbox_builders.selector_string(ctx.resource)
+    replaced = 0
+    for pod in await ctx.client.list("v1", "Pod", ctx.namespace, selector):
+        since = observe.unready_since(pod)
+        if since is None:
+            continue
+        unready_s = (ctx.now - since).total_seconds()
+        if unready_s < grace_s:
+            ctx.requeue(grace_s - unready_s)
+            continue
+        name = pod["metadata"]["name"]
+        if await ctx.client.delete("v1", "Pod", ctx.namespace, name):
+            replaced += 1
+            await post_event(ctx.client, ctx.body, "SandboxReplaced",
+                             f"pod {name} was unready for {unready_s:.0f}s (> {grace_s}s); deleted", "Warning")
+    if replaced:
+        ctx.draft.set(replacedPods=int(ctx.draft.new.get("replacedPods") or 0) + replaced)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from operator_factories import document
 
 
@@ -29,3 +31,20 @@ def test_sandbox_pool_children_status_and_scaling(cluster):
     cluster.wait(lambda: cluster.condition("SandboxPool", "pool", "Ready").get("status") == "False",
                  what="Ready False while scaling")
     assert any(e["reason"] == "AllReplicasReady" for e in cluster.events("pool"))
+
+
+def test_sandbox_pod_stuck_unready_is_replaced(cluster):
+    cluster.create(document("SandboxPool", "stuck", replicas=2, unreadyReplaceAfterSeconds=60))
+    cluster.wait(lambda: cluster.get("Deployment", "stuck"), what="Deployment")
+    selector = cluster.get("Deployment", "stuck")["spec"]["selector"]["matchLabels"]
+    long_ago, just_now = "2020-01-01T00:00:00Z", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for name, since in (("stuck-old", long_ago), ("stuck-new", just_now)):
+        cluster.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": selector},
+                        "spec": {"containers": [{"name": "sandbox", "image": "sandbox"}]}})
+        cluster.patch("Pod", name, {"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "False", "lastTransitionTime": since}]}}, sub="status")
+    cluster.set_deployment("stuck", ready=0)  # a Deployment event: the operator takes a pass
+    cluster.wait(lambda: cluster.get("Pod", "stuck-old") is None, what="stuck pod deleted")
+    assert cluster.get("Pod", "stuck-new") is not None, "a pod within its grace period is left alone"
+    cluster.wait(lambda: cluster.status("SandboxPool", "stuck").get("replacedPods") == 1, what="replacedPods")
+    assert any(e["reason"] == "SandboxReplaced" for e in cluster.events("stuck"))
