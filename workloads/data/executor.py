@@ -33,8 +33,8 @@ def run_shard(
     """Run shard ``rank`` of stage ``stage_name``; returns (per-step stats, skipped).
 
     A finished shard (marker present) is skipped and its recorded stats returned. The
-    documents of the stage land in ``<stage>/data/shard-XXXXX.jsonl``, malformed inputs in
-    ``<stage>/rejects/shard-XXXXX.jsonl``; both are renamed into place only when the shard
+    documents of the stage land in ``<stage>/data/shard-NNNNN.jsonl``, malformed inputs in
+    ``<stage>/rejects/shard-NNNNN.jsonl``; both are renamed into place only when the shard
     succeeds, and the marker (holding the stats) is written last.
     """
     stage = find_stage(config, stage_name)

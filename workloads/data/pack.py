@@ -3,7 +3,7 @@
 Each document becomes its tokens + ``<|endoftext|>``; documents are concatenated
 and cut into ``seq_len`` sequences (a document may continue into the next one);
 the tail is padded with ``<|pad|>`` (recorded as its own document, so no real
-token is lost or merged). Every shard writes ``shard-XXXXX.*`` into ``output``
+token is lost or merged). Every shard writes ``shard-NNNNN.*`` into ``output``
 and an entry file; whichever shard sees all entries writes ``meta.json`` (same
 content from any shard, atomic), plus a copy of the tokenizer.
 
