@@ -10,23 +10,30 @@ Triton interpreter on CPU):
 
 Pure-torch references of the same ops live in :mod:`codekiln.kernels.reference`.
 
-Without a CUDA device, importing this package turns on the Triton interpreter
+Without a CUDA device, the first use of a kernel turns on the Triton interpreter
 (``TRITON_INTERPRET=1``) unless the variable is already set, so the kernels run on CPU
 tensors. This package imports nothing else of codekiln.
 """
 
-from codekiln.kernels._runtime import interpreting
-from codekiln.kernels.linear_cross_entropy import linear_cross_entropy
-from codekiln.kernels.logprobs_entropy import token_logprobs_entropy
-from codekiln.kernels.rms_norm import rms_norm
-from codekiln.kernels.rope import apply_rope
-from codekiln.kernels.swiglu import swiglu
+import importlib
+from typing import Any
 
-__all__ = [
-    "apply_rope",
-    "interpreting",
-    "linear_cross_entropy",
-    "rms_norm",
-    "swiglu",
-    "token_logprobs_entropy",
-]
+# Public name -> defining module. Loaded on first use, so importing the package (or its
+# pure-torch ``reference`` module) never imports Triton or flips the interpreter switch.
+_EXPORTS = {
+    "interpreting": "codekiln.kernels._runtime",
+    "linear_cross_entropy": "codekiln.kernels.linear_cross_entropy",
+    "token_logprobs_entropy": "codekiln.kernels.logprobs_entropy",
+    "rms_norm": "codekiln.kernels.rms_norm",
+    "apply_rope": "codekiln.kernels.rope",
+    "swiglu": "codekiln.kernels.swiglu",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'codekiln.kernels' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -1,6 +1,7 @@
 """Pure-torch references of every kernel: the oracle in tests and the baseline in benchmarks.
 
-Numerics match :mod:`codekiln.workloads.model.ops`' torch path (statistics in fp32).
+They are also the model's ``kernels: torch`` path (``codekiln.workloads.model.ops``). Torch only:
+importing this module never imports Triton.
 """
 
 from __future__ import annotations

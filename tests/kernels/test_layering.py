@@ -20,3 +20,21 @@ def test_kernels_import_nothing_else_of_codekiln():
                           if n.startswith("codekiln") and not n.startswith("codekiln.kernels")]
     assert list(root.rglob("*.py")), "no kernel modules found"
     assert not offenders
+
+
+def test_the_torch_path_never_imports_triton():
+    """The model's `kernels: torch` path runs the references; Triton loads only on first kernel use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from codekiln.workloads.model import ops\n"
+        "x = torch.randn(3, 4)\n"
+        "ops.rms_norm(x, torch.ones(4), 1e-5)\n"
+        "ops.linear_cross_entropy(x, torch.randn(7, 4), torch.tensor([0, 1, 6]))\n"
+        "assert 'triton' not in sys.modules, 'triton imported by the torch path'\n"
+        "import codekiln.kernels as K\n"
+        "assert callable(K.rms_norm) and 'triton' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

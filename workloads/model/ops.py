@@ -2,14 +2,16 @@
 
 The model and the training/RL losses call these functions only, so the model config's
 ``kernels`` switch selects implementations without monkey-patching. The Triton
-implementations live in ``codekiln.kernels`` (imported on first use, so the torch path
-never imports Triton; without CUDA that import turns on the Triton interpreter).
+implementations live in ``codekiln.kernels`` (loaded on first use, so the torch path, which
+runs ``codekiln.kernels.reference``, never imports Triton; without CUDA that first use turns
+on the Triton interpreter).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from codekiln.kernels import reference
 
 KERNELS = ("torch", "triton")
 
@@ -27,9 +29,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, kernels: str = "
         from codekiln.kernels import rms_norm as triton_rms_norm
 
         return triton_rms_norm(x, weight, eps)
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(x.dtype)
+    return reference.rms_norm(x, weight, eps)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kernels: str = "torch") -> torch.Tensor:
@@ -38,9 +38,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kernels: s
         from codekiln.kernels import apply_rope as triton_apply_rope
 
         return triton_apply_rope(x, cos, sin)
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
+    return reference.apply_rope(x, cos, sin)
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor, kernels: str = "torch") -> torch.Tensor:
@@ -49,7 +47,7 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor, kernels: str = "torch") -> torc
         from codekiln.kernels import swiglu as triton_swiglu
 
         return triton_swiglu(gate, up)
-    return F.silu(gate) * up
+    return reference.swiglu(gate, up)
 
 
 def linear_cross_entropy(
@@ -69,8 +67,7 @@ def linear_cross_entropy(
         from codekiln.kernels import linear_cross_entropy as fused
 
         return fused(hidden, weight, labels, ignore_index=ignore_index, reduction=reduction)
-    logits = hidden.reshape(-1, hidden.shape[-1]) @ weight.t()
-    return F.cross_entropy(logits.float(), labels.reshape(-1), ignore_index=ignore_index, reduction=reduction)
+    return reference.linear_cross_entropy(hidden, weight, labels, ignore_index=ignore_index, reduction=reduction)
 
 
 def token_logprobs_entropy(
@@ -90,8 +87,4 @@ def token_logprobs_entropy(
         from codekiln.kernels import token_logprobs_entropy as fused
 
         return fused(hidden, weight, labels, temperature=temperature)
-    logits = (hidden.reshape(-1, hidden.shape[-1]) @ weight.t()).float() / temperature
-    logp = torch.log_softmax(logits, dim=-1)
-    token_logp = logp.gather(-1, labels.reshape(-1, 1)).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1)
-    return token_logp, entropy
+    return reference.token_logprobs_entropy(hidden, weight, labels, temperature=temperature)
