@@ -19,7 +19,6 @@ import argparse
 import json
 import platform
 import struct
-import sysconfig
 import tempfile
 import time
 from itertools import combinations
@@ -27,41 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
+from codekiln.workloads.data.corpora import vendored_python_files
 from codekiln.workloads.data.jaccard import precision_recall, similar_pairs
 from codekiln.workloads.data.minhash import UnionFind, band_hashes, shingle_hashes
 from codekiln.workloads.data.near_dedup import MinhashParams, candidate_pairs
 
-SITE = Path(sysconfig.get_paths()["purelib"])
-VENDORED = [
-    "packaging",
-    "platformdirs",
-    "tomli",
-    "idna",
-    "requests",
-    "urllib3",
-    "certifi",
-    "msgpack",
-    "distro",
-    "resolvelib",
-    "zipp",
-    "more_itertools",
-    "importlib_metadata",
-    "wheel",
-    "rich",
-    "tomli_w",
-    "cachecontrol",
-    "pyproject_hooks",
-    "truststore",
-    "pygments",
-    "setuptools",
-    "pip",
-]
+# The test corpus plus a few larger packages, so the benchmark has more documents to hash.
+EXTRA_PACKAGES = ("pygments", "setuptools", "pip")
 
 
 def corpus(limit: int) -> list[str]:
     """Vendored copies first (real near-duplicates), then other site-packages files, deterministic."""
-    roots = [SITE / p / n for p in ("", "pip/_vendor", "setuptools/_vendor", "torch/_vendor") for n in VENDORED]
-    files = sorted({f for r in roots if r.is_dir() for f in r.rglob("*.py")})[:limit]
+    files = vendored_python_files(EXTRA_PACKAGES)[:limit]
     return [f.read_text(encoding="utf-8", errors="replace") for f in files]
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from codekiln.workloads.data.corpora import SITE_PACKAGES  # noqa: F401 (re-exported to the tests)
+
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -9,6 +9,7 @@ import pytest
 from datasketch import MinHash
 
 from codekiln.workloads.data.base import StageContext
+from codekiln.workloads.data.corpora import vendored_python_files
 from codekiln.workloads.data.document import Document, read_jsonl
 from codekiln.workloads.data.jaccard import precision_recall, similar_pairs
 from codekiln.workloads.data.minhash import shingle_hashes
@@ -18,42 +19,10 @@ from codekiln.workloads.data.runner import parse_pipeline, run_pipeline
 
 from .conftest import SITE_PACKAGES, pipeline_resource, stage
 
-VENDORED = [
-    "packaging",
-    "platformdirs",
-    "tomli",
-    "idna",
-    "requests",
-    "urllib3",
-    "certifi",
-    "msgpack",
-    "distro",
-    "resolvelib",
-    "zipp",
-    "more_itertools",
-    "importlib_metadata",
-    "wheel",
-    "rich",
-    "tomli_w",
-    "cachecontrol",
-    "pyproject_hooks",
-    "truststore",
-]
-PARENTS = ["", "pip/_vendor", "setuptools/_vendor", "torch/_vendor"]
-
-
-def vendored_roots() -> list[Path]:
-    return [
-        SITE_PACKAGES / parent / name
-        for parent in PARENTS
-        for name in VENDORED
-        if (SITE_PACKAGES / parent / name).is_dir()
-    ]
-
 
 @pytest.fixture(scope="module")
 def corpus() -> list[Document]:
-    files = sorted({f for r in vendored_roots() for f in r.rglob("*.py")})
+    files = vendored_python_files()
     assert len(files) > 200, "site-packages holds vendored copies (pip/_vendor, setuptools/_vendor)"
     return [
         Document(
