@@ -9,7 +9,6 @@ import sys
 from pydantic import ValidationError
 
 from codekiln.workloads.sandbox.config import SandboxConfig
-from codekiln.workloads.sandbox.isolation import SandboxUnavailable
 
 
 def load_config(path: str | None, overrides: dict) -> SandboxConfig:
@@ -53,14 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"error: {exc}", file=sys.stderr)
         return 2
-    from codekiln.workloads.sandbox.server import serve
+    from codekiln.workloads.sandbox.server import serve_until_stopped
 
-    try:
-        serve(config)
-    except SandboxUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    return 0
+    return serve_until_stopped(config)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import sys
 from pydantic import ValidationError
 
 from codekiln.workloads.sandbox.config import SandboxConfig
-from codekiln.workloads.sandbox.isolation import SandboxUnavailable
 
 
 def run_local(resource: dict) -> int:
@@ -23,11 +22,6 @@ def run_local(resource: dict) -> int:
     replicas = spec.get("replicas", 1)
     print(f"SandboxPool {name}: serving locally on http://{config.host}:{config.port} "
           f"(1 local server; the cluster runs {replicas} replicas). Ctrl-C stops.", file=sys.stderr)
-    from codekiln.workloads.sandbox.server import serve
+    from codekiln.workloads.sandbox.server import serve_until_stopped
 
-    try:
-        serve(config)
-    except SandboxUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    return 0
+    return serve_until_stopped(config)

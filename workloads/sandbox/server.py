@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 import time
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 
 from codekiln.workloads.sandbox.config import SandboxConfig
 from codekiln.workloads.sandbox.executor import Executor, RequestError
+from codekiln.workloads.sandbox.isolation import SandboxUnavailable
 from codekiln.workloads.sandbox.languages import canonical
 from codekiln.workloads.sandbox.metrics import SandboxMetrics
 from codekiln.workloads.sandbox.models import RunBatchRequest, RunCodeRequest
@@ -203,3 +205,13 @@ def serve(config: SandboxConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_async(config))
+
+
+def serve_until_stopped(config: SandboxConfig) -> int:
+    """``serve`` for command lines: exit code 0, or 3 with a one-line error when isolation is unavailable."""
+    try:
+        serve(config)
+    except SandboxUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    return 0
