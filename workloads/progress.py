@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import ssl
-import tempfile
 import threading
 import time
 import urllib.error
@@ -29,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from codekiln.workloads.atomic_io import atomic_write_text
 
 PROGRESS_FILE_ENV = "CODEKILN_PROGRESS_FILE"
 PROGRESS_BACKEND_ENV = "CODEKILN_PROGRESS"
@@ -77,10 +78,7 @@ class ProgressReporter:
             self.sink(self.payload())
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False, suffix=".tmp") as tmp:
-            json.dump(self.payload(), tmp)
-        os.replace(tmp.name, self.path)
+        atomic_write_text(self.path, json.dumps(self.payload()))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)["state"]

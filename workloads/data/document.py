@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codekiln.workloads.atomic_io import temp_path
+
 
 @dataclass
 class Document:
@@ -52,12 +54,12 @@ def priority_key(doc: Document) -> tuple:
 
 
 class AtomicJsonlWriter:
-    """Writes JSON lines to ``path.tmp`` and renames on ``close`` (``discard`` drops it)."""
+    """Writes JSON lines to a hidden temp file and renames on ``close`` (``discard`` drops it)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        self._tmp = temp_path(path)
         self._fh = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115
         self.count = 0
 
@@ -101,9 +103,3 @@ def read_jsonl(path: Path) -> Iterator[Any]:
                 yield json.loads(line)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` via a temp file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

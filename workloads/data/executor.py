@@ -6,9 +6,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from codekiln.workloads.atomic_io import atomic_write_text
 from codekiln.workloads.data.base import StageContext, StepStats
 from codekiln.workloads.data.config import DataPipelineConfig, DataStageConfig
-from codekiln.workloads.data.document import AtomicJsonlWriter, atomic_write_text
+from codekiln.workloads.data.document import AtomicJsonlWriter
 from codekiln.workloads.data.registry import build_step
 
 
@@ -44,7 +45,7 @@ def run_shard(
     marker = marker_path(out, stage_name, rank)
     if marker.exists():
         return [StepStats.from_dict(s) for s in json.loads(marker.read_text())["steps"]], True
-    for stale in (out / stage_name).glob(f"**/shard-{rank:05d}*.tmp*"):  # left by a killed attempt
+    for stale in (out / stage_name).glob(f"**/.shard-{rank:05d}*.tmp-*"):  # left by a killed attempt
         stale.unlink(missing_ok=True)
     ctx = StageContext(
         output_dir=out,

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, model_validator
 
+from codekiln.workloads.atomic_io import atomic_path, atomic_write_text
 from codekiln.workloads.data.base import Step
-from codekiln.workloads.data.document import Document, atomic_write_text, priority_key
+from codekiln.workloads.data.document import Document, priority_key
 from codekiln.workloads.data.minhash import (
     MinHasher,
     band_hashes,
@@ -214,7 +215,5 @@ class MinhashFilter(_FromSignatures):
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr)
-    tmp.replace(path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        np.save(tmp, arr)

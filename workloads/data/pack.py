@@ -15,16 +15,16 @@ carries over into the next context).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 from pydantic import Field
 
+from codekiln.workloads.atomic_io import atomic_path, atomic_write_text
 from codekiln.workloads.data import packed
 from codekiln.workloads.data.base import Step
-from codekiln.workloads.data.document import Document, atomic_write_text
+from codekiln.workloads.data.document import Document
 from codekiln.workloads.data.fim import FimParams, apply_fim, doc_rng
 from codekiln.workloads.data.tokenizer import load_tokenizer
 from codekiln.workloads.schema import ConfigModel
@@ -104,9 +104,8 @@ class PackStep(Step):
             return
         shards = [json.loads(e.read_text()) for e in entries]
         tok_src = self.ctx.resolve(self.params.tokenizer)
-        tmp = folder / f"tokenizer.json.tmp{os.getpid()}"
-        shutil.copyfile(tok_src, tmp)
-        tmp.replace(folder / "tokenizer.json")
+        with atomic_path(folder / "tokenizer.json") as tmp:
+            shutil.copyfile(tok_src, tmp)
         packed.write_meta(
             folder,
             self.params.seq_len,

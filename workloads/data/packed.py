@@ -15,23 +15,15 @@ continued from the previous sequence restarts its positions there). numpy only.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from codekiln.workloads.atomic_io import atomic_write_bytes
+
 FORMAT = "codekiln-packed-v1"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def write_shard(folder: Path, shard_name: str, tokens: np.ndarray, doc_starts: np.ndarray, seq_len: int) -> dict:
@@ -44,15 +36,15 @@ def write_shard(folder: Path, shard_name: str, tokens: np.ndarray, doc_starts: n
         "doc_starts": f"{shard_name}.docstarts.bin",
         "num_sequences": int(tokens.size // seq_len),
     }
-    _atomic_write_bytes(folder / entry["tokens"], np.ascontiguousarray(tokens, dtype="<u4").tobytes())
-    _atomic_write_bytes(folder / entry["doc_starts"], np.ascontiguousarray(doc_starts, dtype="<i8").tobytes())
+    atomic_write_bytes(folder / entry["tokens"], np.ascontiguousarray(tokens, dtype="<u4").tobytes())
+    atomic_write_bytes(folder / entry["doc_starts"], np.ascontiguousarray(doc_starts, dtype="<i8").tobytes())
     return entry
 
 
 def write_meta(folder: Path, seq_len: int, shards: Iterable[dict], **extra: object) -> None:
     """Write ``meta.json`` last, atomically: a folder without it is not a dataset yet."""
     meta = {"format": FORMAT, "seq_len": seq_len, "dtype": "uint32", "shards": list(shards), **extra}
-    _atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=2).encode())
+    atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=2).encode())
 
 
 @dataclass

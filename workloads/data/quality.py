@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, model_validator
 
+from codekiln.workloads.atomic_io import atomic_path
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document
 from codekiln.workloads.schema import ConfigModel
@@ -96,10 +97,8 @@ def positive_scores(model, texts: list[str], max_chars: int = 20000) -> np.ndarr
 
 
 def save_model(model, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    model.save_model(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save_model(str(tmp))
 
 
 class KeepRule(ConfigModel):

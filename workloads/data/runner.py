@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from codekiln.workloads.atomic_io import atomic_write_text
 from codekiln.workloads.data.base import StepStats
 from codekiln.workloads.data.config import DataPipelineConfig
-from codekiln.workloads.data.document import atomic_write_text
 from codekiln.workloads.data.executor import run_shard
 from codekiln.workloads.data.registry import StepConfigError, validate_pipeline_steps
 from codekiln.workloads.progress import progress_reporter

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydantic import Field
 
+from codekiln.workloads.atomic_io import atomic_path
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document
 from codekiln.workloads.schema import ConfigModel
@@ -37,10 +37,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
 
 def save_tokenizer(tok, path: Path) -> None:
     """Save ``tokenizer.json`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tok.save(str(tmp))
 
 
 def load_tokenizer(path: str | Path):

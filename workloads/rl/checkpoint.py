@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import torch
+
+from codekiln.workloads.atomic_io import atomic_path
 
 CHECKPOINT_NAME = "rl_state.pt"
 
@@ -17,9 +18,8 @@ def save_state(path: str | Path, state: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(state)
     state["rng"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from codekiln.workloads.atomic_io import atomic_write_text
 from codekiln.workloads.progress import progress_reporter
 from codekiln.workloads.rl.config import RLConfig
 
@@ -23,10 +23,7 @@ def _is_main_rank() -> bool:
 def _write_json(path: Path, payload: dict) -> None:
     if not _is_main_rank():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
-        json.dump(payload, fh, indent=1, default=str)
-    os.replace(fh.name, path)
+    atomic_write_text(path, json.dumps(payload, indent=1, default=str))
 
 
 def _metrics_server():

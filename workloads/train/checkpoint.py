@@ -21,18 +21,14 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from codekiln.workloads.atomic_io import atomic_write_text
+
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
 def _barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(root: Path, step: int, write: Callable[[Path], None], trainer_state: dict, rank: int,
@@ -51,7 +47,7 @@ def save_checkpoint(root: Path, step: int, write: Callable[[Path], None], traine
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _atomic_text(root / "latest", name)
+        atomic_write_text(root / "latest", name)
         for old in list_checkpoints(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     _barrier()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from codekiln.workloads.atomic_io import atomic_write_text
 from codekiln.workloads.train.config import TrainConfig
 
 
@@ -48,9 +49,7 @@ def train_in_process(cfg: TrainConfig) -> dict:
     summary = Trainer(cfg, env).run()
     if env.rank == 0:
         out = Path(cfg.output_dir) / "summary.json"
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, out)
+        atomic_write_text(out, json.dumps(summary, indent=2))
     return summary
 
 
