@@ -40,6 +40,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step"},
         {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
         {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
+        {"name": "Disruptions", "type": "integer", "jsonPath": ".status.disruptions", "priority": 1},
         {"name": "ETA(s)", "type": "number", "jsonPath": ".status.progress.etaSeconds", "priority": 1},
     ],
     "RLRun": [
@@ -48,6 +49,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step"},
         {"name": "Reward", "type": "number", "jsonPath": ".status.progress.reward"},
         {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts", "priority": 1},
+        {"name": "Disruptions", "type": "integer", "jsonPath": ".status.disruptions", "priority": 1},
     ],
     "SandboxPool": [
         {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},

@@ -3,7 +3,7 @@
 - ``codekiln_operator_reconciles_total{kind,result}``: result is success, invalid, conflict or error
 - ``codekiln_operator_reconcile_duration_seconds{kind}``: latency of one reconcile pass
 - ``codekiln_operator_resources{kind,phase}``: resources currently in each phase
-- ``codekiln_operator_gang_restarts_total{kind}``: whole-gang restarts after a pod failure
+- ``codekiln_operator_gang_restarts_total{kind,cause}``: whole-gang restarts; cause is failure or disruption
 - ``codekiln_operator_api_requests_total{method}``: API requests of the reconciler (not kopf's watches)
 """
 
@@ -19,8 +19,8 @@ RECONCILE_SECONDS = Histogram("codekiln_operator_reconcile_duration_seconds", "L
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 RESOURCES = Gauge("codekiln_operator_resources", "Resources by kind and phase.", ["kind", "phase"],
                   registry=REGISTRY)
-GANG_RESTARTS = Counter("codekiln_operator_gang_restarts", "Whole-gang restarts after a pod failure.",
-                        ["kind"], registry=REGISTRY)
+GANG_RESTARTS = Counter("codekiln_operator_gang_restarts", "Whole-gang restarts by cause (failure, disruption).",
+                        ["kind", "cause"], registry=REGISTRY)
 API_REQUESTS = Counter("codekiln_operator_api_requests", "Requests the reconciler sent to the API server.",
                        ["method"], registry=REGISTRY)
 PHASES = ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")

@@ -201,7 +201,8 @@ class DataPipelineStatus(StatusBase):
 
 
 class GangStatus(StatusBase):
-    restarts: int = 0
+    restarts: int = Field(default=0, description="Gang restarts after workload failures (counted against maxRestarts).")
+    disruptions: int = Field(default=0, description="Gang restarts after preemption, eviction or drain (not counted).")
     active: int = 0
     succeeded: int = 0
     failed: int = 0

@@ -30,7 +30,7 @@ class Context:
     draft: StatusDraft
     memory: Memory
     requeue_after: float | None = None
-    restarted: bool = False  # a gang restart happened in this pass (metrics)
+    restarted: str | None = None  # cause of a gang restart in this pass: failure or disruption (metrics)
     created: int = 0  # children created in this pass
     notes: list[str] = field(default_factory=list)
 

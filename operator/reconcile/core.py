@@ -203,7 +203,7 @@ class Reconciler:
         if ctx.created:
             await self._drop_orphans(key, ctx.uid)
         if ctx.restarted:
-            metrics.GANG_RESTARTS.labels(kind).inc()
+            metrics.GANG_RESTARTS.labels(kind, ctx.restarted).inc()
         self._failures.pop(key, None)
         return ctx.requeue_after
 

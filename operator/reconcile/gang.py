@@ -1,9 +1,11 @@
 """PretrainRun and RLRun: keep one gang attempt alive, recreate the whole gang on any pod failure.
 
-Attempt ``k`` is the Job ``<name>-r<k>`` with ``k = status.restarts``. On a failure the new
-restart count is written to status *before* the old Job is deleted and the next one created,
-so an operator crash in between neither loses nor double-counts a restart, and the Job
-names make a duplicate gang impossible.
+Attempt ``k`` is the Job ``<name>-r<k>`` with ``k = status.restarts + status.disruptions``. On
+a failure the new count is written to status *before* the old Job is deleted and the next one
+created, so an operator crash in between neither loses nor double-counts a restart, and the
+Job names make a duplicate gang impossible. A gang broken by a disruption (preemption,
+eviction, drain: the pod's ``DisruptionTarget`` condition) is recreated too, but counted in
+``status.disruptions``, not against ``maxRestarts``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ async def reconcile_gang(ctx: Context) -> None:
     if lifecycle.is_terminal(draft.new):
         await lifecycle.reconcile_terminal(ctx)
         return
-    draft.set(restarts=int(draft.new.get("restarts") or 0))
-    attempt = draft.new["restarts"]
+    draft.set(restarts=int(draft.new.get("restarts") or 0), disruptions=int(draft.new.get("disruptions") or 0))
+    attempt = draft.new["restarts"] + draft.new["disruptions"]
     job_name = names.gang_job_name(ctx.name, attempt)
     # Never started: no Job to look up (if a crash lost the startTime write, creating it answers 409 and
     # ``ensure`` adopts the existing Job).
@@ -124,26 +126,42 @@ async def _observe_attempt(ctx: Context, job: dict, attempt: int, sandbox_url: s
 async def _handle_failure(ctx: Context, job: dict, attempt: int, what: str, failure: observe.PodFailure | None,
                           sandbox_url: str | None) -> None:
     draft, spec = ctx.draft, ctx.resource.spec
+    if failure is not None and failure.disrupted:
+        disruptions = int(draft.new["disruptions"]) + 1
+        message = (f"{what}; recreating the whole gang from the latest checkpoint (disruption {disruptions}, "
+                   "not counted against maxRestarts)")
+        draft.set(disruptions=disruptions)
+        await _restart_gang(ctx, job, attempt + 1, "GangDisrupted", message, "disruption", sandbox_url)
+        return
     if failure is not None and failure.exit_code == NON_RETRIABLE_EXIT_CODE:
         await _stop_attempt(ctx, job)
         lifecycle.finish(ctx, False, "NonRetriableExitCode",
                          f"{what}: exit code {NON_RETRIABLE_EXIT_CODE} means bad configuration, not restarted")
         return
-    if attempt >= spec.max_restarts:
+    used = int(draft.new["restarts"])
+    if used >= spec.max_restarts:
         await _stop_attempt(ctx, job)
         lifecycle.finish(ctx, False, "MaxRestartsExceeded",
-                         f"{what}; the gang was already restarted {attempt} time(s) (maxRestarts {spec.max_restarts})")
+                         f"{what}; the gang was already restarted {used} time(s) (maxRestarts {spec.max_restarts})")
         return
-    restarts = attempt + 1
+    restarts = used + 1
     message = f"{what}; recreating the whole gang from the latest checkpoint (restart {restarts}/{spec.max_restarts})"
-    draft.set(phase="Restarting", restarts=restarts, active=0)
-    draft.condition("Restarting", True, "GangPodFailed", message)
-    draft.condition("Running", False, "GangPodFailed", message)
-    # Persist the restart count first: a crash from here on resumes at attempt ``restarts``.
+    draft.set(restarts=restarts)
+    await _restart_gang(ctx, job, attempt + 1, "GangPodFailed", message, "failure", sandbox_url)
+
+
+async def _restart_gang(ctx: Context, job: dict, next_attempt: int, reason: str, message: str, cause: str,
+                        sandbox_url: str | None) -> None:
+    """Persist the new counts, then delete the broken attempt and create the next one."""
+    draft = ctx.draft
+    draft.set(phase="Restarting", active=0)
+    draft.condition("Restarting", True, reason, message)
+    draft.condition("Running", False, reason, message)
+    # Persist the counts first: a crash from here on resumes at attempt ``next_attempt``.
     await write_status(ctx.client, ctx.body, draft)
-    ctx.restarted = True
+    ctx.restarted = cause
     await ctx.client.delete("batch/v1", "Job", ctx.namespace, job["metadata"]["name"])
-    await _start_attempt(ctx, restarts, sandbox_url)
+    await _start_attempt(ctx, next_attempt, sandbox_url)
 
 
 async def _stop_attempt(ctx: Context, job: dict | None) -> None:

@@ -44,18 +44,41 @@ class PodFailure:
     pod: str
     exit_code: int | None
     reason: str
+    disrupted: bool = False  # preempted, evicted or drained: not the workload's fault
 
     def describe(self) -> str:
         code = f"exit code {self.exit_code}" if self.exit_code is not None else "no exit code"
+        if self.disrupted:
+            return f"pod {self.pod} was disrupted ({self.reason}, {code})"
         return f"pod {self.pod} failed ({code}, {self.reason})"
+
+
+def disruption_reason(pod: dict[str, Any]) -> str | None:
+    """Why a pod was disrupted (its ``DisruptionTarget`` condition, or a kubelet eviction), else None.
+
+    The scheduler (preemption), the eviction API (drain), the taint manager and the kubelet
+    (node-pressure eviction, reason ``Evicted``) set these; the same signal a Job's
+    ``podFailurePolicy`` ``Ignore`` rule matches.
+    """
+    status = pod.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            return cond.get("reason") or "DisruptionTarget"
+    if status.get("reason") == "Evicted":
+        return "Evicted"
+    return None
 
 
 def failed_pod(pods: list[dict[str, Any]]) -> PodFailure | None:
     """A pod of the gang that failed: phase Failed, or a container already terminated non-zero.
 
     Looking at pods (not waiting for the Job's Failed condition) catches a broken gang as
-    soon as the kubelet reports it.
+    soon as the kubelet reports it. When a pod of a broken gang is being disrupted (preempted,
+    evicted, drained), the failure is that disruption: its peers die of lost collectives, and
+    those exits are not the workload's fault either.
     """
+    failure: PodFailure | None = None
+    disruption: PodFailure | None = None
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         status = pod.get("status") or {}
         terminated = [
@@ -63,11 +86,16 @@ def failed_pod(pods: list[dict[str, Any]]) -> PodFailure | None:
             for cs in status.get("containerStatuses") or []
         ]
         bad = next((t for t in terminated if t and int(t.get("exitCode") or 0) != 0), None)
-        if status.get("phase") == "Failed" or bad is not None:
-            code = None if bad is None else int(bad.get("exitCode"))
+        code = None if bad is None else int(bad.get("exitCode"))
+        disrupted = disruption_reason(pod)
+        if disrupted is not None and disruption is None:
+            disruption = PodFailure(pod["metadata"]["name"], code, disrupted, disrupted=True)
+        if failure is None and (status.get("phase") == "Failed" or bad is not None):
             reason = (bad or {}).get("reason") or status.get("reason") or "Failed"
-            return PodFailure(pod["metadata"]["name"], code, reason)
-    return None
+            failure = PodFailure(pod["metadata"]["name"], code, reason)
+    if failure is None:
+        return None  # a pod marked for disruption but still running: wait until the gang breaks
+    return disruption or failure
 
 
 def running_pods(pods: list[dict[str, Any]]) -> int:

@@ -183,10 +183,15 @@ class Cluster:
         self.sync_job(job_name)
         return pods
 
-    def set_pod(self, pod: dict[str, Any] | str, phase: str, exit_code: int | None = None) -> None:
-        """What the kubelet reports: phase, and a terminated container state when it exited."""
+    def set_pod(self, pod: dict[str, Any] | str, phase: str, exit_code: int | None = None,
+                disruption: str | None = None) -> None:
+        """What the kubelet reports: phase, a terminated container state when it exited, and the
+        ``DisruptionTarget`` condition the scheduler/eviction API sets (``disruption`` is its reason)."""
         name = pod if isinstance(pod, str) else pod["metadata"]["name"]
         status: dict[str, Any] = {"phase": phase}
+        if disruption is not None:
+            status["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": disruption,
+                                     "lastTransitionTime": now()}]
         if phase == "Running":
             status["containerStatuses"] = [{"name": "workload", "ready": True, "restartCount": 0, "image": "x",
                                             "imageID": "", "state": {"running": {"startedAt": now()}}}]

@@ -49,7 +49,7 @@ def test_create_children_run_and_complete(cluster):
 
 
 def test_pod_failure_recreates_the_whole_gang_then_completes(cluster):
-    restarts_before = metrics.sample("codekiln_operator_gang_restarts_total", kind="PretrainRun")
+    restarts_before = metrics.sample("codekiln_operator_gang_restarts_total", kind="PretrainRun", cause="failure")
     cluster.create(document("PretrainRun", "run", nodes=3, maxRestarts=2))
     cluster.wait(lambda: cluster.get("Job", "run-r0"), what="gang Job")
     pods = cluster.spawn_pods("run-r0")
@@ -74,7 +74,8 @@ def test_pod_failure_recreates_the_whole_gang_then_completes(cluster):
     status = cluster.wait_phase("PretrainRun", "run", "Succeeded")
     assert status["restarts"] == 1
     assert any(e["reason"] == "GangPodFailed" and e["type"] == "Warning" for e in cluster.events("run"))
-    assert metrics.sample("codekiln_operator_gang_restarts_total", kind="PretrainRun") == restarts_before + 1
+    assert metrics.sample("codekiln_operator_gang_restarts_total", kind="PretrainRun",
+                          cause="failure") == restarts_before + 1
 
 
 def test_max_restarts_exhausted_fails_and_stays_failed(cluster):
@@ -187,3 +188,47 @@ def test_volcano_gang_scheduling_creates_a_pod_group_per_attempt(cluster):
     template = job["spec"]["template"]
     assert template["spec"]["schedulerName"] == "volcano"
     assert template["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == "run-r0"
+
+
+def test_preemption_recreates_the_gang_without_spending_the_restart_budget(cluster):
+    before = metrics.sample("codekiln_operator_gang_restarts_total", kind="PretrainRun", cause="disruption")
+    cluster.create(document("PretrainRun", "run", nodes=2, maxRestarts=1))
+    for attempt in (0, 1, 2):  # three preemptions with a budget of one restart: all recreated
+        job = f"run-r{attempt}"
+        cluster.wait(lambda job=job: cluster.get("Job", job), what=job)
+        pods = cluster.spawn_pods(job)
+        cluster.run_all(job)
+        # the preempted rank is still terminating while its peer already died of the lost collective
+        cluster.set_pod(pods[0], "Running", disruption="PreemptionByScheduler")
+        cluster.set_pod(pods[1], "Failed", exit_code=1)
+    cluster.wait(lambda: cluster.get("Job", "run-r3"), what="attempt 3 Job")
+    status = cluster.status("PretrainRun", "run")
+    assert status["disruptions"] == 3 and status["restarts"] == 0 and status["phase"] == "Restarting"
+    restarting = cluster.condition("PretrainRun", "run", "Restarting")
+    assert restarting["reason"] == "GangDisrupted" and "PreemptionByScheduler" in restarting["message"]
+    assert "not counted against maxRestarts" in restarting["message"]
+    assert metrics.sample("codekiln_operator_gang_restarts_total", kind="PretrainRun",
+                          cause="disruption") == before + 3
+
+    # a real failure still spends the budget, and the second one exhausts it
+    for attempt, phase in ((3, "Restarting"), (4, "Failed")):
+        job = f"run-r{attempt}"
+        cluster.wait(lambda job=job: cluster.get("Job", job), what=job)
+        pods = cluster.spawn_pods(job)
+        cluster.set_pod(pods[0], "Failed", exit_code=137)
+        if phase == "Restarting":
+            cluster.wait(lambda: cluster.get("Job", "run-r4"), what="attempt 4 Job")
+    status = cluster.wait_phase("PretrainRun", "run", "Failed")
+    assert status["restarts"] == 1 and status["disruptions"] == 3
+    assert cluster.condition("PretrainRun", "run", "Failed")["reason"] == "MaxRestartsExceeded"
+
+
+def test_kubelet_eviction_counts_as_a_disruption(cluster):
+    cluster.create(document("PretrainRun", "run", nodes=1, maxRestarts=0))
+    cluster.wait(lambda: cluster.get("Job", "run-r0"), what="gang Job")
+    pods = cluster.spawn_pods("run-r0")
+    cluster.patch("Pod", pods[0]["metadata"]["name"], {"status": {"phase": "Failed", "reason": "Evicted"}},
+                  sub="status")
+    cluster.wait(lambda: cluster.get("Job", "run-r1"), what="attempt 1 Job")
+    status = cluster.status("PretrainRun", "run")
+    assert status["disruptions"] == 1 and status["restarts"] == 0

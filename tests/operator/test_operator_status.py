@@ -82,3 +82,24 @@ def test_job_outcomes():
     assert observe.job_failure_reason(job(("Failed", "DeadlineExceeded"))) == "DeadlineExceeded"
     assert observe.job_counts({"status": {"active": 2, "failed": 1}}) == {"active": 2, "succeeded": 0, "failed": 1}
     assert observe.job_counts(None) == {"active": 0, "succeeded": 0, "failed": 0}
+
+
+def _disrupted(pod, reason="PreemptionByScheduler"):
+    pod["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True", "reason": reason}]
+    return pod
+
+
+def test_disruption_is_told_apart_from_a_workload_failure():
+    # marked for preemption but nothing broke yet: no failure
+    assert observe.failed_pod([_disrupted(_pod("a-0", "Running")), _pod("a-1", "Running")]) is None
+    # a peer died of the lost collective: the gang's failure is the disruption
+    failure = observe.failed_pod([_disrupted(_pod("a-0", "Running")), _pod("a-1", "Failed", exit_code=1)])
+    assert failure.disrupted and failure.pod == "a-0" and failure.reason == "PreemptionByScheduler"
+    assert "disrupted" in failure.describe()
+    # kubelet node-pressure eviction
+    evicted = {"metadata": {"name": "a-0"}, "status": {"phase": "Failed", "reason": "Evicted"}}
+    assert observe.failed_pod([evicted]).disrupted
+    # a condition that is not True is not a disruption
+    pod = _pod("a-0", "Failed", exit_code=137)
+    pod["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "False"}]
+    assert not observe.failed_pod([pod]).disrupted
