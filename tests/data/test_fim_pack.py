@@ -111,3 +111,20 @@ def test_context_level_fim(tmp_path: Path, tokenizer, texts: list[str]) -> None:
     contexts = len(reader)
     assert (stream == pre).sum() >= contexts * 0.9 and (stream == suf).sum() >= contexts * 0.9
     assert reader.meta["documents"] > len(texts)  # every context piece is its own FIM sample
+
+
+def test_context_cuts_never_split_a_multibyte_character(tmp_path: Path, tokenizer) -> None:
+    # the tokenizer never saw these characters: each is 2-4 single-byte tokens, so blind cuts split them
+    _, path = tokenizer
+    rng = random.Random(3)
+    alphabet = ["é", "ß", "注", "释", "🐍", "λ", "→", "x", " ", "\n", "def f():", "  return 'ü'\n"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(400)) for _ in range(6)]
+    docs = [Document(str(i), t) for i, t in enumerate(texts)]
+    reader = _pack(tmp_path, path, docs, seq_len=64, mode="context", rate=0.0)
+    tok = PackedReader(tmp_path / "packed")
+    stream = np.concatenate([tok[i].tokens for i in range(len(tok))])[: reader.meta["real_tokens"]]
+    from codekiln.workloads.data.tokenizer import load_tokenizer
+
+    decoded = load_tokenizer(path).decode(stream.tolist(), skip_special_tokens=False)
+    assert "\ufffd" not in decoded
+    assert decoded.split(EOT)[:-1] == texts  # rate 0: context cutting alone is lossless

@@ -88,7 +88,8 @@ class PackStep(Step):
             body = p[:-1]
             while body.size:
                 room = max(seq - used % seq, 1)
-                part, body = body[:room], body[room:]
+                cut = _char_boundary(tok, body, room)
+                part, body = body[:cut], body[cut:]
                 text = tok.decode(part.tolist(), skip_special_tokens=False)
                 text = apply_fim(text, rng, self.params.fim.rate, self.params.fim.spm_rate)
                 ids = np.asarray(tok.encode(text).ids, dtype=np.uint32)
@@ -113,6 +114,27 @@ class PackStep(Step):
             documents=sum(s["documents"] for s in shards),
             real_tokens=sum(s["real_tokens"] for s in shards),
         )
+
+
+def _char_boundary(tok, ids: np.ndarray, cut: int, window: int = 4) -> int:
+    """``cut``, moved a few tokens (back first) when it would split a character.
+
+    Byte-level BPE tokens are bytes: a cut inside a UTF-8 sequence would decode both halves to
+    U+FFFD and lose the character. A cut is clean when decoding the two sides separately gives
+    the same text as decoding across it (checked on ``window`` tokens each side, enough for any
+    4-byte character). Falls back to ``cut`` when no clean boundary is near.
+    """
+    if cut >= ids.size:
+        return int(ids.size)
+
+    def text(a: int, b: int) -> str:
+        return tok.decode(ids[max(a, 0) : b].tolist(), skip_special_tokens=False)
+
+    # back first (the piece still fits its context), then forward (it spills a few tokens over)
+    for c in [*range(cut, max(cut - window, 0), -1), *range(cut + 1, min(cut + window, int(ids.size)) + 1)]:
+        if text(c - window, c) + text(c, c + window) == text(c - window, c + window):
+            return c
+    return cut
 
 
 def pack_pieces(pieces: list[np.ndarray], seq_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
