@@ -16,7 +16,7 @@ def _err(message: str) -> None:
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
-    """Write crds/*.yaml (and the Helm chart's copy) from the resource models."""
+    """Write crds/*.yaml (and the Helm chart's copy) from the resource models, and the chart's seccomp profile."""
     from codekiln.operator.crds import write_crds
 
     for path in write_crds(Path(args.root)):

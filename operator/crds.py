@@ -17,6 +17,7 @@ from codekiln.operator.resources import RESOURCE_KINDS, Resource
 from codekiln.operator.version import API_GROUP, API_VERSION
 
 CRD_FOLDERS = (Path("crds"), Path("helm/codekiln/crds"))
+SECCOMP_PROFILE_FILE = Path("helm/codekiln/files/seccomp/sandbox.json")  # SandboxPool node profile
 _KEEP = {
     "type", "description", "properties", "items", "required", "enum", "pattern", "format",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
@@ -210,15 +211,15 @@ def render_crd(crd: dict[str, Any]) -> str:
 
 
 def write_crds(root: Path = Path(".")) -> list[Path]:
-    """Write every CRD into ``crds/`` and the Helm chart's ``crds/``; return the paths written."""
-    written = []
-    for folder in CRD_FOLDERS:
-        target = root / folder
-        target.mkdir(parents=True, exist_ok=True)
-        for crd in build_crds():
-            path = target / crd_filename(crd)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(render_crd(crd))
-            tmp.replace(path)
-            written.append(path)
-    return written
+    """Write every CRD into ``crds/`` and the Helm chart's ``crds/``, and the chart's SandboxPool
+    seccomp profile; return the paths written."""
+    from codekiln.operator.builders import seccomp_profile
+
+    outputs = {root / folder / crd_filename(crd): render_crd(crd) for folder in CRD_FOLDERS for crd in build_crds()}
+    outputs[root / SECCOMP_PROFILE_FILE] = seccomp_profile.render()
+    for path, text in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return list(outputs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from codekiln.operator.version import GROUP_VERSION
 from codekiln.workloads.data.config import DataPipelineConfig
@@ -256,7 +256,18 @@ class SandboxPoolSpec(PodTemplateFields):
     host_users: bool | None = Field(
         default=None, description="false runs the pods in their own user namespace (Kubernetes ≥ 1.30)."
     )
+    proc_mount: Literal["Default", "Unmasked"] | None = Field(
+        default=None, description="Unmasked lets bubblewrap mount a fresh /proc for each run's pid namespace "
+        "(needs hostUsers: false and the ProcMountType feature)."
+    )
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="Server settings.")
+
+    @field_validator("proc_mount")
+    @classmethod
+    def _unmasked_proc_needs_own_user_namespace(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value == "Unmasked" and info.data.get("host_users") is not False:
+            raise ValueError("Unmasked requires hostUsers: false (Kubernetes rejects it otherwise)")
+        return value
 
 
 # ---------------------------------------------------------------- resources

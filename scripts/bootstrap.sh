@@ -9,6 +9,8 @@ missing=""
 for pair in bwrap:bubblewrap prlimit:util-linux git:git gcc:gcc g++:g++ node:nodejs /usr/bin/python3:python3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
 done
+# libseccomp: the tests load the SandboxPool pod's seccomp profile with it (apt depends on it on Debian)
+ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null || missing="$missing libseccomp2"
 if [ -n "$missing" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "==> installing system packages:$missing"
   # shellcheck disable=SC2086

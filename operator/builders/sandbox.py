@@ -51,6 +51,7 @@ def _container(resource: SandboxPool) -> dict[str, Any]:
             "privileged": False,
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": seccomp_profile(resource),
+            **({"procMount": resource.spec.proc_mount} if resource.spec.proc_mount else {}),
         },
         "volumeMounts": [mount for _, mount in volumes_mounts] + [{"name": "tmp", "mountPath": "/tmp"}],
     }

@@ -8,7 +8,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from codekiln.operator.crds import CRD_FOLDERS, build_crds, crd_filename, render_crd
+from codekiln.operator.builders import seccomp_profile
+from codekiln.operator.crds import CRD_FOLDERS, SECCOMP_PROFILE_FILE, build_crds, crd_filename, render_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -27,6 +28,10 @@ def test_committed_crds_equal_generated(folder: Path) -> None:
     assert sorted(present) == sorted(expected), f"{folder}: run `codekiln crds` to regenerate"
     for name, text in expected.items():
         assert present[name] == text, f"{folder}/{name} is stale: run `codekiln crds`"
+
+
+def test_committed_seccomp_profile_equals_generated() -> None:
+    assert (ROOT / SECCOMP_PROFILE_FILE).read_text() == seccomp_profile.render(), "run `codekiln crds`"
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)

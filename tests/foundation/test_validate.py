@@ -52,6 +52,10 @@ BAD_INPUTS = {
         with_(pretrainrun(), "spec.scheduling", {"tolerations": [{"operator": "Maybe"}]}),
         "spec.scheduling.tolerations[0].operator: Input should be 'Exists' or 'Equal'",
     ),
+    "unmasked-proc-with-host-users": (
+        with_(sandboxpool(), "spec.procMount", "Unmasked"),
+        "spec.procMount: Unmasked requires hostUsers: false",
+    ),
     "stage-shards-zero": (
         with_(datapipeline(), "spec.pipeline.stages.0.shards", 0),
         "spec.pipeline.stages[0].shards: Input should be greater than or equal to 1",

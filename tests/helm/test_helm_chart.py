@@ -1,5 +1,6 @@
 """The Helm chart: lint and render with the real Helm library, strict validation, RBAC and wiring checks."""
 
+import json
 from typing import Any
 
 import helm_python as helm
@@ -8,6 +9,7 @@ import pytest
 import yaml
 from helm_support import CHART, NAMESPACE, REPO, Rbac, Subject, chart_crds, find, render
 
+from codekiln.operator.builders import seccomp_profile
 from codekiln.operator.cli import build_parser, cmd_operator
 from codekiln.operator.reconcile.children import OWNED_KINDS
 
@@ -24,6 +26,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                      "operator": {"extraEnv": [{"name": "TZ", "value": "UTC"}]}},
     "external-sa": {"serviceAccount": {"create": False, "name": "preexisting"}, "workloadRbac": {"create": False},
                     "liveness": {"port": 8181}, "metrics": {"port": 9191, "service": {"port": 80}}},
+    "seccomp-installer": {"sandboxSeccomp": {"install": True, "kubeletSeccompDir": "/var/lib/k0s/kubelet/seccomp",
+                                             "nodeSelector": {"codekiln.dev/sandbox": "true"}}},
 }
 OPERATOR = Subject(NAMESPACE, "ck-codekiln")
 
@@ -201,6 +205,7 @@ def test_non_default_ports_and_external_service_account() -> None:
     ({"watch": {"namespaces": ["Not_A_Namespace"]}}, "namespaces"),
     ({"replicas": 2}, "replicas"),
     ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "interval"),
+    ({"sandboxSeccomp": {"install": True, "kubeletSeccompDir": "seccomp"}}, "kubeletSeccompDir"),
 ])
 def test_invalid_values_are_rejected_naming_the_key(values: dict[str, Any], words: str) -> None:
     with pytest.raises(helm.HelmError) as err:
@@ -227,3 +232,17 @@ def test_container_args_parse_with_the_real_cli(variant: str) -> None:
     watch = VARIANTS[variant].get("watch") or {}
     assert args.all_namespaces is bool(watch.get("allNamespaces"))
     assert (args.namespace or []) == ([] if watch.get("allNamespaces") else watch.get("namespaces") or [NAMESPACE])
+
+
+def test_seccomp_installer_ships_the_generated_profile_to_the_kubelet_dir() -> None:
+    assert not find(render(), "DaemonSet")  # off by default
+    docs = render(VARIANTS["seccomp-installer"])
+    (config_map,) = find(docs, "ConfigMap")
+    assert json.loads(config_map["data"]["sandbox.json"]) == seccomp_profile.sandbox_pod_profile()
+    (daemon_set,) = find(docs, "DaemonSet")
+    pod = daemon_set["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"codekiln.dev/sandbox": "true"} and pod["automountServiceAccountToken"] is False
+    host = next(v for v in pod["volumes"] if "hostPath" in v)["hostPath"]
+    assert host == {"path": "/var/lib/k0s/kubelet/seccomp", "type": "DirectoryOrCreate"}
+    script = pod["initContainers"][0]["args"][0]
+    assert f"/host-seccomp/{seccomp_profile.PROFILE_PATH}" in script and "os.replace" in script

@@ -176,13 +176,16 @@ def test_sandbox_deployment_is_hardened():
 
 
 def test_sandbox_pool_can_name_a_localhost_seccomp_profile_and_own_user_namespace():
-    pool = resource("SandboxPool", "pool", seccompLocalhostProfile="profiles/codekiln-sandbox.json", hostUsers=False)
+    pool = resource("SandboxPool", "pool", seccompLocalhostProfile="profiles/codekiln-sandbox.json", hostUsers=False,
+                    procMount="Unmasked")
     pod = sandbox.build_sandbox_deployment(pool)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["securityContext"]["procMount"] == "Unmasked"
     expected = {"type": "Localhost", "localhostProfile": "profiles/codekiln-sandbox.json"}
     assert pod["securityContext"]["seccompProfile"] == expected
     assert pod["containers"][0]["securityContext"]["seccompProfile"] == expected
     assert pod["hostUsers"] is False
-    assert "hostUsers" not in sandbox.build_sandbox_deployment(resource("SandboxPool", "p"))["spec"]["template"]["spec"]
+    plain = sandbox.build_sandbox_deployment(resource("SandboxPool", "p"))["spec"]["template"]["spec"]
+    assert "hostUsers" not in plain and "procMount" not in plain["containers"][0]["securityContext"]
 
 
 def test_sandbox_network_policy_denies_all_egress():

@@ -44,7 +44,7 @@ def _edge_cases():
     yield "pool-zero", resource("SandboxPool", "0pool", replicas=0, runtimeClassName="gvisor",
                                 sandbox={"port": 1}, resources={"limits": {"cpu": "1", "memory": "512Mi"}})
     yield "pool-localhost-seccomp", resource("SandboxPool", "lp", seccompLocalhostProfile="codekiln/sandbox.json",
-                                             hostUsers=False)
+                                             hostUsers=False, procMount="Unmasked")
     yield "pool-big", resource("SandboxPool", "p" * 40, replicas=10000, sandbox={"port": 65535},
                                serviceAccountName="sbx", scheduling={"nodeSelector": {"pool": "sandbox"}})
     for kind in ("DataPipeline", "PretrainRun", "RLRun", "SandboxPool"):

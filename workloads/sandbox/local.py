@@ -30,17 +30,24 @@ def local_server(config: SandboxConfig | None = None, *, startup_timeout_s: floa
 
 @contextlib.contextmanager
 def local_server_process(config: SandboxConfig | None = None, *, startup_timeout_s: float = 60.0,
-                         env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Like :func:`local_server`, yielding (base URL, the server process)."""
+                         env: dict[str, str] | None = None, launcher: list[str] | None = None,
+                         require_ready: bool = True) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Like :func:`local_server`, yielding (base URL, the server process).
+
+    ``launcher`` is prepended to the server's command line (e.g. a seccomp or cgroup wrapper);
+    with ``require_ready=False`` a server that failed its self-check is yielded too.
+    """
     config = (config or SandboxConfig()).model_copy(update={"host": "127.0.0.1", "port": 0})
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(config.to_wire(), fh)
         path = fh.name
-    proc = subprocess.Popen([sys.executable, "-m", "codekiln.workloads.sandbox", "serve", "--config", path],
+    proc = subprocess.Popen([*(launcher or []), sys.executable, "-m", "codekiln.workloads.sandbox", "serve",
+                             "--config", path],
                             stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})})
     try:
-        url = _wait_listening(proc, startup_timeout_s)
-        _wait_ready(url, proc, startup_timeout_s)
+        url = _wait_listening(proc, startup_timeout_s, require_ready)
+        if require_ready:
+            _wait_ready(url, proc, startup_timeout_s)
         yield url, proc
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -55,7 +62,7 @@ def local_server_process(config: SandboxConfig | None = None, *, startup_timeout
         os.unlink(path)
 
 
-def _wait_listening(proc: subprocess.Popen, timeout_s: float) -> str:
+def _wait_listening(proc: subprocess.Popen, timeout_s: float, require_ready: bool = True) -> str:
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -65,7 +72,7 @@ def _wait_listening(proc: subprocess.Popen, timeout_s: float) -> str:
         with contextlib.suppress(json.JSONDecodeError):
             event = json.loads(line)
             if isinstance(event, dict) and event.get("event") == "listening":
-                if not event.get("ready"):
+                if require_ready and not event.get("ready"):
                     raise RuntimeError(f"sandbox server is not ready: {event.get('error')}")
                 return f"http://127.0.0.1:{event['port']}"
     raise TimeoutError("sandbox server did not start listening in time")
