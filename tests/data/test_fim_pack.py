@@ -128,3 +128,13 @@ def test_context_cuts_never_split_a_multibyte_character(tmp_path: Path, tokenize
     decoded = load_tokenizer(path).decode(stream.tolist(), skip_special_tokens=False)
     assert "\ufffd" not in decoded
     assert decoded.split(EOT)[:-1] == texts  # rate 0: context cutting alone is lossless
+
+
+def test_pack_removes_temp_files_left_by_a_killed_attempt(tmp_path: Path, tokenizer, texts: list[str]) -> None:
+    _, path = tokenizer
+    stale = tmp_path / "packed" / ".shard-00000.tokens.bin.tmp-0123456789abcdef"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half-written")
+    reader = _pack(tmp_path, path, [Document("0", texts[0])], seq_len=64)
+    assert not stale.exists() and len(reader) > 0
+    assert not [p.name for p in (tmp_path / "packed").iterdir() if ".tmp-" in p.name]

@@ -73,6 +73,8 @@ class PackStep(Step):
             pieces = self._context_fim(pieces, tok, eot)
         tokens, starts = pack_pieces(pieces, self.params.seq_len, pad)
         folder = self.ctx.resolve(self.params.output)
+        for stale in folder.glob(f".{self.ctx.shard_name()}.*.tmp-*"):  # left by a killed attempt of this shard
+            stale.unlink(missing_ok=True)
         entry = packed.write_shard(folder, self.ctx.shard_name(), tokens, starts, self.params.seq_len)
         entry["documents"] = len(pieces)
         entry["real_tokens"] = int(sum(p.size for p in pieces))
