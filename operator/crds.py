@@ -15,6 +15,7 @@ import yaml
 
 from codekiln.operator.resources import RESOURCE_KINDS, Resource
 from codekiln.operator.version import API_GROUP, API_VERSION
+from codekiln.workloads.atomic_io import atomic_write_text
 
 CRD_FOLDERS = (Path("crds"), Path("helm/codekiln/crds"))
 SECCOMP_PROFILE_FILE = Path("helm/codekiln/files/seccomp/sandbox.json")  # SandboxPool node profile
@@ -218,8 +219,5 @@ def write_crds(root: Path = Path(".")) -> list[Path]:
     outputs = {root / folder / crd_filename(crd): render_crd(crd) for folder in CRD_FOLDERS for crd in build_crds()}
     outputs[root / SECCOMP_PROFILE_FILE] = seccomp_profile.render()
     for path, text in outputs.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return list(outputs)
