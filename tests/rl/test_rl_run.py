@@ -168,3 +168,56 @@ def test_in_pod_entry_reads_the_resource_json(sandbox_url, tmp_path, monkeypatch
     assert main(["--config", str(path)]) == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["history"][0]["step"] == 1
     assert main(["--config", str(tmp_path / "missing.json")]) == 2
+
+
+@pytest.fixture(scope="module")
+def pretrain_export(tmp_path_factory):
+    """What a PretrainRun exports: a Hugging Face Llama folder with codekiln's BPE tokenizer.json."""
+    from codekiln.workloads.data.tokenizer import save_tokenizer, train_bpe
+    from codekiln.workloads.model.config import ModelConfig
+    from codekiln.workloads.model.hf import export_hf
+    from codekiln.workloads.model.transformer import Transformer
+
+    tasks = load_tasks("builtin")
+    tok = train_bpe([t.prompt + t.reference for t in tasks] * 20, vocab_size=300)
+    tok_path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    save_tokenizer(tok, tok_path)
+    torch.manual_seed(0)
+    cfg = ModelConfig(preset="tiny", vocab_size=tok.get_vocab_size(), dim=48, n_heads=4, n_kv_heads=2, max_seq_len=128)
+    model = Transformer(cfg)
+    folder = export_hf(model, cfg, tmp_path_factory.mktemp("pretrain") / "hf", tokenizer_json=tok_path)
+    return folder, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_rl_continues_from_a_pretrain_export(sandbox_url, tmp_path, pretrain_export):
+    from codekiln.workloads.rl.tokenizer import FileTokenizer
+
+    folder, weights = pretrain_export
+    cfg = _cfg(tmp_path, str(folder), steps=1)  # spec.rl.model says dim 64: the export's shape (48) wins
+    trainer = RLTrainer(cfg, SandboxScorer(sandbox_url), tmp_path / "o")
+    assert isinstance(trainer.tokenizer, FileTokenizer) and trainer.tokenizer.path == folder / "tokenizer.json"
+    assert trainer.model.cfg.dim == 48
+    assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in weights.items())
+    task = trainer.tasks[0]
+    ids = trainer.tokenizer.encode(task.prompt + task.reference)
+    assert len(ids) < len(task.prompt + task.reference) / 2  # BPE, not characters
+    assert trainer.tokenizer.decode(ids) == task.prompt + task.reference
+    trainer.finish_setup()
+    m = trainer.train_step()
+    assert trainer.step == 1 and 0.0 <= m["pass_rate"] <= 1.0 and torch.isfinite(torch.tensor(m["loss"]))
+
+
+def test_bad_pretrain_inputs_name_the_field(tmp_path, pretrain_export):
+    folder, _ = pretrain_export
+    with pytest.raises(ValueError, match="tokenizer: .*missing.json does not exist"):
+        RLTrainer(_cfg(tmp_path, str(folder), tokenizer=str(tmp_path / "missing.json")), None, tmp_path / "o")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="warmStart.initCheckpoint .*config.json"):
+        RLTrainer(_cfg(tmp_path, str(empty)), None, tmp_path / "o")
+    big = tmp_path / "big.json"  # a tokenizer with more ids than the exported model has rows
+    from codekiln.workloads.data.tokenizer import save_tokenizer, train_bpe
+
+    save_tokenizer(train_bpe([f"word{i} token{i * 7} " * 3 for i in range(3000)], vocab_size=2000), big)
+    with pytest.raises(ValueError, match="vocabulary .* is smaller than the tokenizer's"):
+        RLTrainer(_cfg(tmp_path, str(folder), tokenizer=str(big)), None, tmp_path / "o")

@@ -73,7 +73,10 @@ class TasksConfig(ConfigModel):
 class WarmStartConfig(ConfigModel):
     """Warm start: a random model earns zero reward, so RL starts from an SFT'd policy."""
 
-    init_checkpoint: str | None = Field(default=None, description="Policy checkpoint (.pt / safetensors dir).")
+    init_checkpoint: str | None = Field(
+        default=None, description="Policy to start from: a .pt checkpoint, or a Hugging Face Llama folder "
+        "(config.json + model.safetensors, e.g. a PretrainRun's export), whose shape then replaces spec.rl.model.",
+    )
     sft_steps: int = Field(default=0, ge=0, description="In-run SFT steps on the task format before RL (0 = off).")
     sft_lr: float = Field(default=3e-3, gt=0, description="SFT learning rate.")
     sft_correct_fraction: float = Field(
@@ -138,7 +141,11 @@ class RLConfig(ConfigModel):
     )
     reward_timeout_s: float = Field(default=10.0, gt=0, description="Per-execution run timeout.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    tokenizer: Literal["char"] = Field(default="char", description="Tokenizer (char-level for the demo).")
+    tokenizer: str = Field(
+        default="auto", min_length=1,
+        description="auto (the tokenizer.json of a Hugging Face initCheckpoint folder, else char), char "
+        "(character-level, for the demo), or the path of a tokenizer.json or a folder holding one.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RLConfig:

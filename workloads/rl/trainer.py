@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from codekiln.workloads.model.hf import load_hf
 from codekiln.workloads.model.transformer import Transformer
 from codekiln.workloads.rl import dpo, rft
 from codekiln.workloads.rl.advantages import compute_advantages
@@ -23,7 +24,7 @@ from codekiln.workloads.rl.logprobs import response_logprobs
 from codekiln.workloads.rl.rewards import score_batch
 from codekiln.workloads.rl.rollout import generate_groups
 from codekiln.workloads.rl.tasks import Task, load_tasks
-from codekiln.workloads.rl.tokenizer import CharTokenizer
+from codekiln.workloads.rl.tokenizer import build_tokenizer
 from codekiln.workloads.rl.update import LossSettings, policy_update
 from codekiln.workloads.rl.warmstart import sft_warm_start
 
@@ -45,9 +46,13 @@ class RLTrainer:
         self.device = torch.device(
             "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
         )
-        self.tokenizer = CharTokenizer()
-        model_cfg = cfg.model.model_copy(update={"vocab_size": self.tokenizer.vocab_size})
-        self.model = Transformer(model_cfg).to(self.device)
+        init = cfg.warm_start.init_checkpoint
+        self.tokenizer = build_tokenizer(cfg.tokenizer, init)
+        if init and Path(init).is_dir():
+            self.model = self._load_hf_policy(init).to(self.device)
+        else:
+            model_cfg = cfg.model.model_copy(update={"vocab_size": self.tokenizer.vocab_size})
+            self.model = Transformer(model_cfg).to(self.device)
         self.tasks = tasks if tasks is not None else load_tasks(
             cfg.tasks.source, cfg.tasks.path, cfg.tasks.builtin_set, cfg.tasks.limit
         )
@@ -62,12 +67,26 @@ class RLTrainer:
         self._step_observed: dict[str, float] = {}
         self.ref_model = None
         self.dpo_ref_cache: dict = {}
-        if cfg.warm_start.init_checkpoint:
-            self._load_policy(cfg.warm_start.init_checkpoint)
+        if init and not Path(init).is_dir():
+            self._load_policy(init)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.engine = build_engine(cfg.engine, self.model)
 
     # ------------------------------------------------------------------ setup
+    def _load_hf_policy(self, folder: str) -> Transformer:
+        """A Hugging Face Llama folder; its shape wins, run-time knobs (kernels, attention) come from spec."""
+        if not (Path(folder) / "config.json").is_file():
+            raise ValueError(f"warmStart.initCheckpoint {folder}: a folder must hold a Hugging Face config.json and "
+                             "model.safetensors (a PretrainRun's export)")
+        loaded, loaded_cfg = load_hf(folder)
+        if loaded_cfg.vocab_size < self.tokenizer.vocab_size:
+            raise ValueError(f"warmStart.initCheckpoint {folder}: vocabulary {loaded_cfg.vocab_size} is smaller than "
+                             f"the tokenizer's {self.tokenizer.vocab_size} (tokenizer: {self.cfg.tokenizer})")
+        knobs = {k: getattr(self.cfg.model, k) for k in ("kernels", "attention", "activation_checkpointing")}
+        model = Transformer(loaded_cfg.model_copy(update=knobs))
+        model.load_state_dict(loaded.state_dict())
+        return model
+
     def _load_policy(self, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
         state = state.get("policy", state)
