@@ -8,6 +8,7 @@ demo:
 	.venv/bin/codekiln run --local -f examples/datapipeline.yaml
 	.venv/bin/codekiln run --local -f examples/pretrainrun.yaml
 	.venv/bin/codekiln run --local -f examples/rlrun.yaml
+	.venv/bin/codekiln run --local -f examples/rlrun-from-pretrain.yaml
 
 test:
 	./scripts/bootstrap.sh

@@ -211,6 +211,8 @@ def test_bad_pretrain_inputs_name_the_field(tmp_path, pretrain_export):
     folder, _ = pretrain_export
     with pytest.raises(ValueError, match="tokenizer: .*missing.json does not exist"):
         RLTrainer(_cfg(tmp_path, str(folder), tokenizer=str(tmp_path / "missing.json")), None, tmp_path / "o")
+    with pytest.raises(ValueError, match="warmStart.initCheckpoint .*nowhere does not exist"):
+        RLTrainer(_cfg(tmp_path, str(tmp_path / "nowhere")), None, tmp_path / "o")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="warmStart.initCheckpoint .*config.json"):

@@ -47,6 +47,9 @@ class RLTrainer:
             "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
         )
         init = cfg.warm_start.init_checkpoint
+        if init and not Path(init).exists():
+            raise ValueError(f"warmStart.initCheckpoint {init} does not exist (run the PretrainRun that exports it, "
+                             "or point it at a .pt checkpoint)")
         self.tokenizer = build_tokenizer(cfg.tokenizer, init)
         if init and Path(init).is_dir():
             self.model = self._load_hf_policy(init).to(self.device)
