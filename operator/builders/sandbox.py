@@ -9,6 +9,7 @@ from codekiln.operator.resources import SandboxPool
 
 SANDBOX_UID = 65532  # "nonroot" in distroless-style images
 TMP_SIZE_LIMIT = "1Gi"
+TERMINATION_LOG = "/dev/termination-log"
 
 
 def pool_selector(resource: SandboxPool) -> dict[str, str]:
@@ -36,7 +37,10 @@ def _container(resource: SandboxPool) -> dict[str, Any]:
         "image": resource.spec.image,
         "imagePullPolicy": resource.spec.image_pull_policy,
         "command": ["python", "-m", "codekiln.workloads.sandbox", "serve", "--config",
-                    f"{names.CONFIG_MOUNT}/{names.CONFIG_KEY}"],
+                    f"{names.CONFIG_MOUNT}/{names.CONFIG_KEY}", "--exit-on-self-check-failure",
+                    "--termination-log", TERMINATION_LOG],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "TMPDIR", "value": "/tmp"},
                 *common.user_env(resource)],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],

@@ -98,6 +98,18 @@ def failed_pod(pods: list[dict[str, Any]]) -> PodFailure | None:
     return disruption or failure
 
 
+def sandbox_unavailable(pods: list[dict[str, Any]], exit_code: int) -> str | None:
+    """'pod X: <message>' for a sandbox container that exited with ``exit_code`` (it cannot isolate runs)."""
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            for state in (cs.get("state") or {}, cs.get("lastState") or {}):
+                terminated = state.get("terminated") or {}
+                if terminated and int(terminated.get("exitCode") or 0) == exit_code:
+                    message = (terminated.get("message") or "").strip() or f"exit code {exit_code}"
+                    return f"pod {pod['metadata']['name']}: {message}"
+    return None
+
+
 def running_pods(pods: list[dict[str, Any]]) -> int:
     return sum(1 for pod in pods if (pod.get("status") or {}).get("phase") == "Running")
 

@@ -7,8 +7,12 @@ from codekiln.operator.builders.children import desired_children
 from codekiln.operator.reconcile import observe
 from codekiln.operator.reconcile.context import Context
 from codekiln.operator.status import now_iso, post_event
+from codekiln.workloads.sandbox.config import EXIT_SANDBOX_UNAVAILABLE
 
 POLL_UNTIL_READY_S = 15.0
+ISOLATION_HINT = ("Per-run isolation needs user namespaces in the pod: install the chart's seccomp profile "
+                  "(sandboxSeccomp.install) and set spec.seccompLocalhostProfile: codekiln/sandbox.json, "
+                  "spec.hostUsers: false and spec.procMount: Unmasked, or use a runtimeClassName that allows them")
 
 
 async def reconcile_pool(ctx: Context) -> None:
@@ -30,19 +34,24 @@ async def reconcile_pool(ctx: Context) -> None:
         draft.condition("Ready", True, "AllReplicasReady", f"{ready}/{spec.replicas} sandbox server(s) ready")
     else:
         draft.set(phase="Pending")
-        draft.condition("Ready", False, "ReplicasNotReady", f"{ready}/{spec.replicas} sandbox server(s) ready")
         ctx.requeue(POLL_UNTIL_READY_S)
-        await replace_stuck_sandboxes(ctx)
+        pods = await ctx.client.list("v1", "Pod", ctx.namespace, sandbox_builders.selector_string(ctx.resource))
+        unavailable = observe.sandbox_unavailable(pods, EXIT_SANDBOX_UNAVAILABLE)
+        if unavailable is not None:  # a configuration problem: replacing pods would not help
+            draft.condition("Ready", False, "SandboxUnavailable", f"{ready}/{spec.replicas} sandbox server(s) ready; "
+                            f"{unavailable}. {ISOLATION_HINT}")
+            return
+        draft.condition("Ready", False, "ReplicasNotReady", f"{ready}/{spec.replicas} sandbox server(s) ready")
+        await replace_stuck_sandboxes(ctx, pods)
 
 
-async def replace_stuck_sandboxes(ctx: Context) -> None:
+async def replace_stuck_sandboxes(ctx: Context, pods: list[dict]) -> None:
     """Delete running sandbox pods unready past the grace period; the Deployment starts fresh ones."""
     grace_s = ctx.resource.spec.unready_replace_after_seconds
     if grace_s is None:
         return
-    selector = sandbox_builders.selector_string(ctx.resource)
     replaced = 0
-    for pod in await ctx.client.list("v1", "Pod", ctx.namespace, selector):
+    for pod in pods:
         since = observe.unready_since(pod)
         if since is None:
             continue

@@ -171,7 +171,9 @@ def test_sandbox_deployment_is_hardened():
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
     assert tmp["emptyDir"]["medium"] == "Memory"
-    assert container["command"][-3:-1] == ["serve", "--config"]
+    assert container["command"][3:5] == ["serve", "--config"]
+    assert container["command"][-3:] == ["--exit-on-self-check-failure", "--termination-log", "/dev/termination-log"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert deploy["spec"]["selector"]["matchLabels"] == deploy["spec"]["template"]["metadata"]["labels"]
 
 

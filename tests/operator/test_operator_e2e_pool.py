@@ -48,3 +48,26 @@ def test_sandbox_pod_stuck_unready_is_replaced(cluster):
     assert cluster.get("Pod", "stuck-new") is not None, "a pod within its grace period is left alone"
     cluster.wait(lambda: cluster.status("SandboxPool", "stuck").get("replacedPods") == 1, what="replacedPods")
     assert any(e["reason"] == "SandboxReplaced" for e in cluster.events("stuck"))
+
+
+def test_sandbox_that_cannot_isolate_is_reported_not_churned(cluster):
+    # the server's self-check failed (e.g. RuntimeDefault seccomp refuses namespaces): it exited with
+    # code 3 and wrote the reason to its termination log; the kubelet restarts it (CrashLoopBackOff)
+    cluster.create(document("SandboxPool", "noiso", replicas=1, unreadyReplaceAfterSeconds=30))
+    cluster.wait(lambda: cluster.get("Deployment", "noiso"), what="Deployment")
+    selector = cluster.get("Deployment", "noiso")["spec"]["selector"]["matchLabels"]
+    cluster.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "noiso-1", "labels": selector},
+                    "spec": {"containers": [{"name": "sandbox", "image": "sandbox"}]}})
+    reason = "sandbox self-check failed: bwrap: No permissions to create a new namespace"
+    cluster.patch("Pod", "noiso-1", {"status": {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "False", "lastTransitionTime": "2020-01-01T00:00:00Z"}],
+        "containerStatuses": [{"name": "sandbox", "ready": False, "restartCount": 4, "image": "sandbox",
+                               "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                               "lastState": {"terminated": {"exitCode": 3, "reason": "Error", "message": reason}}}]}},
+        sub="status")
+    cluster.set_deployment("noiso", ready=0)
+    cluster.wait(lambda: cluster.condition("SandboxPool", "noiso", "Ready").get("reason") == "SandboxUnavailable",
+                 what="SandboxUnavailable condition")
+    message = cluster.condition("SandboxPool", "noiso", "Ready")["message"]
+    assert "pod noiso-1: " + reason in message and "seccompLocalhostProfile" in message
+    assert cluster.get("Pod", "noiso-1") is not None  # past the grace period, yet not deleted: it would not help

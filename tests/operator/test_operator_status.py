@@ -103,3 +103,16 @@ def test_disruption_is_told_apart_from_a_workload_failure():
     pod = _pod("a-0", "Failed", exit_code=137)
     pod["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "False"}]
     assert not observe.failed_pod([pod]).disrupted
+
+
+def test_sandbox_unavailable_comes_from_the_exit_code_and_termination_message():
+    crashed = {"metadata": {"name": "p-1"}, "status": {"containerStatuses": [{
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 3, "message": "sandbox self-check failed: no userns\n"}}}]}}
+    assert observe.sandbox_unavailable([crashed], 3) == "pod p-1: sandbox self-check failed: no userns"
+    oom = {"metadata": {"name": "p-2"}, "status": {"containerStatuses": [{
+        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}}
+    assert observe.sandbox_unavailable([oom, {"metadata": {"name": "p-3"}, "status": {}}], 3) is None
+    silent = {"metadata": {"name": "p-4"},
+              "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 3}}}]}}
+    assert observe.sandbox_unavailable([silent], 3) == "pod p-4: exit code 3"

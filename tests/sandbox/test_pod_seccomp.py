@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from codekiln.operator.builders.seccomp_profile import DENIED_EPERM, sandbox_pod_profile
+from codekiln.workloads.sandbox.config import EXIT_SANDBOX_UNAVAILABLE
 from codekiln.workloads.sandbox.local import local_server_process
 
 from .helpers import assert_healthy, make_config, run
@@ -67,6 +68,21 @@ def test_runtime_default_like_profile_makes_the_server_fail_closed(tmp_path: Pat
         assert ready.status_code == 503 and "self-check failed" in ready.json()["message"]
         refused = http.post("/run_code", json={"code": "print(1)", "language": "python"})
         assert refused.status_code == 503 and "not ready" in refused.text  # nothing ran unisolated
+
+
+def test_pod_server_exits_with_the_reason_in_its_termination_log(tmp_path: Path) -> None:
+    # what the SandboxPool container runs: exit 3 and a termination message the operator shows in status
+    profile = _write(tmp_path, "runtime-default-like.json", RUNTIME_DEFAULT_LIKE)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(make_config(str(tmp_path / "work"), sandbox_uid_base=64200, port=0,
+                                             host="127.0.0.1").to_wire()))
+    log = tmp_path / "termination-log"
+    proc = subprocess.run([sys.executable, LAUNCHER, profile, "--", sys.executable, "-m", "codekiln.workloads.sandbox",
+                           "serve", "--config", str(config), "--exit-on-self-check-failure",
+                           "--termination-log", str(log)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_SANDBOX_UNAVAILABLE, proc.stderr
+    assert log.read_text().startswith("sandbox self-check failed: ")
+    assert "error: sandbox self-check failed" in proc.stderr
 
 
 def test_shipped_pod_profile_lets_the_sandbox_isolate_and_run(tmp_path: Path) -> None:

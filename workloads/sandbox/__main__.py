@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrency", type=int)
     parser.add_argument("--max-queue", type=int)
     parser.add_argument("--work-dir")
+    parser.add_argument("--exit-on-self-check-failure", action="store_true",
+                        help="Exit with code 3 instead of serving 503s when runs cannot be isolated.")
+    parser.add_argument("--termination-log", help="Also write that error here (a pod's /dev/termination-log).")
     args = parser.parse_args(argv)
     overrides = {"host": args.host, "port": args.port, "max_concurrency": args.max_concurrency,
                  "max_queue": args.max_queue, "work_dir": args.work_dir}
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from codekiln.workloads.sandbox.server import serve_until_stopped
 
-    return serve_until_stopped(config)
+    return serve_until_stopped(config, args.exit_on_self_check_failure, args.termination_log)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ from pydantic import Field, model_validator
 
 from codekiln.workloads.schema import ConfigModel
 
+# Exit code of a sandbox server that cannot isolate runs (no bubblewrap, no namespaces). The
+# SandboxPool pod exits with it after its self-check, and the operator reads it from the pod.
+EXIT_SANDBOX_UNAVAILABLE = 3
+
 
 class SandboxLimits(ConfigModel):
     """Per-execution limits. Requests may ask for less, never for more than the ``max_*`` caps."""

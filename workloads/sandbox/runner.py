@@ -24,4 +24,4 @@ def run_local(resource: dict) -> int:
           f"(1 local server; the cluster runs {replicas} replicas). Ctrl-C stops.", file=sys.stderr)
     from codekiln.workloads.sandbox.server import serve_until_stopped
 
-    return serve_until_stopped(config)
+    return serve_until_stopped(config, exit_on_failed_check=True)

@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from codekiln.workloads.sandbox.config import SandboxConfig
+from codekiln.workloads.sandbox.config import EXIT_SANDBOX_UNAVAILABLE, SandboxConfig
 from codekiln.workloads.sandbox.executor import Executor, RequestError
 from codekiln.workloads.sandbox.isolation import SandboxUnavailable
 from codekiln.workloads.sandbox.languages import canonical
@@ -175,8 +175,13 @@ def build_app(config: SandboxConfig) -> web.Application:
     return app
 
 
-async def serve_async(config: SandboxConfig, ready: asyncio.Event | None = None) -> None:
-    """Serve until cancelled or SIGTERM/SIGINT. Prints one JSON line with the bound address."""
+async def serve_async(config: SandboxConfig, ready: asyncio.Event | None = None,
+                      exit_on_failed_check: bool = False) -> None:
+    """Serve until cancelled or SIGTERM/SIGINT. Prints one JSON line with the bound address.
+
+    With ``exit_on_failed_check`` a failed self-check raises :class:`SandboxUnavailable` instead
+    of serving 503s (pods: the restart and its termination message make the cause visible).
+    """
     app = build_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -187,6 +192,9 @@ async def serve_async(config: SandboxConfig, ready: asyncio.Event | None = None)
     state = app[STATE]
     print(json.dumps({"event": "listening", "host": config.host, "port": port, "ready": state["ready"],
                       "error": state.get("error"), "languages": sorted(app[EXECUTOR].toolchains)}), flush=True)
+    if exit_on_failed_check and not state["ready"]:
+        await runner.cleanup()
+        raise SandboxUnavailable(state.get("error") or "sandbox self-check failed")
     if ready is not None:
         ready.set()
     stop = asyncio.Event()
@@ -200,18 +208,26 @@ async def serve_async(config: SandboxConfig, ready: asyncio.Event | None = None)
         await runner.cleanup()
 
 
-def serve(config: SandboxConfig) -> None:
+def serve(config: SandboxConfig, exit_on_failed_check: bool = False) -> None:
     """Run the server in the foreground until SIGTERM or Ctrl-C (``codekiln sandbox serve`` calls this)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_async(config))
+        asyncio.run(serve_async(config, exit_on_failed_check=exit_on_failed_check))
 
 
-def serve_until_stopped(config: SandboxConfig) -> int:
-    """``serve`` for command lines: exit code 0, or 3 with a one-line error when isolation is unavailable."""
+def serve_until_stopped(config: SandboxConfig, exit_on_failed_check: bool = False,
+                        termination_log: str | None = None) -> int:
+    """``serve`` for command lines: exit code 0, or 3 with a one-line error when isolation is unavailable.
+
+    ``termination_log`` (a pod's ``/dev/termination-log``) also receives the error, so Kubernetes
+    shows it in the container's last state and the operator in the SandboxPool's Ready condition.
+    """
     try:
-        serve(config)
+        serve(config, exit_on_failed_check)
     except SandboxUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 3
+        if termination_log:
+            with contextlib.suppress(OSError), open(termination_log, "w") as fh:
+                fh.write(str(exc)[:4000])
+        return EXIT_SANDBOX_UNAVAILABLE
     return 0
