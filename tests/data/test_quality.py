@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -183,3 +185,45 @@ def test_iterative_recall_reports_every_round() -> None:
     assert reports[-1].precision > base_rate  # better than keeping everything
     pool_labels = np.array(labels[n // 4 + n // 6 :])
     assert pool_labels[recalled].mean() > pool_labels.mean()  # the loop recalls code pages preferentially
+
+
+POLLUTED_HEAP_SCRIPT = """
+import ctypes, sys, sysconfig
+from pathlib import Path
+from codekiln.workloads.data import quality
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+blocks = [libc.malloc(n) for n in [64, 256, 1024, 4096, 16384, 65536] * 2000]
+for block, n in zip(blocks, [64, 256, 1024, 4096, 16384, 65536] * 2000):
+    ctypes.memset(block, 0xFF, n)  # freed heap full of NaN bit patterns, as after a long test session
+for block in blocks:
+    libc.free(block)
+std = Path(sysconfig.get_paths()["stdlib"])
+lib = [p.read_text(encoding="utf-8") for p in sorted(std.glob("*.py"))[:60]]
+tests = [p.read_text(encoding="utf-8", errors="replace") for p in sorted((std / "test").glob("test_*.py"))[:60]]
+params = quality.FastTextTrainParams(min_count=1, epoch=40, dim=32, word_ngrams=1, lr=0.1)
+if sys.argv[1] == "in-process":
+    import fasttext, tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as fh:
+        fh.write("\\n".join([f"__label__pos {quality.one_line(t, 20000)}" for t in lib]
+                           + [f"__label__neg {quality.one_line(t, 20000)}" for t in tests]) + "\\n")
+        fh.flush()
+        fasttext.train_supervised(input=fh.name, dim=32, lr=0.1, minCount=1, epoch=40, verbose=0, seed=0, thread=1)
+else:
+    model = quality.train_fasttext(lib, tests, params)
+    assert quality.positive_scores(model, lib[:5]).mean() > 0.5
+print("trained")
+"""
+
+
+def test_fasttext_trains_even_when_the_callers_heap_is_dirty() -> None:
+    # the reason training runs in a spawned process: in-process it reads the dirty heap and hits NaN
+    def run(mode: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", POLLUTED_HEAP_SCRIPT, mode], capture_output=True, text=True,
+                              timeout=300)
+
+    in_process = run("in-process")
+    assert in_process.returncode != 0 and "Encountered NaN" in in_process.stderr
+    spawned = run("spawned")
+    assert spawned.returncode == 0 and spawned.stdout.strip() == "trained", spawned.stderr

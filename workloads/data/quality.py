@@ -58,7 +58,7 @@ def _train_in_fresh_process(train_file: str, model_file: str, p: FastTextTrainPa
             )
             model.save_model(model_file)
             return
-        except RuntimeError as exc:  # fastText aborts a run whose loss went NaN: retry with a fresh seed
+        except RuntimeError as exc:  # a NaN abort in the fresh process too: retry with another seed
             if "NaN" not in str(exc) or attempt == 2:
                 raise
 
@@ -66,9 +66,10 @@ def _train_in_fresh_process(train_file: str, model_file: str, p: FastTextTrainPa
 def train_fasttext(positives: list[str], negatives: list[str], p: FastTextTrainParams | None = None):
     """Train a binary classifier (labels ``__label__pos`` / ``__label__neg``).
 
-    Training runs in a freshly spawned process: inside long-lived processes (the test suite)
-    fastText's training was seen to diverge to NaN where the same data and seed train cleanly
-    in a new process.
+    Training runs in a freshly spawned process: fastText's supervised training reads heap memory
+    it did not initialise, so in a long-lived process whose freed blocks hold garbage it fails
+    with "Encountered NaN" (reproduced by filling and freeing blocks with 0xFF bytes first; a
+    test guards this). A new process starts with a clean heap.
     """
     import fasttext
 
