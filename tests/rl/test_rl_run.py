@@ -223,3 +223,15 @@ def test_bad_pretrain_inputs_name_the_field(tmp_path, pretrain_export):
     save_tokenizer(train_bpe([f"word{i} token{i * 7} " * 3 for i in range(3000)], vocab_size=2000), big)
     with pytest.raises(ValueError, match="vocabulary .* is smaller than the tokenizer's"):
         RLTrainer(_cfg(tmp_path, str(folder), tokenizer=str(big)), None, tmp_path / "o")
+
+
+def test_humaneval_task_set_is_scored_by_its_check_function(sandbox_url):
+    tasks = load_tasks("humaneval")
+    assert len(tasks) == 164 and tasks[0].id == "HumanEval/0" and tasks[0].setup.lstrip().startswith("METADATA")
+    picked = tasks[:6]
+    scorer = SandboxScorer(sandbox_url)
+    right = scorer.score(picked, [t.prompt + t.reference for t in picked])
+    wrong = scorer.score(picked, [t.prompt + "    return None\n" for t in picked])
+    assert [s.passed for s in right] == [True] * 6
+    assert [s.passed for s in wrong] == [False] * 6
+    assert RLConfig.model_validate({"tasks": {"source": "humaneval", "limit": 8}}).tasks.source == "humaneval"

