@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from codekiln.operator.builders import names
 from codekiln.operator.reconcile.context import Context
-from codekiln.operator.status import is_true
+from codekiln.operator.status import find_condition, is_true
 from codekiln.operator.version import GROUP_VERSION
 
 POOL_POLL_S = 10.0
@@ -31,8 +31,13 @@ async def resolve_sandbox(ctx: Context) -> tuple[bool, str | None]:
     status = pool.get("status") or {}
     if not is_true(status, "Ready"):
         ready, wanted = status.get("readyReplicas", 0), (pool.get("spec") or {}).get("replicas", "?")
-        ctx.draft.condition("SandboxPoolReady", False, "SandboxPoolNotReady",
-                            f"SandboxPool {ref.name!r} has {ready}/{wanted} ready replicas; waiting for Ready")
+        pool_ready = find_condition(status, "Ready") or {}
+        if pool_ready.get("reason") == "SandboxUnavailable":  # a misconfigured pool: say why, not just "waiting"
+            ctx.draft.condition("SandboxPoolReady", False, "SandboxUnavailable",
+                                f"SandboxPool {ref.name!r} cannot isolate runs: {pool_ready.get('message')}")
+        else:
+            ctx.draft.condition("SandboxPoolReady", False, "SandboxPoolNotReady",
+                                f"SandboxPool {ref.name!r} has {ready}/{wanted} ready replicas; waiting for Ready")
         ctx.requeue(POOL_POLL_S)
         return False, url
     ctx.draft.condition("SandboxPoolReady", True, "SandboxPoolReady", f"sandboxes at {url}")

@@ -71,3 +71,9 @@ def test_sandbox_that_cannot_isolate_is_reported_not_churned(cluster):
     message = cluster.condition("SandboxPool", "noiso", "Ready")["message"]
     assert "pod noiso-1: " + reason in message and "seccompLocalhostProfile" in message
     assert cluster.get("Pod", "noiso-1") is not None  # past the grace period, yet not deleted: it would not help
+    # an RLRun on that pool says why it waits, instead of only "waiting for Ready"
+    cluster.create(document("RLRun", "rl", nodes=1, sandboxPoolRef={"name": "noiso"}))
+    cluster.wait(lambda: cluster.condition("RLRun", "rl", "SandboxPoolReady").get("reason") == "SandboxUnavailable",
+                 what="RLRun SandboxUnavailable")
+    assert reason in cluster.condition("RLRun", "rl", "SandboxPoolReady")["message"]
+    assert cluster.get("Job", "rl-r0") is None
