@@ -51,38 +51,60 @@ def _ce_kernel(
             tl.store(row_ptr + cols[None, :], grad, mask=mask)
 
 
+def _run_chunks(h2, w, y, ignore_index: int, step: int, grad_scale: float, loss_rows, grad_h, grad_w,
+                row_scale: torch.Tensor | None = None) -> None:
+    """One pass over token chunks: per-row losses and, when buffers are given, the gradients.
+
+    ``row_scale`` multiplies each row's d loss / d logits (the upstream gradient of ``reduction="none"``).
+    """
+    n_rows, vocab = h2.shape[0], w.shape[0]
+    block_r, block_v = vocab_block(vocab)
+    warps = num_warps(block_r * block_v)
+    compute_grad = grad_h is not None or grad_w is not None
+    for start in range(0, n_rows, step):
+        end = min(start + step, n_rows)
+        h_c = h2[start:end]
+        logits = h_c @ w.t()
+        _ce_kernel[(triton.cdiv(end - start, block_r),)](
+            logits, y[start:end], loss_rows[start:end], end - start, vocab, ignore_index, grad_scale,
+            COMPUTE_GRAD=compute_grad, BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps,
+        )
+        if compute_grad:
+            if row_scale is not None:
+                logits.mul_(row_scale[start:end, None].to(logits.dtype))
+            add_chunk_grads(logits, h_c, w, grad_h[start:end] if grad_h is not None else None, grad_w)
+        del logits
+
+
 class LinearCrossEntropyFunction(torch.autograd.Function):
-    """Cross-entropy of ``hidden @ weight.T``; gradients for hidden and weight."""
+    """Cross-entropy of ``hidden @ weight.T``; gradients for hidden and weight.
+
+    ``mean``/``sum``: gradients are computed in the forward pass (backward only scales them).
+    ``none``: per-token losses; backward recomputes each chunk's logits, scaled row by row by
+    the upstream gradient (nothing of size ``[N, V]`` or ``[N, D]`` is kept from forward).
+    """
 
     @staticmethod
     def forward(ctx, hidden, weight, labels, ignore_index: int, reduction: str, chunk_size: int | None, grad: bool):
         h2, y = check_inputs("linear_cross_entropy", hidden, weight, labels, ignore_index)
         n_rows, vocab = h2.shape[0], weight.shape[0]
+        w = weight if weight.dtype == h2.dtype else weight.to(h2.dtype)  # e.g. fp32 master weight, bf16 hidden
+        step = chunk_rows(n_rows, vocab, h2.shape[1], chunk_size)
+        loss_rows = torch.empty(n_rows, dtype=torch.float32, device=h2.device)
+        ctx.reduction = reduction
+        if reduction == "none":
+            _run_chunks(h2, w, y, ignore_index, step, 1.0, loss_rows, None, None)
+            ctx.ignore_index, ctx.step = ignore_index, step
+            ctx.hidden_shape, ctx.weight_dtype = hidden.shape, weight.dtype
+            ctx.save_for_backward(h2, w, y)
+            return loss_rows.view(labels.shape)
         n_valid = (y != ignore_index).sum()
         need_h = grad and ctx.needs_input_grad[0]
         need_w = grad and ctx.needs_input_grad[1]
-        if reduction == "mean":
-            grad_scale = 1.0 / max(int(n_valid), 1)
-        else:
-            grad_scale = 1.0
-        loss_rows = torch.empty(n_rows, dtype=torch.float32, device=h2.device)
+        grad_scale = 1.0 / max(int(n_valid), 1) if reduction == "mean" else 1.0
         grad_h = torch.empty_like(h2) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
-        block_r, block_v = vocab_block(vocab)
-        warps = num_warps(block_r * block_v)
-        w = weight if weight.dtype == h2.dtype else weight.to(h2.dtype)  # e.g. fp32 master weight, bf16 hidden
-        step = chunk_rows(n_rows, vocab, h2.shape[1], chunk_size)
-        for start in range(0, n_rows, step):
-            end = min(start + step, n_rows)
-            h_c = h2[start:end]
-            logits = h_c @ w.t()
-            _ce_kernel[(triton.cdiv(end - start, block_r),)](
-                logits, y[start:end], loss_rows[start:end], end - start, vocab, ignore_index, grad_scale,
-                COMPUTE_GRAD=need_h or need_w, BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps,
-            )
-            if need_h or need_w:
-                add_chunk_grads(logits, h_c, w, grad_h[start:end] if need_h else None, grad_w)
-            del logits
+        _run_chunks(h2, w, y, ignore_index, step, grad_scale, loss_rows, grad_h, grad_w)
         loss = loss_rows.sum()
         if reduction == "mean":
             loss = loss / n_valid  # nan when every label is ignored, as in torch
@@ -93,6 +115,17 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        if ctx.reduction == "none":
+            h2, w, y = ctx.saved_tensors
+            need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            grad_h = torch.empty_like(h2) if need_h else None
+            grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
+            scratch = torch.empty(h2.shape[0], dtype=torch.float32, device=h2.device)
+            _run_chunks(h2, w, y, ctx.ignore_index, ctx.step, 1.0, scratch, grad_h, grad_w,
+                        row_scale=grad_out.reshape(-1).float())
+            grad_h = grad_h.view(ctx.hidden_shape) if need_h else None
+            grad_w = grad_w.to(ctx.weight_dtype) if need_w else None
+            return grad_h, grad_w, None, None, None, None, None
         grad_h, grad_w = ctx.saved_tensors
         if bool(grad_out == 1):  # loss.backward() directly: no V x D copy
             return grad_h, grad_w, None, None, None, None, None
@@ -113,11 +146,12 @@ def linear_cross_entropy(
 
     Args:
         ignore_index: labels equal to this contribute neither loss nor gradient.
-        reduction: ``"mean"`` (over non-ignored labels) or ``"sum"``.
+        reduction: ``"mean"`` (over non-ignored labels), ``"sum"``, or ``"none"`` (per token, shaped
+            like ``labels``; ignored tokens are 0).
         chunk_size: tokens per chunk (default: logits chunk about the size of ``hidden``).
     """
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"linear_cross_entropy: reduction must be 'mean' or 'sum', got {reduction!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"linear_cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     check_device(hidden, weight, labels)
     grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     return LinearCrossEntropyFunction.apply(hidden, weight, labels, ignore_index, reduction, chunk_size, grad)

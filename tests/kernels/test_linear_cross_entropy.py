@@ -59,6 +59,24 @@ def test_linear_ce_bad_input_is_a_clear_error(device):
     with pytest.raises(ValueError, match="labels must lie in"):
         linear_cross_entropy(hidden, weight, torch.tensor([0, 1, V, 2], device=device))
     with pytest.raises(ValueError, match="reduction"):
-        linear_cross_entropy(hidden, weight, torch.zeros(4, dtype=torch.long, device=device), reduction="none")
+        linear_cross_entropy(hidden, weight, torch.zeros(4, dtype=torch.long, device=device), reduction="avg")
     with pytest.raises(ValueError, match="does not match weight"):
         linear_cross_entropy(hidden[:, :5], weight, torch.zeros(4, dtype=torch.long, device=device))
+
+
+@pytest.mark.parametrize("chunk_size", [64, None])
+def test_linear_ce_per_token_losses_and_weighted_gradients(chunk_size, device):
+    # reduction="none": per-token losses (0 where ignored); backward recomputes each chunk with a
+    # different upstream gradient per token, e.g. RL advantages or loss masks
+    hidden, weight = leaf(3, 50, D, device=device), leaf(V, D, device=device, scale=0.3)
+    labels = torch.randint(0, V, (3, 50), device=device)
+    labels[:, ::9] = -100
+    loss = linear_cross_entropy(hidden, weight, labels, reduction="none", chunk_size=chunk_size)
+    loss_ref = reference.linear_cross_entropy(hidden, weight, labels, reduction="none").view(3, 50)
+    assert loss.shape == labels.shape and bool((loss[:, ::9] == 0).all())
+    torch.testing.assert_close(loss, loss_ref, atol=1e-6, rtol=1e-6)
+    weights = torch.randn(3, 50, device=device)  # signed, per token
+    g = torch.autograd.grad((loss * weights).sum(), (hidden, weight))
+    g_ref = torch.autograd.grad((loss_ref * weights).sum(), (hidden, weight))
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

@@ -61,7 +61,7 @@ def linear_cross_entropy(
 ) -> torch.Tensor:
     """Cross-entropy of ``hidden @ weight.T`` against ``labels`` (hidden [N, D], labels [N]).
 
-    The Triton path never materialises the full logits and supports ``reduction`` "mean" and "sum".
+    The Triton path never materialises the full logits; ``reduction`` is "mean", "sum" or "none".
     """
     if _triton(kernels):
         from codekiln.kernels import linear_cross_entropy as fused
