@@ -1,12 +1,14 @@
-"""E2E: the gang the operator builds really trains.
+"""E2E: the Jobs the operator builds really run their workloads.
 
-The operator (kopf, in-process) turns a PretrainRun into an Indexed Job in the emulator; a tiny
-"kubelet" here starts each pod of the Job as a local process from the Job's own command, env
-(completion index → PET_NODE_RANK/RANK through the fieldRef) and ConfigMap. The two "nodes"
-rendezvous through torchrun's static backend, train data-parallel on a real packed corpus, and
-rank 0 patches ``status.progress`` into the emulator. Only what a cluster provides differently
-is substituted: rank 0's DNS name becomes 127.0.0.1, and each pod gets its own free ports
-(pods have their own network namespaces).
+The operator (kopf, in-process) turns resources into Indexed Jobs in the emulator; a tiny
+"kubelet" here starts each pod of a Job as a local process from the Job's own command, env
+(fieldRefs resolved from the pod, ``JOB_COMPLETION_INDEX`` as the Job controller injects it)
+and ConfigMap. PretrainRun: the two "nodes" rendezvous through torchrun's static backend,
+train data-parallel on a real packed corpus, and rank 0 patches ``status.progress`` into the
+emulator. DataPipeline: every shard of every stage runs as its own process, stage after stage
+as the operator releases them, and the result equals a local run. Only what a cluster provides
+differently is substituted: rank 0's DNS name becomes 127.0.0.1, and each pod gets its own free
+ports (pods have their own network namespaces).
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _kubelet_env(pod: dict, container: dict, master_port: int, api_url: str) -> dict[str, str]:
+def _pod_env(pod: dict, container: dict) -> dict[str, str]:
     """The container env as the kubelet resolves it (fieldRefs to the pod's annotations)."""
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "OMP_NUM_THREADS": "1"}
+    index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "OMP_NUM_THREADS": "1",
+           "JOB_COMPLETION_INDEX": index}
     for var in container["env"]:
         if "value" in var:
             env[var["name"]] = var["value"]
@@ -58,6 +62,18 @@ def _kubelet_env(pod: dict, container: dict, master_port: int, api_url: str) -> 
             path = var["valueFrom"]["fieldRef"]["fieldPath"]
             key = path.removeprefix("metadata.annotations['").removesuffix("']")
             env[var["name"]] = pod["metadata"]["annotations"][key]
+    return env
+
+
+def _command(cluster, container: dict, config_map: str, tmp_path: Path) -> list[str]:
+    """The container command with the ConfigMap mounted at a local path."""
+    config_file = tmp_path / f"{config_map}.json"
+    config_file.write_text(cluster.get("ConfigMap", config_map)["data"][names.CONFIG_KEY])
+    return [a.replace(f"{names.CONFIG_MOUNT}/{names.CONFIG_KEY}", str(config_file)) for a in container["command"]]
+
+
+def _gang_env(pod: dict, container: dict, master_port: int, api_url: str) -> dict[str, str]:
+    env = _pod_env(pod, container)
     for name in ("PET_MASTER_ADDR", "MASTER_ADDR"):
         env[name] = "127.0.0.1"  # <job>-0.<headless service> in a cluster
     for name in ("PET_MASTER_PORT", "MASTER_PORT"):
@@ -76,11 +92,8 @@ def test_operator_built_gang_trains_and_reports_progress(cluster, tmp_path):
                 "checkpoint": {"everySteps": 2, "keepLast": 1}}
     cluster.create(document("PretrainRun", "e2e", namespace=cluster.ns, uid=False, nodes=2, training=training))
     job = cluster.wait(lambda: cluster.get("Job", "e2e-r0"), what="gang Job")
-    config_map = cluster.get("ConfigMap", "e2e-config")
-    config_file = tmp_path / names.CONFIG_KEY
-    config_file.write_text(config_map["data"][names.CONFIG_KEY])
     container = job["spec"]["template"]["spec"]["containers"][0]
-    command = [a.replace(f"{names.CONFIG_MOUNT}/{names.CONFIG_KEY}", str(config_file)) for a in container["command"]]
+    command = _command(cluster, container, "e2e-config", tmp_path)
     assert command[0] == "torchrun"
     command = [sys.executable, "-m", "torch.distributed.run", *command[1:]]
 
@@ -89,7 +102,7 @@ def test_operator_built_gang_trains_and_reports_progress(cluster, tmp_path):
     cluster.run_all("e2e-r0")
     master_port = _free_port()
     api_url = str(cluster.http.base_url)
-    procs = [subprocess.Popen(command, env=_kubelet_env(pod, container, master_port, api_url),
+    procs = [subprocess.Popen(command, env=_gang_env(pod, container, master_port, api_url),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pod in pods]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for proc, out in zip(procs, outputs, strict=True):
@@ -112,3 +125,47 @@ def test_operator_built_gang_trains_and_reports_progress(cluster, tmp_path):
     cluster.finish_all("e2e-r0")
     status = cluster.wait_phase("PretrainRun", "e2e", "Succeeded")
     assert status["restarts"] == 0 and status["progress"]["step"] == STEPS
+
+
+def test_operator_built_pipeline_stages_run_shard_by_shard(cluster, tmp_path):
+    from codekiln.workloads.data.runner import parse_pipeline, run_pipeline
+
+    src = STDLIB / "json"
+    stages = [
+        {"name": "read", "shards": 3, "steps": [
+            {"type": "read_files", "params": {"paths": [str(src)], "languages": ["python"]}}]},
+        {"name": "dedup", "shards": 2, "steps": [{"type": "exact_dedup"}]},
+    ]
+    doc = document("DataPipeline", "pipe", namespace=cluster.ns, uid=False, parallelism=3,
+                   pipeline={"outputDir": str(tmp_path / "cluster"), "stages": stages})
+    cluster.create(doc)
+    for stage in stages:
+        job_name = f"pipe-{stage['name']}"
+        job = cluster.wait(lambda job_name=job_name: cluster.get("Job", job_name), what=job_name)
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        command = _command(cluster, container, "pipe-config", tmp_path)
+        command[0] = sys.executable if command[0] == "python" else command[0]
+        pods = cluster.spawn_pods(job_name)
+        cluster.run_all(job_name)
+        procs = [subprocess.run(command, env=_pod_env(pod, container), capture_output=True, text=True, timeout=300)
+                 for pod in pods]
+        for proc, pod in zip(procs, pods, strict=True):
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            cluster.set_pod(pod, "Succeeded", exit_code=0)
+        cluster.sync_job(job_name)
+    status = cluster.wait_phase("DataPipeline", "pipe", "Succeeded")
+    assert [s["phase"] for s in status["stages"]] == ["Succeeded", "Succeeded"]
+
+    local = {**doc, "spec": {**doc["spec"], "pipeline": {**doc["spec"]["pipeline"],
+                                                         "outputDir": str(tmp_path / "local")}}}
+    run_pipeline(parse_pipeline(local))
+
+    def outputs(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.jsonl"))
+                if "rejects" not in p.parts}
+
+    cluster_out, local_out = outputs(tmp_path / "cluster"), outputs(tmp_path / "local")
+    assert cluster_out == local_out and any(k.startswith("dedup/data/") for k in cluster_out)
+    for stage in stages:  # every shard left its completion marker
+        markers = sorted(p.name for p in (tmp_path / "cluster" / stage["name"] / "_markers").glob("*.done"))
+        assert markers == [f"shard-{i:05d}.done" for i in range(stage["shards"])]
