@@ -6,7 +6,8 @@ The operator (kopf, in-process) turns resources into Indexed Jobs in the emulato
 and ConfigMap. PretrainRun: the two "nodes" rendezvous through torchrun's static backend,
 train data-parallel on a real packed corpus, and rank 0 patches ``status.progress`` into the
 emulator. DataPipeline: every shard of every stage runs as its own process, stage after stage
-as the operator releases them, and the result equals a local run. Only what a cluster provides
+as the operator releases them, and the result equals a local run. SandboxPool + RLRun: the
+Deployment's sandbox server scores the rollouts of the RL gang wired to it. Only what a cluster provides
 differently is substituted: rank 0's DNS name becomes 127.0.0.1, and each pod gets its own free
 ports (pods have their own network namespaces).
 """
@@ -169,3 +170,65 @@ def test_operator_built_pipeline_stages_run_shard_by_shard(cluster, tmp_path):
     for stage in stages:  # every shard left its completion marker
         markers = sorted(p.name for p in (tmp_path / "cluster" / stage["name"] / "_markers").glob("*.done"))
         assert markers == [f"shard-{i:05d}.done" for i in range(stage["shards"])]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "sandbox pod exited"
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"sandbox pod at {url} not ready")
+
+
+def test_operator_built_rlrun_scores_rollouts_in_the_pool_it_built(cluster, tmp_path):
+    port = _free_port()
+    cluster.create(document("SandboxPool", "pool", namespace=cluster.ns, uid=False, replicas=1, sandbox={
+        "port": port, "maxConcurrency": 2, "workDir": str(tmp_path / "sandbox"), "sandboxUidBase": 64300}))
+    deployment = cluster.wait(lambda: cluster.get("Deployment", "pool"), what="sandbox Deployment")
+    box = deployment["spec"]["template"]["spec"]["containers"][0]
+    command = _command(cluster, box, "pool-config", tmp_path)
+    command = [sys.executable if a == "python" else a for a in command]
+    command[command.index("--termination-log") + 1] = str(tmp_path / "termination-log")
+    env = {"PATH": os.environ["PATH"], **{v["name"]: v["value"] for v in box["env"]}}
+    sandbox = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", sandbox)
+        cluster.set_deployment("pool", ready=1)  # the readiness probe on /readyz passed
+        cluster.wait(lambda: cluster.condition("SandboxPool", "pool", "Ready").get("status") == "True", what="pool")
+
+        rl = {"model": {"preset": "tiny", "maxSeqLen": 128}, "device": "cpu", "cpuThreads": 1, "steps": 2,
+              "promptsPerStep": 2, "rolloutsPerPrompt": 4, "maxResponseTokens": 16, "lr": 1e-3,
+              "dynamicSampling": {"enabled": False}, "tasks": {"limit": 2}, "warmStart": {"sftSteps": 20},
+              "checkpoint": {"dir": str(tmp_path / "rl")}}
+        cluster.create(document("RLRun", "rl", namespace=cluster.ns, uid=False, nodes=1,
+                                sandboxPoolRef={"name": "pool"}, rl=rl))
+        job = cluster.wait(lambda: cluster.get("Job", "rl-r0"), what="RL gang Job")
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        gang = _command(cluster, container, "rl-config", tmp_path)
+        gang = [sys.executable, "-m", "torch.distributed.run", *gang[1:]]
+        (pod,) = cluster.spawn_pods("rl-r0")
+        cluster.run_all("rl-r0")
+        env = _gang_env(pod, container, _free_port(), str(cluster.http.base_url))
+        assert env["CODEKILN_SANDBOX_URL"] == f"http://pool.{cluster.ns}.svc:{port}"
+        env["CODEKILN_SANDBOX_URL"] = f"http://127.0.0.1:{port}"  # the Service's DNS name in a cluster
+        proc = subprocess.run(gang, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=30)
+    metrics = json.loads((tmp_path / "rl" / "metrics.json").read_text())
+    assert metrics["sandbox_executions"] > 0 and set(metrics["evals"]) == {"start", "end"}
+    progress = cluster.wait(lambda: (cluster.status("RLRun", "rl").get("progress") or {}).get("step") == 2
+                            and cluster.status("RLRun", "rl")["progress"], what="RL progress")
+    assert progress["totalSteps"] == 2 and "reward" in progress
+    cluster.set_pod(pod, "Succeeded", exit_code=0)
+    cluster.finish_all("rl-r0")
+    assert cluster.wait_phase("RLRun", "rl", "Succeeded")["sandboxUrl"] == f"http://pool.{cluster.ns}.svc:{port}"
