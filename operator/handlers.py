@@ -91,6 +91,9 @@ async def resource_event(type: str | None, body: kopf.Body, memo: Any, **_: Any)
         ready = None if type == "DELETED" else is_true(body.get("status"), "Ready")
         for dependent in reconciler.pool_changed(key[1], key[2], ready):
             reconciler.trigger(*dependent)
+    else:
+        for dependent in reconciler.dependents_of(*key):  # runs whose spec.after names this one
+            reconciler.trigger(*dependent)
 
 
 # ---------------------------------------------------------------- children

@@ -121,8 +121,21 @@ class PodTemplateFields(ConfigModel):
     )
 
 
+class Dependency(ConfigModel):
+    """A run that must have Succeeded before this one starts (same namespace)."""
+
+    kind: Literal["DataPipeline", "PretrainRun", "RLRun"] = Field(description="Kind of the run waited for.")
+    name: str = Field(pattern=NAME_PATTERN, description="Its name.")
+
+
 class RunFields(PodTemplateFields):
     """Fields of kinds that run to completion."""
+
+    after: list[Dependency] = Field(
+        default_factory=list, max_length=16,
+        description="Start only after these runs have Succeeded (e.g. a PretrainRun after its DataPipeline); "
+        "fail when one of them fails. codekiln run --local ignores it.",
+    )
 
     suspend: bool = Field(default=False, description="Stop (delete pods) while true; resume when false (Kueue).")
     active_deadline_seconds: int | None = Field(default=None, ge=1, description="Fail after this many seconds.")

@@ -83,7 +83,17 @@ def validate_document(doc: Any) -> ValidationResult:
     except ValidationError as exc:
         lines = [f"{format_location(_loc(e))}: {_message(e)}" for e in exc.errors()]
         return ValidationResult(errors=list(dict.fromkeys(lines)))
+    problems = _cross_resource_problems(resource)
+    if problems:
+        return ValidationResult(errors=problems)
     return ValidationResult(resource=resource)
+
+
+def _cross_resource_problems(resource: Resource) -> list[str]:
+    """Rules that need more than one field's value (the resource's own name and kind)."""
+    return [f"spec.after[{i}]: a {resource.kind_name} cannot wait for itself"
+            for i, dep in enumerate(getattr(resource.spec, "after", None) or [])
+            if dep.kind == resource.kind_name and dep.name == resource.metadata.name]
 
 
 def iter_documents(text: str, source: str = "<input>") -> Iterator[tuple[str, Any]]:

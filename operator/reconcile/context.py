@@ -20,6 +20,7 @@ class Memory:
     ensured_generation: int | None = None
     cleaned_up: bool = False
     pool_ref: str | None = None  # RLRun: the SandboxPool it waits on (to re-reconcile when it changes)
+    waits_on: frozenset[tuple[str, str]] = frozenset()  # (kind, name) of spec.after runs not yet Succeeded
 
 
 @dataclass

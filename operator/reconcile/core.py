@@ -104,6 +104,11 @@ class Reconciler:
         return [key for key, memory in self.memory.items()
                 if key[0] == "RLRun" and key[1] == namespace and memory.pool_ref == pool]
 
+    def dependents_of(self, kind: str, namespace: str, name: str) -> list[Key]:
+        """Runs (seen by this process) whose ``spec.after`` still waits on this one."""
+        return [key for key, memory in self.memory.items()
+                if key[1] == namespace and (kind, name) in memory.waits_on]
+
     def forget(self, key: Key) -> None:
         self.memory.pop(key, None)
         self._failures.pop(key, None)

@@ -16,6 +16,7 @@ from codekiln.operator.builders.children import desired_children
 from codekiln.operator.builders.data import NON_RETRIABLE_EXIT_CODE
 from codekiln.operator.reconcile import lifecycle, observe
 from codekiln.operator.reconcile.context import Context
+from codekiln.operator.reconcile.dependencies import dependencies_ready
 from codekiln.operator.reconcile.pool_ref import resolve_sandbox
 from codekiln.operator.status import now_iso, write_status
 
@@ -27,6 +28,8 @@ async def reconcile_gang(ctx: Context) -> None:
     draft, spec = ctx.draft, ctx.resource.spec
     if lifecycle.is_terminal(draft.new):
         await lifecycle.reconcile_terminal(ctx)
+        return
+    if not await dependencies_ready(ctx):
         return
     draft.set(restarts=int(draft.new.get("restarts") or 0), disruptions=int(draft.new.get("disruptions") or 0))
     attempt = draft.new["restarts"] + draft.new["disruptions"]

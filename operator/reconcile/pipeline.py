@@ -12,6 +12,7 @@ from codekiln.operator.builders import data as data_builders
 from codekiln.operator.builders.children import desired_children
 from codekiln.operator.reconcile import lifecycle, observe
 from codekiln.operator.reconcile.context import Context
+from codekiln.operator.reconcile.dependencies import dependencies_ready
 from codekiln.operator.resources import StageStatus
 from codekiln.operator.status import now_iso, parse_time
 
@@ -25,6 +26,8 @@ async def reconcile_pipeline(ctx: Context) -> None:
     draft, spec = ctx.draft, ctx.resource.spec
     if lifecycle.is_terminal(draft.new):
         await lifecycle.reconcile_terminal(ctx)
+        return
+    if not await dependencies_ready(ctx):
         return
     jobs = {job["metadata"]["name"]: job
             for job in await ctx.client.list("batch/v1", "Job", ctx.namespace, ctx.owner_selector)

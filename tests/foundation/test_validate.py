@@ -130,3 +130,12 @@ def test_installed_command_exit_code(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "spec.nodes: Input should be a valid integer" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_run_cannot_wait_for_itself_or_an_unknown_kind(tmp_path: Path, capsys) -> None:
+    me = with_(pretrainrun(), "spec.after", [{"kind": "PretrainRun", "name": pretrainrun()["metadata"]["name"]}])
+    pool = with_(pretrainrun(), "spec.after", [{"kind": "SandboxPool", "name": "pool"}])
+    assert main(["validate", "-f", str(_write(tmp_path, [me, pool]))]) == 2
+    err = capsys.readouterr().err
+    assert "#1: spec.after[0]: a PretrainRun cannot wait for itself" in err
+    assert "spec.after.0.kind" in err or "spec.after[0].kind" in err

@@ -74,3 +74,45 @@ def test_pipeline_deadline_then_ttl_cleanup(cluster):
                  what="children deleted after TTL")
     assert cluster.status("DataPipeline", "cur")["phase"] == "Failed"
     assert cluster.get("Job", "cur-dedup") is None
+
+
+def test_spec_after_chains_runs(cluster):
+    # applied together (GitOps): the PretrainRun waits for its DataPipeline, the RLRun for the PretrainRun
+    cluster.create(document("PretrainRun", "train", nodes=1, after=[{"kind": "DataPipeline", "name": "data"}]))
+    cluster.create(document("RLRun", "rl", nodes=1, sandboxPoolRef=None,
+                            after=[{"kind": "PretrainRun", "name": "train"}]))
+    waiting = cluster.wait(lambda: cluster.condition("PretrainRun", "train", "DependenciesReady"), what="waiting")
+    assert waiting["reason"] == "WaitingForDependencies" and "DataPipeline 'data' (not found)" in waiting["message"]
+    cluster.create(document("DataPipeline", "data", parallelism=4))
+    cluster.wait(lambda: cluster.get("Job", "data-read"), what="stage 1 Job")
+    cluster.wait(lambda: "(Running)" in cluster.condition("PretrainRun", "train", "DependenciesReady")["message"]
+                 or "(Pending)" in cluster.condition("PretrainRun", "train", "DependenciesReady")["message"],
+                 what="dependency seen")
+    assert cluster.get("Job", "train-r0") is None and cluster.status("PretrainRun", "train")["phase"] == "Pending"
+    assert "startTime" not in cluster.status("PretrainRun", "train")  # the deadline clock has not started
+    for job in ("data-read", "data-dedup"):
+        cluster.wait(lambda job=job: cluster.get("Job", job), what=job)
+        cluster.spawn_pods(job)
+        cluster.finish_all(job)
+    cluster.wait_phase("DataPipeline", "data", "Succeeded")
+    # the pipeline's status change re-triggers the waiting run at once (no 30 s poll needed)
+    cluster.wait(lambda: cluster.get("Job", "train-r0"), what="PretrainRun gang after its pipeline", timeout=10)
+    assert cluster.condition("PretrainRun", "train", "DependenciesReady")["status"] == "True"
+    assert cluster.get("Job", "rl-r0") is None
+    cluster.spawn_pods("train-r0")
+    cluster.run_all("train-r0")
+    cluster.finish_all("train-r0")
+    cluster.wait_phase("PretrainRun", "train", "Succeeded")
+    cluster.wait(lambda: cluster.get("Job", "rl-r0"), what="RLRun gang after its PretrainRun", timeout=10)
+
+
+def test_failed_dependency_fails_the_waiting_run(cluster):
+    cluster.create(document("DataPipeline", "data"))
+    cluster.create(document("PretrainRun", "train", after=[{"kind": "DataPipeline", "name": "data"}]))
+    cluster.wait(lambda: cluster.get("Job", "data-read"), what="stage 1 Job")
+    cluster.fail_job("data-read", "BackoffLimitExceeded")
+    cluster.wait_phase("DataPipeline", "data", "Failed")
+    cluster.wait_phase("PretrainRun", "train", "Failed", timeout=10)
+    failed = cluster.condition("PretrainRun", "train", "Failed")
+    assert failed["reason"] == "DependencyFailed" and "DataPipeline 'data' (spec.after) failed" in failed["message"]
+    assert cluster.get("Job", "train-r0") is None

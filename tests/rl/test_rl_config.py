@@ -49,7 +49,7 @@ def test_example_is_a_valid_rlrun_resource_and_round_trips():
 
     doc = yaml.safe_load(EXAMPLE.read_text())
     res = RLRun.model_validate(doc)
-    assert res.spec.sandbox_pool_ref.name == "sandbox-demo"
+    assert res.spec.sandbox_pool_ref.name == "rewards"  # the pool of examples/sandboxpool.yaml
     cfg = RLConfig.model_validate(doc["spec"]["rl"])
     assert RLConfig.model_validate(cfg.to_wire()) == cfg
     plan = cfg.stage_plan()
