@@ -5,10 +5,7 @@
 
 demo:
 	./scripts/bootstrap.sh
-	.venv/bin/codekiln run --local -f examples/datapipeline.yaml
-	.venv/bin/codekiln run --local -f examples/pretrainrun.yaml
-	.venv/bin/codekiln run --local -f examples/rlrun.yaml
-	.venv/bin/codekiln run --local -f examples/rlrun-from-pretrain.yaml
+	.venv/bin/codekiln run --local -f examples/   # DataPipeline → PretrainRun → RLRuns, in spec.after order
 
 test:
 	./scripts/bootstrap.sh

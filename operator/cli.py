@@ -26,49 +26,66 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate resource files; print one line per problem; exit 2 when any is invalid."""
-    from codekiln.operator.validation import validate_file
+    from codekiln.operator.validation import validate_paths
 
     status = EXIT_OK
-    for file in args.file:
-        for result in validate_file(file):
-            if result.ok:
-                meta = result.resource.metadata
-                print(f"{result.source}: {result.resource.kind} {meta.name!r} is valid")
-            else:
-                status = EXIT_INVALID
-                for line in result.errors:
-                    _err(line if line.startswith(result.source.split("#")[0]) else f"{result.source}: {line}")
+    for result in validate_paths(args.file):
+        if result.ok:
+            meta = result.resource.metadata
+            print(f"{result.source}: {result.resource.kind} {meta.name!r} is valid")
+        else:
+            status = EXIT_INVALID
+            for line in result.errors:
+                _err(line if line.startswith(result.source.split("#")[0]) else f"{result.source}: {line}")
     return status
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the resource in a file on this machine (``--local``)."""
+    """Run the resources of files or folders on this machine (``--local``), in ``spec.after`` order."""
+    from codekiln.operator.local_plan import blocked_by, plan_local_run
     from codekiln.operator.runners import RunnerUnavailable, resolve_runner
-    from codekiln.operator.validation import validate_file
+    from codekiln.operator.validation import validate_paths
 
     if not args.local:
         _err("codekiln run: only --local is supported; in a cluster use `kubectl apply -f FILE`")
         return EXIT_INVALID
-    results = validate_file(args.file)
+    results = validate_paths(args.file)
     bad = [r for r in results if not r.ok]
     for result in bad:
         for line in result.errors:
-            _err(f"{result.source}: {line}")
+            _err(line if line.startswith(result.source.split("#")[0]) else f"{result.source}: {line}")
     if bad:
         return EXIT_INVALID
-    status = EXIT_OK
-    for result in results:
-        kind = result.resource.kind
+    wire = {(r.resource.kind_name, r.resource.metadata.name): r.wire() for r in results}
+    try:
+        plan = plan_local_run([r.resource for r in results])
+    except ValueError as exc:
+        _err(f"codekiln run: {exc}")
+        return EXIT_INVALID
+    for note in plan.notes:
+        _err(f"codekiln run: note: {note}")
+    status, not_ok = EXIT_OK, set()
+    for resource in plan.order:
+        key = (resource.kind_name, resource.metadata.name)
+        blocker = blocked_by(resource, not_ok)
+        if blocker is not None:
+            _err(f"codekiln run: skipping {key[0]} {key[1]!r}: spec.after {blocker[0]} {blocker[1]!r} did not succeed")
+            not_ok.add(key)
+            continue
+        if len(plan.order) > 1:
+            _err(f"codekiln run: {key[0]} {key[1]!r}")
         try:
-            runner = resolve_runner(kind)
+            runner = resolve_runner(resource.kind_name)
         except RunnerUnavailable as exc:
             _err(f"codekiln run: {exc}")
             return EXIT_FAILED
         try:
-            code = runner(result.wire())
+            code = runner(wire[key])
         except KeyboardInterrupt:
             _err("codekiln run: interrupted")
             return 130
+        if code:
+            not_ok.add(key)
         status = status or code
     return status
 
@@ -119,11 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_crds)
 
     p = sub.add_parser("validate", help="validate resource files", description=cmd_validate.__doc__)
-    p.add_argument("-f", "--file", action="append", required=True, help="YAML file (repeatable; multi-document ok)")
+    p.add_argument("-f", "--file", action="append", required=True,
+                   help="YAML file or folder of *.yaml (repeatable; multi-document ok)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run a resource on this machine", description=cmd_run.__doc__)
-    p.add_argument("-f", "--file", required=True, help="YAML file with the resource")
+    p.add_argument("-f", "--file", action="append", required=True,
+                   help="YAML file or folder of *.yaml (repeatable); several resources run in spec.after order")
     p.add_argument("--local", action="store_true", help="run here, without a cluster")
     p.set_defaults(func=cmd_run)
 

@@ -109,6 +109,21 @@ def iter_documents(text: str, source: str = "<input>") -> Iterator[tuple[str, An
         yield f"{source}#{index}", doc
 
 
+def validate_paths(paths: list[str | Path]) -> list[ValidationResult]:
+    """Validate files and folders (a folder: its ``*.yaml``/``*.yml`` files, sorted)."""
+    results: list[ValidationResult] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not files:
+                results.append(ValidationResult(errors=[f"{path}: no *.yaml files in this folder"], source=str(path)))
+            for file in files:
+                results.extend(validate_file(file))
+        else:
+            results.extend(validate_file(path))
+    return results
+
+
 def validate_file(path: str | Path) -> list[ValidationResult]:
     """Validate every document of a YAML file. Malformed YAML gives a single failed result."""
     path = Path(path)
