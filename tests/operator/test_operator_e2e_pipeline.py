@@ -68,7 +68,7 @@ def test_suspend_pipeline_suspends_current_stage(cluster):
 def test_pipeline_deadline_then_ttl_cleanup(cluster):
     cluster.create(document("DataPipeline", "cur", activeDeadlineSeconds=1, ttlSecondsAfterFinished=1))
     cluster.wait(lambda: cluster.get("Job", "cur-read"), what="stage 1 Job")
-    cluster.wait_phase("DataPipeline", "cur", "Failed", timeout=10)
+    cluster.wait_phase("DataPipeline", "cur", "Failed")
     assert cluster.condition("DataPipeline", "cur", "Failed")["reason"] == "DeadlineExceeded"
     cluster.wait(lambda: not cluster.list("Job", "codekiln.dev/name=cur") and not cluster.list("ConfigMap"),
                  what="children deleted after TTL")
@@ -96,14 +96,14 @@ def test_spec_after_chains_runs(cluster):
         cluster.finish_all(job)
     cluster.wait_phase("DataPipeline", "data", "Succeeded")
     # the pipeline's status change re-triggers the waiting run at once (no 30 s poll needed)
-    cluster.wait(lambda: cluster.get("Job", "train-r0"), what="PretrainRun gang after its pipeline", timeout=10)
+    cluster.wait(lambda: cluster.get("Job", "train-r0"), what="PretrainRun gang after its pipeline")
     assert cluster.condition("PretrainRun", "train", "DependenciesReady")["status"] == "True"
     assert cluster.get("Job", "rl-r0") is None
     cluster.spawn_pods("train-r0")
     cluster.run_all("train-r0")
     cluster.finish_all("train-r0")
     cluster.wait_phase("PretrainRun", "train", "Succeeded")
-    cluster.wait(lambda: cluster.get("Job", "rl-r0"), what="RLRun gang after its PretrainRun", timeout=10)
+    cluster.wait(lambda: cluster.get("Job", "rl-r0"), what="RLRun gang after its PretrainRun")
 
 
 def test_failed_dependency_fails_the_waiting_run(cluster):
@@ -112,7 +112,7 @@ def test_failed_dependency_fails_the_waiting_run(cluster):
     cluster.wait(lambda: cluster.get("Job", "data-read"), what="stage 1 Job")
     cluster.fail_job("data-read", "BackoffLimitExceeded")
     cluster.wait_phase("DataPipeline", "data", "Failed")
-    cluster.wait_phase("PretrainRun", "train", "Failed", timeout=10)
+    cluster.wait_phase("PretrainRun", "train", "Failed")
     failed = cluster.condition("PretrainRun", "train", "Failed")
     assert failed["reason"] == "DependencyFailed" and "DataPipeline 'data' (spec.after) failed" in failed["message"]
     assert cluster.get("Job", "train-r0") is None
