@@ -35,9 +35,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{result.source}: {result.resource.kind} {meta.name!r} is valid")
         else:
             status = EXIT_INVALID
-            for line in result.errors:
-                _err(line if line.startswith(result.source.split("#")[0]) else f"{result.source}: {line}")
+            _print_problems(result)
     return status
+
+
+def _print_problems(result) -> None:
+    """One line per problem, prefixed with ``file#document`` unless it already names the file."""
+    for line in result.errors:
+        _err(line if line.startswith(result.source.split("#")[0]) else f"{result.source}: {line}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -52,8 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = validate_paths(args.file)
     bad = [r for r in results if not r.ok]
     for result in bad:
-        for line in result.errors:
-            _err(line if line.startswith(result.source.split("#")[0]) else f"{result.source}: {line}")
+        _print_problems(result)
     if bad:
         return EXIT_INVALID
     wire = {(r.resource.kind_name, r.resource.metadata.name): r.wire() for r in results}
