@@ -3,13 +3,19 @@
 The operator (kopf, in-process) turns resources into Indexed Jobs in the emulator; a tiny
 "kubelet" here starts each pod of a Job as a local process from the Job's own command, env
 (fieldRefs resolved from the pod, ``JOB_COMPLETION_INDEX`` as the Job controller injects it)
-and ConfigMap. PretrainRun: the two "nodes" rendezvous through torchrun's static backend,
-train data-parallel on a real packed corpus, and rank 0 patches ``status.progress`` into the
-emulator. DataPipeline: every shard of every stage runs as its own process, stage after stage
-as the operator releases them, and the result equals a local run. SandboxPool + RLRun: the
-Deployment's sandbox server scores the rollouts of the RL gang wired to it. Only what a cluster provides
-differently is substituted: rank 0's DNS name becomes 127.0.0.1, and each pod gets its own free
-ports (pods have their own network namespaces).
+and ConfigMap.
+
+* PretrainRun: the two "nodes" rendezvous through torchrun's static backend, train
+  data-parallel on a real packed corpus, and rank 0 patches ``status.progress`` into the
+  emulator. A gang killed mid-run is recreated by the operator and resumes from its
+  checkpoint to the same weights as an uninterrupted run.
+* DataPipeline: every shard of every stage runs as its own process, stage after stage as the
+  operator releases them, and the result equals a local run.
+* SandboxPool + RLRun: the Deployment's sandbox server scores the rollouts of the RL gang
+  wired to it.
+
+Only what a cluster provides differently is substituted: rank 0's DNS name becomes 127.0.0.1,
+and each pod gets its own free ports (pods have their own network namespaces).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from operator_factories import document
 
 from codekiln.operator.builders import names
@@ -232,3 +239,75 @@ def test_operator_built_rlrun_scores_rollouts_in_the_pool_it_built(cluster, tmp_
     cluster.set_pod(pod, "Succeeded", exit_code=0)
     cluster.finish_all("rl-r0")
     assert cluster.wait_phase("RLRun", "rl", "Succeeded")["sandboxUrl"] == f"http://pool.{cluster.ns}.svc:{port}"
+
+
+def _train_attempt(cluster, job_name: str, tmp_path: Path, kill_after_checkpoint: Path | None = None):
+    """Run the gang's pods of ``job_name``; with ``kill_after_checkpoint``, SIGKILL them once it exists."""
+    import time
+
+    job = cluster.wait(lambda: cluster.get("Job", job_name), what=job_name)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    command = [sys.executable, "-m", "torch.distributed.run",
+               *_command(cluster, container, "crash-config", tmp_path)[1:]]
+    pods = sorted(cluster.spawn_pods(job_name),
+                  key=lambda p: p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+    cluster.run_all(job_name)
+    port, api_url = _free_port(), str(cluster.http.base_url)
+    procs = [subprocess.Popen(command, env=_gang_env(pod, container, port, api_url), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True) for pod in pods]
+    if kill_after_checkpoint is not None:
+        deadline = time.monotonic() + 300
+        while not kill_after_checkpoint.exists() and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in procs), "the gang finished before it could be killed"
+            time.sleep(0.05)
+        for proc in procs:  # a node dies: its whole process group, torchrun and the trainer
+            os.killpg(proc.pid, 9)
+    for proc in procs:
+        proc.communicate(timeout=600)
+    return pods, [proc.returncode for proc in procs]
+
+
+def test_gang_killed_mid_run_is_recreated_and_resumes_to_the_same_weights(cluster, tmp_path):
+    from safetensors.torch import load_file
+
+    data = _packed_corpus(tmp_path / "packed")
+
+    def training(out: Path) -> dict:
+        return {"data": {"path": str(data), "evalSequences": 4}, "outputDir": str(out),
+                "stages": [{"name": "s1", "steps": 60, "lr": 3e-3, "seqLen": 32, "lrWarmupSteps": 2}],
+                "microBatchSize": 1, "gradAccumSteps": 2, "logEverySteps": 10, "model": {"preset": "tiny"},
+                "checkpoint": {"everySteps": 10, "keepLast": 2}}
+
+    cluster.create(document("PretrainRun", "crash", namespace=cluster.ns, uid=False, nodes=2, maxRestarts=2,
+                            training=training(tmp_path / "out")))
+    pods, codes = _train_attempt(cluster, "crash-r0", tmp_path,
+                                 kill_after_checkpoint=tmp_path / "out" / "checkpoints" / "step-00000010")
+    assert all(code != 0 for code in codes)
+    cluster.set_pod(pods[0], "Failed", exit_code=137)  # what the kubelet reports for the killed node
+    cluster.wait(lambda: cluster.get("Job", "crash-r1"), what="attempt 1")
+    assert cluster.status("PretrainRun", "crash")["restarts"] == 1
+
+    pods, codes = _train_attempt(cluster, "crash-r1", tmp_path)
+    assert codes == [0, 0]
+    records = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    events = [json.loads(line).get("event", "") for line in records]
+    assert any(e.startswith("resumed from") for e in events)  # not a fresh start
+    for pod in pods:
+        cluster.set_pod(pod, "Succeeded", exit_code=0)
+    cluster.finish_all("crash-r1")
+    assert cluster.wait_phase("PretrainRun", "crash", "Succeeded")["restarts"] == 1
+
+    # the same run without the crash, launched the same way (2 local nodes under torchrun)
+    clean = tmp_path / "clean.json"
+    clean.write_text(json.dumps({"apiVersion": "codekiln.dev/v1alpha1", "kind": "PretrainRun",
+                                 "metadata": {"name": "clean"}, "spec": {"training": training(tmp_path / "clean")}}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                           "codekiln.workloads.train", "--config", str(clean)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = load_file(str(tmp_path / "out" / "hf" / "model.safetensors"))
+    uninterrupted = load_file(str(tmp_path / "clean" / "hf" / "model.safetensors"))
+    assert resumed.keys() == uninterrupted.keys()
+    for key, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6, msg=key)
