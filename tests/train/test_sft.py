@@ -103,3 +103,34 @@ def test_sft_library_and_trainer_reduce_loss(packed_corpus, tmp_path, make_resou
     loss = [r["loss"] for r in records if "loss" in r]
     assert summary["steps"] == 12 and loss[-1] < 0.8 * loss[0]
     assert (tmp_path / "sft" / "hf" / "tokenizer.json").exists()
+
+
+def test_sft_continues_from_a_pretrain_export(packed_corpus, tmp_path, make_resource, capsys):
+    from safetensors.torch import load_file
+
+    from codekiln.workloads.train.runner import run_local
+
+    pre = make_resource(packed_corpus, tmp_path / "pre", stages=[{"name": "s1", "steps": 4, "lr": 3e-3, "seqLen": 32}])
+    Trainer(parse_config(pre), init_distributed()).run()
+    export = tmp_path / "pre" / "hf"
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"add {a}"},
+                                                     {"role": "assistant", "content": f"return {a} + 1"}]}) + "\n"
+                            for a in range(8)))
+    # spec.training.model asks for another width: the export's shape wins; lr ~0 leaves the weights as loaded
+    sft = make_resource(data, tmp_path / "sft", objective="sft", initFrom=str(export),
+                        model={"preset": "tiny", "dim": 32, "nHeads": 2, "nKvHeads": 2},
+                        data={"path": str(data), "tokenizer": str(packed_corpus / "tokenizer.json")},
+                        stages=[{"name": "sft", "steps": 1, "lr": 1e-12, "seqLen": 64}])
+    trainer = Trainer(parse_config(sft), init_distributed())
+    pretrained = load_file(str(export / "model.safetensors"))
+    assert trainer.model.cfg.dim == Transformer(ModelConfig(preset="tiny")).cfg.dim != 32
+    trainer.run()
+    after = load_file(str(tmp_path / "sft" / "hf" / "model.safetensors"))
+    for key, value in pretrained.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=1e-6, msg=key)
+
+    missing = make_resource(data, tmp_path / "x", objective="sft", initFrom=str(tmp_path / "nope"),
+                            data={"path": str(data), "tokenizer": str(packed_corpus / "tokenizer.json")})
+    assert run_local(missing) == 2
+    assert "initFrom: no Hugging Face folder at" in capsys.readouterr().err

@@ -111,6 +111,24 @@ def export_hf(
     return folder
 
 
+RUNTIME_KNOBS = ("kernels", "attention", "activation_checkpointing")
+
+
+def load_hf_to_continue(folder: str | Path, runtime: ModelConfig, field: str) -> Transformer:
+    """A model to keep training from an export: its shape and weights, ``runtime``'s kernels/attention.
+
+    ``field`` names the setting in errors (e.g. ``warmStart.initCheckpoint``).
+    """
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise ValueError(f"{field} {folder}: a folder must hold a Hugging Face config.json and model.safetensors "
+                         "(a PretrainRun's export)")
+    loaded, cfg = load_hf(folder)
+    model = Transformer(cfg.model_copy(update={k: getattr(runtime, k) for k in RUNTIME_KNOBS}))
+    model.load_state_dict(loaded.state_dict())
+    return model
+
+
 def load_hf(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Transformer, ModelConfig]:
     """Load an exported folder (ours or any Llama-shaped one) back into our Transformer."""
     folder = Path(folder)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from codekiln.workloads.model.hf import load_hf
+from codekiln.workloads.model.hf import load_hf_to_continue
 from codekiln.workloads.model.transformer import Transformer
 from codekiln.workloads.rl import dpo, rft
 from codekiln.workloads.rl.advantages import compute_advantages
@@ -78,16 +78,10 @@ class RLTrainer:
     # ------------------------------------------------------------------ setup
     def _load_hf_policy(self, folder: str) -> Transformer:
         """A Hugging Face Llama folder; its shape wins, run-time knobs (kernels, attention) come from spec."""
-        if not (Path(folder) / "config.json").is_file():
-            raise ValueError(f"warmStart.initCheckpoint {folder}: a folder must hold a Hugging Face config.json and "
-                             "model.safetensors (a PretrainRun's export)")
-        loaded, loaded_cfg = load_hf(folder)
-        if loaded_cfg.vocab_size < self.tokenizer.vocab_size:
-            raise ValueError(f"warmStart.initCheckpoint {folder}: vocabulary {loaded_cfg.vocab_size} is smaller than "
+        model = load_hf_to_continue(folder, self.cfg.model, "warmStart.initCheckpoint")
+        if model.cfg.vocab_size < self.tokenizer.vocab_size:
+            raise ValueError(f"warmStart.initCheckpoint {folder}: vocabulary {model.cfg.vocab_size} is smaller than "
                              f"the tokenizer's {self.tokenizer.vocab_size} (tokenizer: {self.cfg.tokenizer})")
-        knobs = {k: getattr(self.cfg.model, k) for k in ("kernels", "attention", "activation_checkpointing")}
-        model = Transformer(loaded_cfg.model_copy(update=knobs))
-        model.load_state_dict(loaded.state_dict())
         return model
 
     def _load_policy(self, path: str) -> None:

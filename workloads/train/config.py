@@ -86,6 +86,11 @@ class TrainConfig(ConfigModel):
 
     objective: Literal["pretrain", "sft"] = Field(default="pretrain", description="Training objective.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Model architecture.")
+    init_from: str | None = Field(
+        default=None, min_length=1,
+        description="Hugging Face folder to start from (e.g. a PretrainRun's export, for SFT or context extension); "
+        "its shape replaces model (kernels/attention stay). A checkpoint in outputDir still wins on resume.",
+    )
     data: DataConfig = Field(description="Training data.")
     stages: list[TrainStageConfig] = Field(min_length=1, description="Training stages, run in order.")
     nproc_per_node: int = Field(default=1, ge=1, le=64, description="Processes (GPUs) per node.")

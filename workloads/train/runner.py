@@ -38,6 +38,8 @@ def check_data(cfg: TrainConfig) -> None:
         )
     if cfg.objective == "sft" and not path.is_file():
         raise DataMissing(f"data.path: no chat JSONL file at {path}")
+    if cfg.init_from and not Path(cfg.init_from).is_dir():
+        raise DataMissing(f"initFrom: no Hugging Face folder at {cfg.init_from} - run the PretrainRun that exports it")
 
 
 def train_in_process(cfg: TrainConfig) -> dict:

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from codekiln.workloads.data.packed import PackedReader, PackedSequence
-from codekiln.workloads.model.hf import export_hf
+from codekiln.workloads.model.hf import export_hf, load_hf_to_continue
 from codekiln.workloads.model.transformer import Transformer
 from codekiln.workloads.special_tokens import EOT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, PAD, SPECIAL_TOKENS
 from codekiln.workloads.train import checkpoint as ckpt
@@ -100,7 +100,8 @@ class Trainer:
         self.special = _special_ids(self.tok_path)
         self.reader = PackedReader(cfg.data.path) if cfg.objective == "pretrain" else None
         torch.manual_seed(cfg.seed)
-        self.model = Transformer(cfg.model)
+        self.model = load_hf_to_continue(cfg.init_from, cfg.model, "initFrom") if cfg.init_from else \
+            Transformer(cfg.model)
         self.engine = build_engine(LossModule(self.model), cfg, env)
         self.steps = [stage_steps(cfg, s, env.world_size) for s in cfg.stages]
         self.metrics = Metrics(self.out, env.rank == 0, sum(self.steps))
@@ -132,9 +133,11 @@ class Trainer:
             items = [source.get(e, i) for e, i in picks[lo : lo + cfg.micro_batch_size]]
             seqs, masks = zip(*items, strict=True)
             batch = collate(list(seqs), None if masks[0] is None else list(masks))
-            if int(batch["input_ids"].max()) >= self.cfg.model.vocab_size:
+            if int(batch["input_ids"].max()) >= self.model.cfg.vocab_size:
+                field = f"initFrom {self.cfg.init_from}: the model's vocabulary" if self.cfg.init_from else \
+                    "model.vocabSize"
                 raise ValueError(
-                    f"model.vocabSize ({self.cfg.model.vocab_size}) is smaller than the data's token ids "
+                    f"{field} ({self.model.cfg.vocab_size}) is smaller than the data's token ids "
                     f"(max {int(batch['input_ids'].max())}); set it to the tokenizer's vocabulary size"
                 )
             batches.append({k: v.to(env.device) for k, v in batch.items()})
@@ -164,7 +167,7 @@ class Trainer:
         """Unigram log-probs of the training split (computed once)."""
         if self._unigram is None:
             n_train = len(self.reader) - self.cfg.data.eval_sequences
-            self._unigram = unigram_logprobs(self.reader, n_train, self.cfg.model.vocab_size, self.special[PAD])
+            self._unigram = unigram_logprobs(self.reader, n_train, self.model.cfg.vocab_size, self.special[PAD])
         return self._unigram
 
     @torch.no_grad()
