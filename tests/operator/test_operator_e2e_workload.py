@@ -25,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from codekiln.operator.builders import names
 from codekiln.workloads.data.pack import pack_pieces
 from codekiln.workloads.data.packed import write_meta, write_shard
 from codekiln.workloads.data.tokenizer import save_tokenizer, train_bpe
+from codekiln.workloads.sandbox.local import wait_ready
 from codekiln.workloads.special_tokens import EOT, PAD
 
 STDLIB = Path(os.__file__).parent
@@ -92,6 +94,34 @@ def _gang_env(pod: dict, container: dict, master_port: int, api_url: str) -> dic
     return env
 
 
+def _run_gang(cluster, run: str, attempt: int, tmp_path: Path, kill_after_checkpoint: Path | None = None):
+    """Run the pods of gang Job ``<run>-r<attempt>``; returns (pods, exit codes, stderr per pod).
+
+    With ``kill_after_checkpoint``, every pod's process group is SIGKILLed once that path exists.
+    """
+    job_name = f"{run}-r{attempt}"
+    job = cluster.wait(lambda: cluster.get("Job", job_name), what=job_name)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    command = _command(cluster, container, f"{run}-config", tmp_path)
+    assert command[0] == "torchrun"
+    command = [sys.executable, "-m", "torch.distributed.run", *command[1:]]
+    pods = sorted(cluster.spawn_pods(job_name),
+                  key=lambda p: p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+    cluster.run_all(job_name)
+    port, api_url = _free_port(), str(cluster.http.base_url)
+    procs = [subprocess.Popen(command, env=_gang_env(pod, container, port, api_url), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True) for pod in pods]
+    if kill_after_checkpoint is not None:
+        deadline = time.monotonic() + 300
+        while not kill_after_checkpoint.exists() and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in procs), "the gang finished before it could be killed"
+            time.sleep(0.05)
+        for proc in procs:  # a node dies: its whole process group, torchrun and the trainer
+            os.killpg(proc.pid, 9)
+    errors = [proc.communicate(timeout=600)[1] for proc in procs]
+    return pods, [proc.returncode for proc in procs], errors
+
+
 def test_operator_built_gang_trains_and_reports_progress(cluster, tmp_path):
     data = _packed_corpus(tmp_path / "packed")
     training = {"data": {"path": str(data), "evalSequences": 4}, "outputDir": str(tmp_path / "out"),
@@ -99,22 +129,9 @@ def test_operator_built_gang_trains_and_reports_progress(cluster, tmp_path):
                 "microBatchSize": 1, "gradAccumSteps": 2, "logEverySteps": 1, "model": {"preset": "tiny"},
                 "checkpoint": {"everySteps": 2, "keepLast": 1}}
     cluster.create(document("PretrainRun", "e2e", namespace=cluster.ns, uid=False, nodes=2, training=training))
-    job = cluster.wait(lambda: cluster.get("Job", "e2e-r0"), what="gang Job")
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    command = _command(cluster, container, "e2e-config", tmp_path)
-    assert command[0] == "torchrun"
-    command = [sys.executable, "-m", "torch.distributed.run", *command[1:]]
-
-    pods = sorted(cluster.spawn_pods("e2e-r0"), key=lambda p: p["metadata"]["annotations"][
-        "batch.kubernetes.io/job-completion-index"])
-    cluster.run_all("e2e-r0")
-    master_port = _free_port()
-    api_url = str(cluster.http.base_url)
-    procs = [subprocess.Popen(command, env=_gang_env(pod, container, master_port, api_url),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for pod in pods]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    for proc, out in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, out[-3000:]
+    pods, codes, errors = _run_gang(cluster, "e2e", 0, tmp_path)
+    for code, err in zip(codes, errors, strict=True):
+        assert code == 0, err[-3000:]
 
     # rank 0 reported progress into the resource's status while it trained
     progress = cluster.wait(lambda: (cluster.status("PretrainRun", "e2e").get("progress") or {}).get("step") == STEPS
@@ -179,22 +196,6 @@ def test_operator_built_pipeline_stages_run_shard_by_shard(cluster, tmp_path):
         assert markers == [f"shard-{i:05d}.done" for i in range(stage["shards"])]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "sandbox pod exited"
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"sandbox pod at {url} not ready")
-
-
 def test_operator_built_rlrun_scores_rollouts_in_the_pool_it_built(cluster, tmp_path):
     port = _free_port()
     cluster.create(document("SandboxPool", "pool", namespace=cluster.ns, uid=False, replicas=1, sandbox={
@@ -207,7 +208,7 @@ def test_operator_built_rlrun_scores_rollouts_in_the_pool_it_built(cluster, tmp_
     env = {"PATH": os.environ["PATH"], **{v["name"]: v["value"] for v in box["env"]}}
     sandbox = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", sandbox)
+        wait_ready(f"http://127.0.0.1:{port}", sandbox, timeout_s=60)
         cluster.set_deployment("pool", ready=1)  # the readiness probe on /readyz passed
         cluster.wait(lambda: cluster.condition("SandboxPool", "pool", "Ready").get("status") == "True", what="pool")
 
@@ -241,32 +242,6 @@ def test_operator_built_rlrun_scores_rollouts_in_the_pool_it_built(cluster, tmp_
     assert cluster.wait_phase("RLRun", "rl", "Succeeded")["sandboxUrl"] == f"http://pool.{cluster.ns}.svc:{port}"
 
 
-def _train_attempt(cluster, job_name: str, tmp_path: Path, kill_after_checkpoint: Path | None = None):
-    """Run the gang's pods of ``job_name``; with ``kill_after_checkpoint``, SIGKILL them once it exists."""
-    import time
-
-    job = cluster.wait(lambda: cluster.get("Job", job_name), what=job_name)
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    command = [sys.executable, "-m", "torch.distributed.run",
-               *_command(cluster, container, "crash-config", tmp_path)[1:]]
-    pods = sorted(cluster.spawn_pods(job_name),
-                  key=lambda p: p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
-    cluster.run_all(job_name)
-    port, api_url = _free_port(), str(cluster.http.base_url)
-    procs = [subprocess.Popen(command, env=_gang_env(pod, container, port, api_url), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True) for pod in pods]
-    if kill_after_checkpoint is not None:
-        deadline = time.monotonic() + 300
-        while not kill_after_checkpoint.exists() and time.monotonic() < deadline:
-            assert all(p.poll() is None for p in procs), "the gang finished before it could be killed"
-            time.sleep(0.05)
-        for proc in procs:  # a node dies: its whole process group, torchrun and the trainer
-            os.killpg(proc.pid, 9)
-    for proc in procs:
-        proc.communicate(timeout=600)
-    return pods, [proc.returncode for proc in procs]
-
-
 def test_gang_killed_mid_run_is_recreated_and_resumes_to_the_same_weights(cluster, tmp_path):
     from safetensors.torch import load_file
 
@@ -280,15 +255,15 @@ def test_gang_killed_mid_run_is_recreated_and_resumes_to_the_same_weights(cluste
 
     cluster.create(document("PretrainRun", "crash", namespace=cluster.ns, uid=False, nodes=2, maxRestarts=2,
                             training=training(tmp_path / "out")))
-    pods, codes = _train_attempt(cluster, "crash-r0", tmp_path,
-                                 kill_after_checkpoint=tmp_path / "out" / "checkpoints" / "step-00000010")
+    pods, codes, _ = _run_gang(cluster, "crash", 0, tmp_path,
+                               kill_after_checkpoint=tmp_path / "out" / "checkpoints" / "step-00000010")
     assert all(code != 0 for code in codes)
     cluster.set_pod(pods[0], "Failed", exit_code=137)  # what the kubelet reports for the killed node
     cluster.wait(lambda: cluster.get("Job", "crash-r1"), what="attempt 1")
     assert cluster.status("PretrainRun", "crash")["restarts"] == 1
 
-    pods, codes = _train_attempt(cluster, "crash-r1", tmp_path)
-    assert codes == [0, 0]
+    pods, codes, errors = _run_gang(cluster, "crash", 1, tmp_path)
+    assert codes == [0, 0], errors
     records = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
     events = [json.loads(line).get("event", "") for line in records]
     assert any(e.startswith("resumed from") for e in events)  # not a fresh start

@@ -47,7 +47,7 @@ def local_server_process(config: SandboxConfig | None = None, *, startup_timeout
     try:
         url = _wait_listening(proc, startup_timeout_s, require_ready)
         if require_ready:
-            _wait_ready(url, proc, startup_timeout_s)
+            wait_ready(url, proc, startup_timeout_s)
         yield url, proc
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -78,7 +78,8 @@ def _wait_listening(proc: subprocess.Popen, timeout_s: float, require_ready: boo
     raise TimeoutError("sandbox server did not start listening in time")
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    """Poll ``url``/readyz until it answers 200; raise if ``proc`` exits or time runs out."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
