@@ -32,10 +32,11 @@ async def dependencies_ready(ctx: Context) -> bool:
             continue
         if phase == "Failed":
             failed = find_condition(status, "Failed") or {}
-            message = (f"{dep.kind} {dep.name!r} (spec.after) failed: "
-                       f"{failed.get('reason', 'Failed')}: {failed.get('message') or status.get('message') or ''}")
-            draft.condition("DependenciesReady", False, "DependencyFailed", message.rstrip(": "))
-            lifecycle.finish(ctx, False, "DependencyFailed", message.rstrip(": "))
+            detail = failed.get("message") or status.get("message")
+            message = f"{dep.kind} {dep.name!r} (spec.after) failed: {failed.get('reason', 'Failed')}"
+            message += f": {detail}" if detail else ""
+            draft.condition("DependenciesReady", False, "DependencyFailed", message)
+            lifecycle.finish(ctx, False, "DependencyFailed", message)
             return False
         waiting.append(f"{dep.kind} {dep.name!r} ({'not found' if obj is None else phase or 'Pending'})")
         ctx.memory.waits_on |= {(dep.kind, dep.name)}
