@@ -123,14 +123,16 @@ def load_hf_to_continue(folder: str | Path, runtime: ModelConfig, field: str) ->
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise ValueError(f"{field} {folder}: a folder must hold a Hugging Face config.json and model.safetensors "
                          "(a PretrainRun's export)")
-    loaded, cfg = load_hf(folder)
-    model = Transformer(cfg.model_copy(update={k: getattr(runtime, k) for k in RUNTIME_KNOBS}))
-    model.load_state_dict(loaded.state_dict())
+    model, _ = load_hf(folder, runtime={k: getattr(runtime, k) for k in RUNTIME_KNOBS})
     return model
 
 
-def load_hf(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Transformer, ModelConfig]:
-    """Load an exported folder (ours or any Llama-shaped one) back into our Transformer."""
+def load_hf(folder: str | Path, dtype: torch.dtype = torch.float32,
+            runtime: dict | None = None) -> tuple[Transformer, ModelConfig]:
+    """Load an exported folder (ours or any Llama-shaped one) back into our Transformer.
+
+    ``runtime`` overrides settings that do not change the weights (kernels, attention, ...).
+    """
     folder = Path(folder)
     hf = json.loads((folder / "config.json").read_text())
     if "codekiln_model" in hf:
@@ -143,6 +145,8 @@ def load_hf(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Tra
             rope_theta=hf.get("rope_theta", 10000.0), norm_eps=hf.get("rms_norm_eps", 1e-5),
             max_seq_len=hf.get("max_position_embeddings", 8192),
         )
+    if runtime:
+        cfg = cfg.model_copy(update=runtime)
     model = Transformer(cfg)
     model.load_state_dict(from_hf_state_dict(load_file(str(folder / "model.safetensors"))))
     return model.to(dtype), cfg

@@ -50,9 +50,10 @@ class RLTrainer:
         if init and not Path(init).exists():
             raise ValueError(f"warmStart.initCheckpoint {init} does not exist (run the PretrainRun that exports it, "
                              "or point it at a .pt checkpoint)")
+        hf_folder = init if init and Path(init).is_dir() else None  # else a .pt state, loaded below
         self.tokenizer = build_tokenizer(cfg.tokenizer, init)
-        if init and Path(init).is_dir():
-            self.model = self._load_hf_policy(init).to(self.device)
+        if hf_folder:
+            self.model = self._load_hf_policy(hf_folder).to(self.device)
         else:
             model_cfg = cfg.model.model_copy(update={"vocab_size": self.tokenizer.vocab_size})
             self.model = Transformer(model_cfg).to(self.device)
@@ -70,7 +71,7 @@ class RLTrainer:
         self._step_observed: dict[str, float] = {}
         self.ref_model = None
         self.dpo_ref_cache: dict = {}
-        if init and not Path(init).is_dir():
+        if init and not hf_folder:
             self._load_policy(init)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.engine = build_engine(cfg.engine, self.model)
