@@ -15,6 +15,11 @@ from typing import Any
 import aiohttp
 
 from codekiln.operator.metrics import API_REQUESTS
+from codekiln.operator.version import __version__
+
+# Every write names the operator: managedFields show "codekiln-operator", audit logs the User-Agent.
+FIELD_MANAGER = "codekiln-operator"
+USER_AGENT = f"codekiln-operator/{__version__}"
 
 PLURALS: dict[str, str] = {
     "ConfigMap": "configmaps", "Service": "services", "ServiceAccount": "serviceaccounts", "Pod": "pods",
@@ -114,7 +119,9 @@ class KubeClient:
     async def request(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
                       content_type: str = "application/json") -> dict[str, Any] | None:
         session = await self._ensure()
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if method in ("POST", "PATCH", "PUT"):
+            params = {**(params or {}), "fieldManager": FIELD_MANAGER}
         token = self.config.bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"

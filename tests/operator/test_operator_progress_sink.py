@@ -58,7 +58,9 @@ def test_rank0_patches_its_resource_status_throttled(api_server, tmp_path):
     sink.close()
     assert 1 <= len(requests) <= 5, len(requests)  # throttled: ~0.5 s of updates, one patch per 0.3 s
     path, content_type, auth, body, _ = requests[-1]
+    path, _, query = path.partition("?")
     assert path == "/apis/codekiln.dev/v1alpha1/namespaces/team/pretrainruns/run/status"
+    assert query == "fieldManager=codekiln-workload"  # the write is attributed to the workload, not "Python"
     assert content_type == "application/merge-patch+json" and auth == "Bearer sa-token"
     progress = body["status"]["progress"]
     assert progress["step"] == 50 and progress["totalSteps"] == 100 and progress["percent"] == 50.0

@@ -39,7 +39,8 @@ def test_training_metrics_reach_prometheus_progress_and_jsonl(tmp_path, packed_c
     values = {line.split()[0]: float(line.split()[1]) for line in scraped.splitlines() if line.startswith("codekiln_")}
     assert values["codekiln_train_step"] == 4
     assert 0 < values["codekiln_train_loss"] < 10 and values["codekiln_train_tokens_per_second"] > 0
-    assert 0 < values["codekiln_train_mfu"] < 1 and values["codekiln_train_grad_norm"] > 0
+    assert 0 < values["codekiln_train_mfu_ratio"] < 1 and values["codekiln_train_grad_norm"] > 0
+    assert values["codekiln_train_tokens_total"] > 0 and "# TYPE codekiln_train_tokens_total counter" in scraped
     assert values["codekiln_train_lr"] == 3e-3
 
     status = json.loads((tmp_path / "progress.json").read_text())

@@ -13,7 +13,7 @@ import sys
 from codekiln.workloads.data.executor import run_shard
 from codekiln.workloads.data.registry import StepConfigError
 from codekiln.workloads.data.runner import parse_pipeline
-from codekiln.workloads.progress import progress_reporter
+from codekiln.workloads.progress import add_log_arguments, progress_reporter, setup_logging
 
 
 def _doc_reporter(stage: str, rank: int):
@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="resource JSON (a DataPipeline)")
     parser.add_argument("--stage", required=True, help="stage name to run")
     parser.add_argument("--shard", type=int, default=None, help="shard index (default: $JOB_COMPLETION_INDEX or 0)")
+    add_log_arguments(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_format)
     try:
         with open(args.config, encoding="utf-8") as fh:
             resource = json.load(fh)

@@ -7,13 +7,16 @@ import json
 import os
 import sys
 
+from codekiln.workloads.progress import add_log_arguments, setup_logging
 from codekiln.workloads.rl.runner import run_local
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codekiln.workloads.rl", description=__doc__)
     parser.add_argument("--config", required=True, help="RLRun resource JSON (wire form)")
+    add_log_arguments(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_format)
     try:
         with open(args.config) as fh:
             resource = json.load(fh)

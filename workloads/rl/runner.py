@@ -33,7 +33,8 @@ def _metrics_server():
     from prometheus_client import Gauge, start_http_server
 
     start_http_server(int(port))
-    return {k: Gauge(f"codekiln_rl_{k}", f"RL {k.replace('_', ' ')}") for k in
+    names = {"pass_rate": "codekiln_rl_pass_ratio"}  # a ratio in [0, 1] (Prometheus naming)
+    return {k: Gauge(names.get(k, f"codekiln_rl_{k}"), f"RL {k.replace('_', ' ')}") for k in
             ("step", "reward_mean", "pass_rate", "loss", "entropy", "active_tasks")}
 
 

@@ -37,17 +37,36 @@ def device_peak_tflops(device: torch.device, override: float | None) -> float | 
 _GAUGES: dict | None = None
 GAUGE_NAMES = ("loss", "eval_loss", "unigram_eval_loss", "tokens_per_second", "mfu", "lr", "grad_norm", "step",
                "tokens")
+# Prometheus names (conventions: ratios end in ``_ratio``, cumulative counts are counters ``_total``).
+METRIC_NAMES = {"mfu": "codekiln_train_mfu_ratio", "tokens": "codekiln_train_tokens"}
+COUNTERS = ("tokens",)  # cumulative: exposed as codekiln_train_tokens_total
 
 
 def _prometheus(port: int) -> dict:
-    """Gauges ``codekiln_train_<name>`` served on ``port`` (once per process)."""
+    """Gauges ``codekiln_train_<name>`` (and the ``codekiln_train_tokens_total`` counter) on ``port``."""
     global _GAUGES
     if _GAUGES is None:
-        from prometheus_client import Gauge, start_http_server
+        from prometheus_client import Counter, Gauge, start_http_server
 
         start_http_server(port)
-        _GAUGES = {n: Gauge(f"codekiln_train_{n}", f"Training {n.replace('_', ' ')}.") for n in GAUGE_NAMES}
+        _GAUGES = {n: (Counter if n in COUNTERS else Gauge)(METRIC_NAMES.get(n, f"codekiln_train_{n}"),
+                                                             f"Training {n.replace('_', ' ')}.") for n in GAUGE_NAMES}
     return _GAUGES
+
+
+def _export(gauges: dict, record: dict, seen: dict) -> None:
+    """Set gauges from one record; counters advance by the increase since the last record."""
+    for key, metric in gauges.items():
+        value = record.get(key)
+        if not isinstance(value, (int, float)):
+            continue
+        if key in COUNTERS:
+            delta = value - seen.get(key, 0)
+            if delta > 0:
+                metric.inc(delta)
+            seen[key] = max(value, seen.get(key, 0))
+        else:
+            metric.set(value)
 
 
 class Metrics:
@@ -57,6 +76,7 @@ class Metrics:
         self.enabled, self.total_steps = enabled, total_steps
         self.path = output_dir / "metrics.jsonl"
         self._gauges = None
+        self._counted: dict[str, float] = {}
         self._progress = None
         if not enabled:
             return
@@ -81,9 +101,7 @@ class Metrics:
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self._gauges:
-            for key, gauge in self._gauges.items():
-                if isinstance(record.get(key), (int, float)):
-                    gauge.set(record[key])
+            _export(self._gauges, record, self._counted)
         progress_reporter().update(
             step=record["step"], total_steps=self.total_steps, stage=record["stage"], loss=record.get("loss"),
             throughput=record.get("tokens_per_second"), throughput_unit="tokens/s", tokens=record.get("tokens"),
@@ -109,3 +127,5 @@ class Metrics:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+        if self.enabled:
+            progress_reporter().finish()

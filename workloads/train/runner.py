@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="codekiln.workloads.train", description=main.__doc__)
     parser.add_argument("--config", required=True, help="resource JSON (or YAML) with spec.training")
+    from codekiln.workloads.progress import add_log_arguments, setup_logging
+
+    add_log_arguments(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_format)
     text = Path(args.config).read_text()
     if args.config.endswith((".yaml", ".yml")):
         import yaml
