@@ -10,6 +10,7 @@ import torch
 
 from codekiln.workloads.model import ops
 from codekiln.workloads.rl.trie import build_trie
+from codekiln.workloads.rl.trie_attention import SegmentAttention, trie_block_mask
 
 
 def _scatter_rows(values: torch.Tensor, lengths: list[int], width: int) -> torch.Tensor:
@@ -47,40 +48,70 @@ def response_logprobs_unpacked(
     return _scatter_rows(logp, lengths, width_r), _scatter_rows(ent, lengths, width_r)
 
 
+TRIE_ATTENTION = ("auto", "segments", "flex", "dense")
+
+
+def trie_attention_mask(trie, device: torch.device, mode: str = "auto", model_attention: str = "auto"):
+    """What the model's attention layers receive for a packed trie.
+
+    ``segments``: per-segment SDPA over ancestor key ranges (O(M) memory, CPU and GPU);
+    ``flex``: a FlexAttention BlockMask from the interval test (compiled on GPU);
+    ``dense``: the [1, M, M] boolean mask (reference, small trees only);
+    ``auto``: flex on CUDA when the model's attention is flex, else segments.
+    """
+    if mode not in TRIE_ATTENTION:
+        raise ValueError(f"trie attention must be one of {TRIE_ATTENTION}, got {mode!r}")
+    if mode == "auto":
+        mode = "flex" if device.type == "cuda" and model_attention == "flex" else "segments"
+    if mode == "segments":
+        return SegmentAttention(trie)
+    if mode == "flex":
+        return trie_block_mask(trie, device)
+    return trie.attention_mask().to(device).unsqueeze(0)
+
+
 def response_logprobs_packed(
-    model, prompts: list[list[int]], responses: list[list[int]], temperature: float = 1.0
+    model, prompts: list[list[int]], responses: list[list[int]], temperature: float = 1.0,
+    attention: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Trie-packed path: one row, tree attention mask, depth positions, per-node log-probs
-    computed once (from the parent's hidden state) and gathered back per rollout."""
+    """Trie-packed path: one row, trie attention, depth positions, per-node log-probs
+    computed once (from the parent's hidden state) and gathered back per rollout.
+
+    Args:
+        model: the policy (``hidden_states`` / ``lm_head``).
+        prompts: prompt ids per rollout (no loss; at least one token each).
+        responses: response ids per rollout (log-probs returned for every token; mask
+            tool-output tokens of multi-turn trajectories in the loss, not here).
+        temperature: logits are divided by it.
+        attention: see :func:`trie_attention_mask`.
+    """
     device = model.lm_head.weight.device
     for p in prompts:
         if not p:
             raise ValueError("every prompt needs at least one token")
     trie = build_trie([p + r for p, r in zip(prompts, responses, strict=True)])
-    mask = trie.attention_mask().to(device)
+    mask = trie_attention_mask(trie, device, attention, getattr(model.cfg, "attention", "auto"))
     hidden = model.hidden_states(
         trie.input_ids.unsqueeze(0).to(device),
         position_ids=trie.position_ids.unsqueeze(0).to(device),
-        attention_mask=mask.unsqueeze(0),
+        attention_mask=mask,
     )[0]
     # Only nodes that are response tokens of some rollout need a log-prob.
-    needed = torch.zeros(trie.num_tokens, dtype=torch.bool)
-    for path, p in zip(trie.paths, prompts, strict=True):
-        needed[path[len(p):]] = True
-    nodes = needed.nonzero().squeeze(-1)
+    resp_nodes = [path[len(p):] for path, p in zip(trie.paths, prompts, strict=True)]
+    flat = torch.cat(resp_nodes) if resp_nodes else torch.zeros(0, dtype=torch.long)
+    nodes, gather = torch.unique(flat, return_inverse=True)
     node_logp, node_ent = ops.token_logprobs_entropy(
         hidden[trie.parent[nodes].to(device)], model.lm_head.weight, trie.input_ids[nodes].to(device),
         temperature=temperature, kernels=model.cfg.kernels,
     )
-    slot = torch.full((trie.num_tokens,), -1, dtype=torch.long)
-    slot[nodes] = torch.arange(len(nodes))
-    gather = torch.cat([slot[path[len(p):]] for path, p in zip(trie.paths, prompts, strict=True)]).to(device)
+    gather = gather.to(device)
     lengths = [len(r) for r in responses]
     width_r = max(lengths) if lengths else 0
     return _scatter_rows(node_logp[gather], lengths, width_r), _scatter_rows(node_ent[gather], lengths, width_r)
 
 
 def response_logprobs(model, prompts, responses, temperature: float = 1.0, packed: bool = True):
-    """Dispatch to the packed or unpacked path."""
-    fn = response_logprobs_packed if packed else response_logprobs_unpacked
-    return fn(model, prompts, responses, temperature)
+    """Dispatch to the packed (segment trie attention) or unpacked path."""
+    if packed:
+        return response_logprobs_packed(model, prompts, responses, temperature)
+    return response_logprobs_unpacked(model, prompts, responses, temperature)
