@@ -22,6 +22,8 @@ class RolloutBatch:
         passed: 1.0 where all unit tests passed [N].
         advantages: per-rollout advantages [N] (set by the algorithm).
         mean_entropy: old-policy mean token entropy per rollout [N] (for KAT).
+        token_mask: [N, R] bool, False on response tokens the policy did not sample (tool observations
+            of multi-turn agent rollouts); they stay in the context but never carry loss. None: all sampled.
     """
 
     prompts: list[list[int]]
@@ -34,6 +36,7 @@ class RolloutBatch:
     passed: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     advantages: torch.Tensor | None = None
     mean_entropy: torch.Tensor | None = None
+    token_mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.responses)
@@ -50,6 +53,8 @@ class RolloutBatch:
         mask = self.response_mask
         if overlong_filtering:
             mask = mask & ~self.truncated.bool().unsqueeze(-1)
+        if self.token_mask is not None:
+            mask = mask & self.token_mask[:, : mask.shape[1]].to(mask.device)
         return mask
 
     def select(self, index: list[int] | torch.Tensor) -> RolloutBatch:
@@ -66,6 +71,8 @@ class RolloutBatch:
                 out[f.name] = value
         width = max((len(out["responses"][i]) for i in range(len(idx))), default=0)
         out["old_logp"] = out["old_logp"][:, :width]
+        if out["token_mask"] is not None:
+            out["token_mask"] = out["token_mask"][:, :width]
         return RolloutBatch(**out)
 
     @staticmethod
@@ -84,6 +91,10 @@ class RolloutBatch:
             values = [getattr(b, f.name) for b in batches]
             if f.name == "old_logp":
                 out[f.name] = torch.cat([torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in values])
+            elif f.name == "token_mask":
+                out[f.name] = None if all(v is None for v in values) else torch.cat([
+                    torch.nn.functional.pad(b.response_mask if v is None else v.bool(), (0, width - b.old_logp.shape[1]))
+                    for b, v in zip(batches, values, strict=True)])
             elif f.name == "group_ids":
                 out[f.name] = torch.cat(groups)
             elif isinstance(values[0], list):
