@@ -93,7 +93,8 @@ class RolloutBatch:
                 out[f.name] = torch.cat([torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in values])
             elif f.name == "token_mask":
                 out[f.name] = None if all(v is None for v in values) else torch.cat([
-                    torch.nn.functional.pad(b.response_mask if v is None else v.bool(), (0, width - b.old_logp.shape[1]))
+                    torch.nn.functional.pad(b.response_mask if v is None else v.bool(),
+                                            (0, width - b.old_logp.shape[1]))
                     for b, v in zip(batches, values, strict=True)])
             elif f.name == "group_ids":
                 out[f.name] = torch.cat(groups)
