@@ -1,0 +1,8 @@
+"""Llama family (Llama 2/3/3.1/3.2, DeepSeek-Coder, Seed-Coder): config, model, state-dict adapter."""
+
+from codekiln.workloads.model.family import FamilySpec
+from codekiln.workloads.model.llama.config import from_hf, to_hf
+from codekiln.workloads.model.llama.model import build
+from codekiln.workloads.model.llama.state_dict_adapter import LlamaStateDictAdapter
+
+SPEC = FamilySpec("llama", {"LlamaForCausalLM": "llama"}, from_hf, to_hf, LlamaStateDictAdapter, build)
