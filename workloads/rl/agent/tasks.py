@@ -106,7 +106,10 @@ def _row_to_task(row: dict, base: Path, where: str) -> SweTask:
     def strings(key: str, required: bool = False) -> list[str]:
         value = row.get(key, [] if not required else None)
         if isinstance(value, str):  # SWE-bench stores these lists as JSON strings
-            value = json.loads(value)
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(f"{where}: {key} must be a list of strings (or its JSON text)") from None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{where}: {key} must be a list of strings")
         return value
