@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm over the last dim, computed in fp32 and cast back to ``x.dtype``."""
-    xf = x.float()
+    """RMSNorm over the last dim, computed in fp32 (fp64 stays fp64) and cast back to ``x.dtype``."""
+    xf = x if x.dtype == torch.float64 else x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return weight * xf.to(x.dtype)
 

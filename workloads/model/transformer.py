@@ -262,7 +262,7 @@ class Transformer(nn.Module):
                 attention_mask = attention_mask.expand(b, t, past + t)
         if flex and not input_ids.is_cuda and torch.is_grad_enabled() and self.training:
             raise RuntimeError("model.attention 'flex' has no backward on CPU: use 'sdpa' (same results) to train")
-        if flex and attention_mask is not None:
+        if flex and isinstance(attention_mask, torch.Tensor):  # (structured masks pass through)
             attention_mask = block_mask_from_dense(attention_mask)
         x = self.embed_tokens(input_ids)
         cos, sin = self.rope(position_ids, x.dtype)

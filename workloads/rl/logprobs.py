@@ -13,6 +13,14 @@ from codekiln.workloads.rl.trie import build_trie
 from codekiln.workloads.rl.trie_attention import SegmentAttention, trie_block_mask
 
 
+def token_logprobs_entropy(hidden, weight, labels, temperature: float, kernels: str):
+    """``ops.token_logprobs_entropy``, kept in fp64 for fp64 models (exactness tests); fp32 otherwise."""
+    if hidden.dtype == torch.float64 and kernels == "torch":
+        logp = torch.log_softmax((hidden @ weight.t()) / temperature, dim=-1)
+        return logp.gather(-1, labels.reshape(-1, 1)).squeeze(-1), -(logp.exp() * logp).sum(-1)
+    return ops.token_logprobs_entropy(hidden, weight, labels, temperature=temperature, kernels=kernels)
+
+
 def _scatter_rows(values: torch.Tensor, lengths: list[int], width: int) -> torch.Tensor:
     """Flat [sum(lengths)] -> right-padded [N, width]."""
     out = values.new_zeros(len(lengths), width)
@@ -40,8 +48,8 @@ def response_logprobs_unpacked(
         labels.append(torch.tensor(r, dtype=torch.long))
     rows_t, src_t = torch.cat(rows).to(device), torch.cat(src).to(device)
     h = hidden[rows_t, src_t]
-    logp, ent = ops.token_logprobs_entropy(
-        h, model.lm_head.weight, torch.cat(labels).to(device), temperature=temperature, kernels=model.cfg.kernels
+    logp, ent = token_logprobs_entropy(
+        h, model.lm_head.weight, torch.cat(labels).to(device), temperature, model.cfg.kernels
     )
     lengths = [len(r) for r in responses]
     width_r = max(lengths) if lengths else 0
@@ -100,9 +108,9 @@ def response_logprobs_packed(
     resp_nodes = [path[len(p):] for path, p in zip(trie.paths, prompts, strict=True)]
     flat = torch.cat(resp_nodes) if resp_nodes else torch.zeros(0, dtype=torch.long)
     nodes, gather = torch.unique(flat, return_inverse=True)
-    node_logp, node_ent = ops.token_logprobs_entropy(
+    node_logp, node_ent = token_logprobs_entropy(
         hidden[trie.parent[nodes].to(device)], model.lm_head.weight, trie.input_ids[nodes].to(device),
-        temperature=temperature, kernels=model.cfg.kernels,
+        temperature, model.cfg.kernels,
     )
     gather = gather.to(device)
     lengths = [len(r) for r in responses]

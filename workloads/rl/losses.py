@@ -47,28 +47,58 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 POLICY_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"ppo_clip": ppo_clip_loss}
 
 
-def loss_normalizer(loss_mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """Local contribution to the global normaliser: loss tokens ("token") or sequences ("sequence")."""
-    if mode == "token":
-        return loss_mask.sum().to(torch.float64)
-    if mode == "sequence":
-        return (loss_mask.sum(-1) > 0).sum().to(torch.float64)
-    raise ValueError(f"loss normalisation must be 'token' or 'sequence', got {mode!r}")
+# verl's names (``actor.loss_agg_mode``); the old names stay as aliases.
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+LOSS_AGG_ALIASES = {"token": "token-mean", "sequence": "seq-mean-token-mean"}
+# Default aggregation per algorithm: DAPO/Seed-Coder token-level; Dr. GRPO's constant normaliser.
+DEFAULT_LOSS_AGG = {"grpo": "token-mean", "dapo": "token-mean", "dr_grpo": "seq-mean-token-sum-norm"}
 
 
-def aggregate(per_token: torch.Tensor, loss_mask: torch.Tensor, normalizer: float, mode: str = "token") -> torch.Tensor:
-    """Sum of masked per-token losses divided by the *global* normaliser.
+def resolve_loss_agg_mode(mode: str | None, algorithm: str = "grpo") -> str:
+    """A verl aggregation name from ``mode`` (None / "auto": the algorithm's default, aliases accepted)."""
+    if mode in (None, "auto"):
+        return DEFAULT_LOSS_AGG.get(algorithm, "token-mean")
+    mode = LOSS_AGG_ALIASES.get(mode, mode)
+    if mode not in LOSS_AGG_MODES:
+        raise ValueError(f"lossAggMode must be one of {LOSS_AGG_MODES} (or auto), got {mode!r}")
+    return mode
 
-    "token": Σ loss / global tokens. "sequence": Σ_seq (mean over the sequence's tokens) /
-    global sequences. A normaliser of 0 (nothing to learn from) gives an exact 0 loss.
+
+def loss_normalizer(loss_mask: torch.Tensor, mode: str, max_response_tokens: int | None = None) -> torch.Tensor:
+    """This rank's contribution to the global normaliser of ``mode``.
+
+    token-mean: loss tokens; seq-mean-*: sequences (every row, as verl's and TRL's batch mean);
+    seq-mean-token-sum-norm: sequences × ``max_response_tokens`` (Dr. GRPO's constant, TRL's
+    ``batch × max_completion_length``).
     """
+    mode = LOSS_AGG_ALIASES.get(mode, mode)
+    if mode == "token-mean":
+        return loss_mask.sum().to(torch.float64)
+    if mode in ("seq-mean-token-sum", "seq-mean-token-mean"):
+        return torch.tensor(float(loss_mask.shape[0]), dtype=torch.float64)
+    if mode == "seq-mean-token-sum-norm":
+        if not max_response_tokens:
+            raise ValueError("seq-mean-token-sum-norm needs max_response_tokens (the stage's maxResponseTokens)")
+        return torch.tensor(float(loss_mask.shape[0]) * max_response_tokens, dtype=torch.float64)
+    raise ValueError(f"lossAggMode must be one of {LOSS_AGG_MODES}, got {mode!r}")
+
+
+def aggregate(per_token: torch.Tensor, loss_mask: torch.Tensor, normalizer: float, mode: str = "token-mean"
+              ) -> torch.Tensor:
+    """Masked per-token losses reduced by ``mode`` and divided by the *global* normaliser.
+
+    token-mean, seq-mean-token-sum, seq-mean-token-sum-norm: Σ loss / normaliser;
+    seq-mean-token-mean: Σ_seq (mean over the sequence's tokens) / normaliser.
+    A normaliser of 0 (nothing to learn from) gives an exact 0 loss.
+    """
+    mode = LOSS_AGG_ALIASES.get(mode, mode)
     mask = loss_mask.to(per_token.dtype)
-    if mode == "token":
+    if mode in ("token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"):
         total = (per_token * mask).sum()
-    elif mode == "sequence":
+    elif mode == "seq-mean-token-mean":
         total = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum()
     else:
-        raise ValueError(f"loss normalisation must be 'token' or 'sequence', got {mode!r}")
+        raise ValueError(f"lossAggMode must be one of {LOSS_AGG_MODES}, got {mode!r}")
     if normalizer <= 0:
         return total * 0.0
     return total / normalizer
