@@ -71,6 +71,10 @@ def load_tasks(
         if builtin_set != "arith":
             raise ValueError(f"tasks.builtinSet: unknown set {builtin_set!r}")
         tasks = _arith_tasks()
+    elif source == "swe":  # repository tasks for agentic RL (workloads/rl/agent/tasks.py)
+        from codekiln.workloads.rl.agent.tasks import load_swe_tasks
+
+        return load_swe_tasks(path or "", limit)
     elif source == "jsonl":
         if not path:
             raise ValueError("tasks.path is required for tasks.source 'jsonl'")

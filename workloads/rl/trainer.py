@@ -38,7 +38,8 @@ def _world() -> tuple[int, int]:
 class RLTrainer:
     """Owns the policy, optimiser, engine, curriculum and sampler of one RL run."""
 
-    def __init__(self, cfg: RLConfig, scorer, out_dir: str | Path, tasks: list[Task] | None = None) -> None:
+    def __init__(self, cfg: RLConfig, scorer, out_dir: str | Path, tasks: list[Task] | None = None,
+                 agent=None) -> None:
         self.cfg, self.scorer, self.out_dir = cfg, scorer, Path(out_dir)
         torch.manual_seed(cfg.seed)
         if cfg.cpu_threads:
@@ -75,6 +76,12 @@ class RLTrainer:
             self._load_policy(init)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.engine = build_engine(cfg.engine, self.model)
+        agent = agent if agent is not None else getattr(cfg, "agent", None)
+        self.agent = None
+        if agent is not None:  # agentic RL: multi-turn tool use on SWE-style tasks in sandbox sessions
+            from codekiln.workloads.rl.agent.rl import AgentHooks
+
+            self.agent = AgentHooks(self, agent, scorer.url)
 
     # ------------------------------------------------------------------ setup
     def _load_hf_policy(self, folder: str) -> Transformer:
@@ -98,6 +105,8 @@ class RLTrainer:
         ws = self.cfg.warm_start
         if ws.sft_steps == 0:
             return []
+        if self.agent is not None:  # trajectory SFT on reference trajectories
+            return self.agent.warm_start(ws.sft_steps, ws.sft_lr, ws.sft_correct_fraction, self.cfg.seed, on_step)
         return sft_warm_start(
             self.model, self.tokenizer, self.tasks, steps=ws.sft_steps, lr=ws.sft_lr,
             correct_fraction=ws.sft_correct_fraction, seed=self.cfg.seed, on_step=on_step,
@@ -129,6 +138,8 @@ class RLTrainer:
 
     def generate_scored(self, task_ids: list[str], rollouts: int, stage: RLStageConfig, seed: int, stats: list):
         tasks = [self.tasks_by_id[t] for t in task_ids]
+        if self.agent is not None:  # multi-turn tool use in sandbox sessions (workloads/rl/agent)
+            return self._observe_groups(self.agent.generate_scored(tasks, rollouts, stage, seed, stats))
         abort = rft.divergence_abort(self, tasks, rollouts) if self.cfg.algorithm == "rft" else None
         batch = generate_groups(self.engine, self.tokenizer.encode, tasks, rollouts,
                                 self.sampling_params(stage, seed, abort))
@@ -140,6 +151,9 @@ class RLTrainer:
             buffer_tokens=self.cfg.overlong.buffer_tokens, penalty_factor=self.cfg.overlong.penalty_factor,
             format_reward=self.cfg.format_reward,
         ))
+        return self._observe_groups(batch)
+
+    def _observe_groups(self, batch):
         for g in torch.unique(batch.group_ids).tolist():
             rows = batch.group_ids == g
             task_id, rate = batch.task_ids[int(rows.nonzero()[0])], float(batch.passed[rows].mean())
@@ -155,7 +169,7 @@ class RLTrainer:
         with torch.no_grad():
             logp, ent = response_logprobs(self.model, batch.prompts, batch.responses, self.cfg.temperature,
                                           packed=self.cfg.trie_packing)
-        mask = batch.response_mask[:, : logp.shape[1]].to(ent)
+        mask = batch.loss_mask(False)[:, : logp.shape[1]].to(ent)  # sampled tokens only (not observations)
         batch.mean_entropy = ((ent * mask).sum(-1) / mask.sum(-1).clamp(min=1)).cpu()
         if need_logp:
             batch.old_logp = logp.cpu()

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from codekiln.workloads.schema import ConfigModel
 
 
 class AgentConfig(ConfigModel):
-    """Multi-turn tool-use rollouts on SWE-style tasks (``tasks.source: swe``)."""
+    """Multi-turn tool-use rollouts on SWE-style tasks (``tasks.source: swe``).
+
+    The per-turn sampling budget is the run's ``maxResponseTokens`` (or its stage's): a turn longer
+    than that is truncated and closed; ``maxTotalTokens`` bounds the whole trajectory.
+    """
 
     max_turns: int = Field(default=8, ge=1, le=200, description="Assistant turns per rollout at most.")
-    max_turn_tokens: int = Field(default=512, ge=1, description="Tokens one assistant turn may sample (truncated "
-                                 "beyond).")
     max_total_tokens: int = Field(default=8192, ge=16, description="Whole-trajectory token budget (prompt, turns "
                                   "and observations); the rollout ends when it is spent.")
     max_observation_chars: int = Field(default=4000, ge=64, description="Observations are clipped to this many "
@@ -37,9 +39,3 @@ class AgentConfig(ConfigModel):
     tree_packing: bool = Field(default=True, description="Trajectory SFT: trie-pack trajectories (shared prefixes "
                                "computed once, their gradients scaled exactly).")
 
-    @model_validator(mode="after")
-    def _check(self) -> AgentConfig:
-        if self.max_turn_tokens >= self.max_total_tokens:
-            raise ValueError(f"agent.maxTurnTokens ({self.max_turn_tokens}) must be below agent.maxTotalTokens "
-                             f"({self.max_total_tokens})")
-        return self

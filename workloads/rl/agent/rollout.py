@@ -118,8 +118,8 @@ class AgentRunner:
         return self._snapshots[task.instance_id]
 
     # ------------------------------------------------------------------ one wave of rollouts
-    async def _wave(self, tasks: list[SweTask], groups: list[int], *, temperature: float, top_p: float,
-                    seed: int | None, abort_fn: Callable | None) -> list[Trajectory]:
+    async def _wave(self, tasks: list[SweTask], groups: list[int], *, max_turn_tokens: int, temperature: float,
+                    top_p: float, seed: int | None, abort_fn: Callable | None) -> list[Trajectory]:
         cfg, ct = self.cfg, self.ct
         trajs = [start_trajectory(t, g, ct, cfg.system_prompt) for t, g in zip(tasks, groups, strict=True)]
         sessions = [None] * len(tasks)
@@ -135,7 +135,7 @@ class AgentRunner:
                          for s, t in zip(sessions, tasks, strict=True)]
             for turn in range(cfg.max_turns):
                 live = [i for i, t in enumerate(trajs) if not t.finish]
-                budgets = {i: min(cfg.max_turn_tokens, cfg.max_total_tokens - len(trajs[i].tokens) - 1) for i in live}
+                budgets = {i: min(max_turn_tokens, cfg.max_total_tokens - len(trajs[i].tokens) - 1) for i in live}
                 for i in [i for i in live if budgets[i] < 1]:
                     trajs[i].finish = "token_budget"
                 live = [i for i in live if budgets[i] >= 1]
@@ -219,11 +219,11 @@ class AgentRunner:
         return self.engine.generate([trajs[i].tokens for i in live], params)
 
     # ------------------------------------------------------------------ public
-    async def run_async(self, tasks: list[SweTask], rollouts_per_task: int, *, temperature: float = 1.0,
-                        top_p: float = 1.0, seed: int | None = None, abort_fn: Callable | None = None
-                        ) -> list[Trajectory]:
+    async def run_async(self, tasks: list[SweTask], rollouts_per_task: int, *, max_turn_tokens: int = 512,
+                        temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
+                        abort_fn: Callable | None = None) -> list[Trajectory]:
         """``rollouts_per_task`` trajectories per task (group i = tasks[i]), in waves of at most
-        ``maxParallelRollouts`` concurrent sessions.
+        ``maxParallelRollouts`` concurrent sessions; a turn samples at most ``max_turn_tokens``.
 
         ``abort_fn(trajectory, turn, token_ids) -> bool`` may stop a rollout mid-turn (RFT drift).
         """
@@ -232,8 +232,9 @@ class AgentRunner:
         step = self.cfg.max_parallel_rollouts
         for w, start in enumerate(range(0, len(rows), step)):
             chunk = rows[start: start + step]
-            out += await self._wave([t for t, _ in chunk], [g for _, g in chunk], temperature=temperature,
-                                    top_p=top_p, seed=None if seed is None else seed + 104729 * w, abort_fn=abort_fn)
+            out += await self._wave([t for t, _ in chunk], [g for _, g in chunk], max_turn_tokens=max_turn_tokens,
+                                    temperature=temperature, top_p=top_p,
+                                    seed=None if seed is None else seed + 104729 * w, abort_fn=abort_fn)
         return out
 
     def run(self, tasks: list[SweTask], rollouts_per_task: int, **kwargs) -> list[Trajectory]:
