@@ -8,6 +8,7 @@ no ``$ref``, a type on every node, ``nullable`` instead of ``null`` unions, no
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ SECCOMP_PROFILE_FILE = Path("helm/codekiln/files/seccomp/sandbox.json")  # Sandb
 _KEEP = {
     "type", "description", "properties", "items", "required", "enum", "pattern", "format",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
-    "minItems", "maxItems", "additionalProperties", "default", "nullable",
+    "minItems", "maxItems", "additionalProperties", "default", "nullable", "minProperties", "maxProperties",
 }
 
 _COMMON_COLUMNS_HEAD = [{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}]
@@ -81,6 +82,23 @@ def _merge_objects(options: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "object", "properties": properties}
 
 
+def _int_or_string(options: list[dict[str, Any]]) -> dict[str, Any]:
+    """``int | Literal["auto"]``-style unions: int-or-string, numeric bounds from the integer member and a
+    pattern from the string member (minimum only applies to numbers, pattern only to strings)."""
+    out: dict[str, Any] = {"x-kubernetes-int-or-string": True}
+    for option in options:
+        node = structural(option)
+        if node.get("type") == "integer":
+            out.update({k: v for k, v in node.items() if k in ("minimum", "maximum", "exclusiveMinimum",
+                                                                "exclusiveMaximum")})
+        elif node.get("type") == "string":
+            if "enum" in node:
+                out["pattern"] = "^(" + "|".join(re.escape(str(v)) for v in node["enum"]) + ")$"
+            elif "pattern" in node:
+                out["pattern"] = node["pattern"]
+    return out
+
+
 def structural(node: dict[str, Any]) -> dict[str, Any]:
     """Turn one resolved JSON-Schema node into a structural OpenAPI v3 node."""
     node = dict(node)
@@ -96,7 +114,7 @@ def structural(node: dict[str, Any]) -> dict[str, Any]:
             elif all(o.get("type") == "object" or "properties" in o for o in options):
                 out = structural(_merge_objects(options))
             elif {o.get("type") for o in options} <= {"integer", "string"}:
-                out = {"x-kubernetes-int-or-string": True}
+                out = _int_or_string(options)
             else:
                 out = {"x-kubernetes-preserve-unknown-fields": True}
             if description:

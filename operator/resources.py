@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from codekiln.operator.version import GROUP_VERSION
+from codekiln.workloads import contract
 from codekiln.workloads.data.config import DataPipelineConfig
 from codekiln.workloads.rl.config import RLConfig
 from codekiln.workloads.sandbox.config import SandboxConfig
@@ -22,11 +23,8 @@ DEFAULT_IMAGE = "ghcr.io/codekiln/workload:0.1.0"
 DEFAULT_SANDBOX_IMAGE = "ghcr.io/codekiln/sandbox:0.1.0"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Set by the operator for the torchrun rendezvous; users may not override them.
-RESERVED_ENV_NAMES = frozenset({
-    "PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT",
-    "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
-})
-RESERVED_ENV_PREFIX = "CODEKILN_"
+RESERVED_ENV_NAMES = contract.RESERVED_ENV_NAMES
+RESERVED_ENV_PREFIX = contract.ENV_PREFIX
 QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
 
 
@@ -110,9 +108,6 @@ class PodTemplateFields(ConfigModel):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="When the kubelet pulls the image."
     )
-    resources: ResourceRequirements = Field(
-        default_factory=ResourceRequirements, description="Requests and limits of the workload container."
-    )
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment (reserved names rejected).")
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Node selection, queueing, gangs.")
     storage: Storage | None = Field(default=None, description="Shared volume for data and checkpoints.")
@@ -145,11 +140,22 @@ class RunFields(PodTemplateFields):
 
 
 class GangFields(RunFields):
-    """Fields of the distributed-training kinds (one pod per node)."""
+    """Fields of the distributed-training kinds (one pod per node; Kubeflow Trainer's numNodes/numProcPerNode)."""
 
     nodes: int = Field(default=1, ge=1, le=4096, description="Pods in the gang (one per node).")
+    nproc_per_node: int = Field(default=1, ge=1, le=64, description="Processes (GPUs) per node (torchrun).")
+    resources_per_node: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="Requests and limits of each node's workload container.",
+    )
     max_restarts: int = Field(default=3, ge=0, le=1000, description="Whole-gang restarts before Failed.")
-    master_port: int = Field(default=29500, ge=1024, le=65535, description="torchrun rendezvous port.")
+    master_port: int = Field(
+        default=contract.DEFAULT_MASTER_PORT, ge=1024, le=65535, description="torchrun rendezvous port."
+    )
+
+    @property
+    def container_resources(self) -> ResourceRequirements:
+        """What each pod's workload container requests (per node)."""
+        return self.resources_per_node
 
 
 # ---------------------------------------------------------------- status
@@ -234,9 +240,16 @@ class SandboxPoolStatus(StatusBase):
 
 # ---------------------------------------------------------------- specs
 class DataPipelineSpec(RunFields):
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="Requests and limits of each shard's container."
+    )
     parallelism: int | None = Field(default=None, ge=1, description="Shards run at once per stage (default: all).")
     backoff_limit_per_index: int = Field(default=3, ge=0, le=100, description="Retries of one failed shard.")
     pipeline: DataPipelineConfig = Field(description="What to curate (stages of steps).")
+
+    @property
+    def container_resources(self) -> ResourceRequirements:
+        return self.resources
 
 
 class PretrainRunSpec(GangFields):
@@ -254,6 +267,9 @@ class RLRunSpec(GangFields):
 
 class SandboxPoolSpec(PodTemplateFields):
     image: str = Field(default=DEFAULT_SANDBOX_IMAGE, min_length=1, description="Sandbox server image.")
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="Requests and limits of each sandbox server."
+    )
     replicas: int = Field(default=2, ge=0, le=10000, description="Warm sandbox servers.")
     runtime_class_name: str | None = Field(default=None, description="e.g. gvisor or kata for VM-grade isolation.")
     seccomp_localhost_profile: str | None = Field(
@@ -274,6 +290,10 @@ class SandboxPoolSpec(PodTemplateFields):
         "(needs hostUsers: false and the ProcMountType feature)."
     )
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="Server settings.")
+
+    @property
+    def container_resources(self) -> ResourceRequirements:
+        return self.resources
 
     @field_validator("proc_mount")
     @classmethod

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from codekiln.operator.resources import RESOURCE_KINDS, Resource
 from codekiln.operator.version import GROUP_VERSION
+from codekiln.workloads.schema import error_lines
 
 
 @dataclass
@@ -36,35 +37,6 @@ class ValidationResult:
         return self.resource.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
 
 
-def format_location(loc: tuple[Any, ...]) -> str:
-    """('spec', 'training', 'stages', 0, 'lr') -> 'spec.training.stages[0].lr'."""
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += ("." if path else "") + str(part)
-    return path or "<document>"
-
-
-def _message(error: dict[str, Any]) -> str:
-    kind, msg = error["type"], error["msg"]
-    if kind == "extra_forbidden":
-        return "unknown field (not in the schema)"
-    if kind == "missing":
-        return "required field is missing"
-    if kind in ("value_error", "assertion_error"):
-        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if kind == "literal_error" and "input" in error:
-        return f"{msg}, got {error['input']!r}"
-    return msg
-
-
-def _loc(error: dict[str, Any]) -> tuple[Any, ...]:
-    # Drop pydantic's internal union/function tags so paths match the YAML.
-    return tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-
-
 def validate_document(doc: Any) -> ValidationResult:
     """Validate one parsed document against its kind's model."""
     if not isinstance(doc, dict):
@@ -81,8 +53,7 @@ def validate_document(doc: Any) -> ValidationResult:
     try:
         resource = RESOURCE_KINDS[kind].model_validate(doc)
     except ValidationError as exc:
-        lines = [f"{format_location(_loc(e))}: {_message(e)}" for e in exc.errors()]
-        return ValidationResult(errors=list(dict.fromkeys(lines)))
+        return ValidationResult(errors=error_lines(exc))
     problems = _cross_resource_problems(resource)
     if problems:
         return ValidationResult(errors=problems)

@@ -34,7 +34,7 @@ def render_all(resource: Resource, *, sandbox_url: str | None = None) -> list[di
     """Every manifest the operator may create for ``resource`` (first gang attempt, every stage)."""
     out = desired_children(resource)
     if isinstance(resource, DataPipeline):
-        out += [data.build_stage_job(resource, i) for i in range(len(resource.spec.pipeline.stages))]
+        out += [data.build_stage_job(resource, i) for i in range(len(resource.spec.pipeline.plan()))]
     elif not isinstance(resource, SandboxPool):
         if resource.spec.scheduling.gang_scheduling:
             out.append(gang.build_pod_group(resource, 0))

@@ -151,10 +151,11 @@ def user_env(resource: Resource) -> list[dict[str, Any]]:
 
 def compute_resources(resource: Resource) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if resource.spec.resources.requests:
-        out["requests"] = dict(resource.spec.resources.requests)
-    if resource.spec.resources.limits:
-        out["limits"] = dict(resource.spec.resources.limits)
+    wanted = resource.spec.container_resources  # resources (shards, sandboxes) or resourcesPerNode (gangs)
+    if wanted.requests:
+        out["requests"] = dict(wanted.requests)
+    if wanted.limits:
+        out["limits"] = dict(wanted.limits)
     return out
 
 

@@ -1,4 +1,8 @@
-"""DataPipeline children: one Indexed Job per stage (completions = shards)."""
+"""DataPipeline children: one Indexed Job per expanded stage (completions = shards).
+
+The stages are ``spec.pipeline.plan()`` (``workloads.data.config.expand_stages``): a stage's
+``dedup`` block becomes its hash → bucket → cluster → filter stages, the same list a local run runs.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ NON_RETRIABLE_EXIT_CODE = 2
 def stage_job_names(resource: DataPipeline) -> list[str]:
     return [
         names.stage_job_name(resource.metadata.name, index, stage.name)
-        for index, stage in enumerate(resource.spec.pipeline.stages)
+        for index, stage in enumerate(resource.spec.pipeline.plan())
     ]
 
 
@@ -27,7 +31,7 @@ def build_stage_job(
     ``backoffLimitPerIndex`` times (the rest of the stage keeps going), a shard that exits
     with code 2 fails its index at once, and pod disruptions (preemption, drain) do not count.
     """
-    stage = resource.spec.pipeline.stages[index]
+    stage = resource.spec.pipeline.plan()[index]
     name = resource.metadata.name
     job_name = names.stage_job_name(name, index, stage.name)
     stage_labels = {names.LABEL_STAGE: stage.name}

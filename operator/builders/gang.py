@@ -19,8 +19,7 @@ ATTEMPT_ENV = "CODEKILN_ATTEMPT"
 
 
 def nproc_per_node(resource: GangResource) -> int:
-    config = resource.spec.training if resource.kind_name == "PretrainRun" else resource.spec.rl
-    return config.nproc_per_node
+    return resource.spec.nproc_per_node
 
 
 def master_addr(resource: GangResource, attempt: int) -> str:

@@ -57,7 +57,7 @@ async def reconcile_pipeline(ctx: Context) -> None:
         _write_stages(ctx, jobs, job_names)
         lifecycle.finish(ctx, True, "AllStagesSucceeded", f"{len(job_names)} stage(s) succeeded")
         return
-    stage = spec.pipeline.stages[current]
+    stage = spec.pipeline.plan()[current]
     job = jobs.get(job_names[current])
     if job is not None and observe.job_finished(job) == "Failed":
         _write_stages(ctx, jobs, job_names)
@@ -107,7 +107,7 @@ def _write_stages(ctx: Context, jobs: dict[str, dict], job_names: list[str]) -> 
     stages: list[dict[str, Any]] = []
     done = total = 0
     current = None
-    for stage, job_name in zip(ctx.resource.spec.pipeline.stages, job_names, strict=True):
+    for stage, job_name in zip(ctx.resource.spec.pipeline.plan(), job_names, strict=True):
         job = jobs.get(job_name)
         counts = observe.job_counts(job)
         entry: dict[str, Any] = {"name": stage.name, "shards": stage.shards, **counts}

@@ -13,7 +13,7 @@ def _resource(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def datapipeline(name: str = "curate") -> dict[str, Any]:
-    stage = {"name": "read", "shards": 2, "steps": [{"type": "read_files", "params": {"path": "/data/src"}}]}
+    stage = {"name": "read", "shards": 2, "steps": [{"readFiles": {"paths": ["/data/src"]}}]}
     return _resource("DataPipeline", name, {"pipeline": {"outputDir": "/data/out", "stages": [stage]}})
 
 

@@ -47,7 +47,7 @@ def test_cycle_is_a_clear_error() -> None:
 def _pipeline(name: str, out: Path, src: Path, after: list | None = None) -> dict:
     doc = {"apiVersion": "codekiln.dev/v1alpha1", "kind": "DataPipeline", "metadata": {"name": name},
            "spec": {"pipeline": {"outputDir": str(out), "stages": [{"name": "read", "shards": 1, "steps": [
-               {"type": "read_files", "params": {"paths": [str(src)], "languages": ["python"]}}]}]}}}
+               {"readFiles": {"paths": [str(src)], "languages": ["python"]}}]}]}}}
     if after:
         doc["spec"]["after"] = after
     return doc

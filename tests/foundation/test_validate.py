@@ -31,8 +31,8 @@ BAD_INPUTS = {
         "spec.env[0].name: 'CODEKILN_SANDBOX_URL' is reserved",
     ),
     "negative-resources": (
-        with_(pretrainrun(), "spec.resources", {"limits": {"cpu": "-2"}}),
-        "spec.resources.limits: cpu: quantity must not be negative",
+        with_(pretrainrun(), "spec.resourcesPerNode", {"limits": {"cpu": "-2"}}),
+        "spec.resourcesPerNode.limits: cpu: quantity must not be negative",
     ),
     "bad-quantity": (
         with_(sandboxpool(), "spec.resources", {"requests": {"memory": "lots"}}),

@@ -12,8 +12,8 @@ API = "codekiln.dev/v1alpha1"
 
 BASE_SPECS: dict[str, dict[str, Any]] = {
     "DataPipeline": {"pipeline": {"outputDir": "/data/out", "stages": [
-        {"name": "read", "shards": 4, "steps": [{"type": "read_files", "params": {"path": "/data/src"}}]},
-        {"name": "dedup", "shards": 2, "steps": [{"type": "exact_dedup"}]},
+        {"name": "read", "shards": 4, "steps": [{"readFiles": {"paths": ["/data/src"]}}]},
+        {"name": "dedup", "shards": 2, "input": "read", "steps": [{"exactDedup": {}}]},
     ]}},
     "PretrainRun": {"nodes": 2, "training": {
         "data": {"path": "/data/packed"},

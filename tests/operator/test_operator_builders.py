@@ -18,7 +18,7 @@ def _env(job: dict) -> dict:
 
 
 def test_gang_job_is_one_indexed_job_with_torchrun_env():
-    run = resource("PretrainRun", "llm", nodes=4, masterPort=29600, training={"nprocPerNode": 8})
+    run = resource("PretrainRun", "llm", nodes=4, nprocPerNode=8, masterPort=29600)
     job = gang.build_gang_job(run, 2)
     spec = job["spec"]
     assert job["metadata"]["name"] == "llm-r2"
@@ -149,7 +149,7 @@ def test_stage_jobs_are_indexed_with_per_shard_retries():
 
 def test_long_stage_names_fall_back_to_index():
     pipe = resource("DataPipeline", "a" * 40, pipeline={"stages": [
-        {"name": "b" * 40, "shards": 1, "steps": [{"type": "x"}]}]})
+        {"name": "b" * 40, "shards": 1, "steps": [{"readFiles": {"paths": ["/x"]}}]}]})
     assert data.stage_job_names(pipe) == ["a" * 40 + "-s0"]
     assert len(data.stage_job_names(pipe)[0]) <= names.MAX_JOB_NAME
 

@@ -23,13 +23,13 @@ def _edge_cases():
     yield "digit-name", resource("PretrainRun", "1run")
     yield "max-name", resource("PretrainRun", long)
     yield "max-name-long-stage", resource("DataPipeline", long, pipeline={"stages": [
-        {"name": "b" * 40, "shards": 100000, "steps": [{"type": "read_files"}]}]})
-    yield "many-nodes", resource("PretrainRun", "big", nodes=4096, maxRestarts=1000, masterPort=65535,
-                                 training={"nprocPerNode": 8})
+        {"name": "b" * 40, "shards": 100000, "steps": [{"readFiles": {"paths": ["/x"]}}]}]})
+    yield "many-nodes", resource("PretrainRun", "big", nodes=4096, nprocPerNode=8, maxRestarts=1000,
+                                 masterPort=65535)
     yield "everything", resource(
         "RLRun", "full", nodes=3, suspend=True, activeDeadlineSeconds=3600, ttlSecondsAfterFinished=0,
         image="registry.example.com/team/workload@sha256:" + "0" * 64, imagePullPolicy="Always",
-        resources={"requests": {"cpu": "500m", "memory": "16Gi"}, "limits": {"nvidia.com/gpu": "8"}},
+        resourcesPerNode={"requests": {"cpu": "500m", "memory": "16Gi"}, "limits": {"nvidia.com/gpu": "8"}},
         env=[{"name": "HF_HOME", "value": "/data/hf"}, {"name": "EMPTY"}],
         scheduling={"nodeSelector": {"gpu": "h100"}, "priorityClassName": "high", "queueName": "team-a",
                     "gangScheduling": True,

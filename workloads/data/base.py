@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.document import AtomicJsonlWriter, Document
 from codekiln.workloads.schema import ConfigModel
 
-
-class NoParams(ConfigModel):
-    """A step without parameters."""
+NoParams = step_params.NoParams
 
 
 @dataclass

@@ -13,40 +13,17 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import Field
-
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document
 from codekiln.workloads.data.git_reader import BlobReader, list_tree
 from codekiln.workloads.data.lang import language_of
-from codekiln.workloads.schema import ConfigModel
 from codekiln.workloads.special_tokens import FILE_SEP
 
-VENDORED = [
-    "vendor/*",
-    "*/vendor/*",
-    "third_party/*",
-    "*/third_party/*",
-    "node_modules/*",
-    "*/node_modules/*",
-    "*/_vendor/*",
-    "_vendor/*",
-    "*.min.js",
-    "*.lock",
-    "package-lock.json",
-    "*.pb.go",
-    "dist/*",
-]
+VENDORED = step_params.VENDORED
 
 
-class CommitParams(ConfigModel):
-    max_diff_lines: int = Field(default=2000, ge=1, description="Drop commits whose diff has more lines.")
-    max_changed_files: int = Field(default=50, ge=1)
-    vendored: list[str] = Field(default_factory=lambda: list(VENDORED), description="Path globs of vendored code.")
-    top_k_files: int = Field(default=5, ge=0, description="BM25-retrieved snapshot files in the context.")
-    max_file_chars: int = Field(default=8000, ge=1, description="Truncate each context file.")
-    max_readme_chars: int = Field(default=4000, ge=0)
-    max_tree_lines: int = Field(default=300, ge=0)
+CommitParams = step_params.CommitParams
 
 
 def rejection(meta: dict, diff: str, p: CommitParams) -> str | None:

@@ -17,15 +17,11 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import Field
-
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import AtomicJsonlWriter, Document, priority_key
-from codekiln.workloads.schema import ConfigModel
 
-
-class ExactParams(ConfigModel):
-    level: str = Field(default="file", pattern="^(file|repo)$", description="Hash files or whole repositories.")
+ExactParams = step_params.ExactParams
 
 
 def hash_record(doc: Document, shard: int, index: int) -> dict:
@@ -101,8 +97,7 @@ class ExactDedupFilter(Step):
 
     name = "exact_dedup_filter"
 
-    class Params(ExactParams):
-        hashes_stage: str = Field(description="The stage that ran `exact_dedup_hashes`.")
+    Params = step_params.ExactDedupFilterParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         folder: Path = self.ctx.stage_dir(self.params.hashes_stage) / "exact_hashes"

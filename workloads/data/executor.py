@@ -8,7 +8,7 @@ from pathlib import Path
 
 from codekiln.workloads.atomic_io import atomic_write_text
 from codekiln.workloads.data.base import StageContext, StepStats
-from codekiln.workloads.data.config import DataPipelineConfig, DataStageConfig
+from codekiln.workloads.data.config import DataPipelineConfig, PlannedStage
 from codekiln.workloads.data.document import AtomicJsonlWriter
 from codekiln.workloads.data.registry import build_step
 
@@ -17,11 +17,13 @@ def marker_path(output_dir: Path, stage: str, rank: int) -> Path:
     return output_dir / stage / "_markers" / f"shard-{rank:05d}.done"
 
 
-def find_stage(config: DataPipelineConfig, name: str) -> DataStageConfig:
-    for stage in config.stages:
+def find_stage(config: DataPipelineConfig, name: str) -> PlannedStage:
+    """The expanded stage ``name`` (a user stage, or one a dedup block expands into)."""
+    plan = config.plan()
+    for stage in plan:
         if stage.name == name:
             return stage
-    raise ValueError(f"--stage {name!r} is not in spec.pipeline.stages ({', '.join(s.name for s in config.stages)})")
+    raise ValueError(f"--stage {name!r} is not a stage of spec.pipeline ({', '.join(s.name for s in plan)})")
 
 
 def run_shard(
@@ -52,10 +54,11 @@ def run_shard(
         stage=stage_name,
         rank=rank,
         world_size=stage.shards,
-        stage_shards={s.name: s.shards for s in config.stages},
+        stage_shards={s.name: s.shards for s in config.plan()},
     )
     steps = [
-        build_step(s.type, s.params, ctx, where=f"stage {stage_name!r} step {i} ") for i, s in enumerate(stage.steps)
+        build_step(type_name, params, ctx, where=f"stage {stage_name!r} step {i} ")
+        for i, (type_name, params) in enumerate(stage.steps)
     ]
     ctx.rejects = AtomicJsonlWriter(out / stage_name / "rejects" / f"shard-{rank:05d}.jsonl")
     writer = AtomicJsonlWriter(out / stage_name / "data" / f"shard-{rank:05d}.jsonl")

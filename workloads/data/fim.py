@@ -12,18 +12,12 @@ import random
 import zlib
 from collections.abc import Iterable, Iterator
 
-from pydantic import Field
-
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document
-from codekiln.workloads.schema import ConfigModel
 from codekiln.workloads.special_tokens import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
-
-class FimParams(ConfigModel):
-    rate: float = Field(default=0.5, ge=0, le=1, description="Fraction of documents (or contexts) transformed.")
-    spm_rate: float = Field(default=1.0, ge=0, le=1, description="Of those, the fraction in SPM (rest PSM).")
-    seed: int = Field(default=0)
+FimParams = step_params.FimParams
 
 
 def split_points(text: str, rng: random.Random) -> tuple[int, int]:

@@ -6,12 +6,10 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import Field
-
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document
 from codekiln.workloads.data.readers import git_repo_stats
-from codekiln.workloads.schema import ConfigModel
 
 
 def git(repo: Path, *args: str, input_bytes: bytes | None = None) -> bytes:
@@ -65,9 +63,7 @@ class ReadGitHistory(Step):
 
     name = "read_git_history"
 
-    class Params(ConfigModel):
-        repos: list[str] = Field(min_length=1, description="Paths of git repositories (work trees or bare).")
-        max_commits: int = Field(default=0, ge=0, description="Newest commits per repository (0: all).")
+    Params = step_params.ReadGitHistoryParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         yield from docs

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from pydantic import Field
 
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document
-from codekiln.workloads.data.quality import KeepRule, select
+from codekiln.workloads.data.quality import select
 
 CRITERIA = ("readability", "modularity", "clarity", "reusability")
 PROMPT = """You are a code quality rater. Rate the following {language} file from 0 to 10 on each criterion:
@@ -51,14 +51,7 @@ class LLMQuality(Step):
     name = "llm_quality"
     requires = ("httpx",)
 
-    class Params(KeepRule):
-        endpoint: str = Field(description="Base URL of an OpenAI-compatible server, e.g. http://vllm:8000/v1.")
-        model: str = Field(description="Model name the server serves.")
-        api_key_env: str | None = Field(default=None, description="Env var holding a bearer token.")
-        max_chars: int = Field(default=12000, ge=1, description="Characters of code sent.")
-        concurrency: int = Field(default=8, ge=1)
-        timeout_s: float = Field(default=120, gt=0)
-        on_error: str = Field(default="drop", pattern="^(drop|keep)$", description="Documents whose scoring fails.")
+    Params = step_params.LLMQualityParams
 
     def _score(self, client, doc: Document) -> float | None:
         lang = str(doc.metadata.get("language") or "code")

@@ -20,42 +20,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from codekiln.workloads.atomic_io import atomic_path, atomic_write_text
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document, priority_key
 from codekiln.workloads.data.minhash import (
-    MinHasher,
     band_hashes,
     components_to_remove,
     equal_run_pairs,
     estimated_jaccard,
-    optimal_bands,
 )
-from codekiln.workloads.schema import ConfigModel
 
-
-class MinhashParams(ConfigModel):
-    num_perm: int = Field(default=250, ge=8, le=4096, description="Permutations (signature length).")
-    bands: int = Field(default=25, ge=0, description="LSH bands (0: choose for threshold).")
-    rows: int = Field(default=10, ge=0, description="Rows per band (0: choose for threshold).")
-    threshold: float = Field(default=0.7, gt=0, le=1, description="Estimated Jaccard needed to call a pair duplicate.")
-    ngram: int = Field(default=5, ge=1, description="Tokens per shingle.")
-    min_tokens: int = Field(default=5, ge=1, description="Documents with fewer tokens are never duplicates.")
-    seed: int = Field(default=1)
-    verify: bool = Field(default=True, description="Check candidate pairs' signature agreement ≥ threshold.")
-
-    @model_validator(mode="after")
-    def _bands(self) -> MinhashParams:
-        if not self.bands or not self.rows:
-            self.bands, self.rows = optimal_bands(self.threshold, self.num_perm)
-        if self.bands * self.rows > self.num_perm:
-            raise ValueError(f"bands*rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
-        return self
-
-    def hasher(self) -> MinHasher:
-        return MinHasher(num_perm=self.num_perm, seed=self.seed, ngram=self.ngram, min_tokens=self.min_tokens)
+MinhashParams = step_params.MinhashParams
 
 
 def candidate_pairs(sigs: np.ndarray, p: MinhashParams) -> tuple[np.ndarray, np.ndarray]:
@@ -133,8 +110,7 @@ class MinhashSignatures(Step):
 
 
 class _FromSignatures(Step):
-    class Params(MinhashParams):
-        signatures_stage: str = Field(description="The stage that ran `minhash_signatures` (same minhash params).")
+    Params = step_params.MinhashStageParams
 
     def sig_shards(self) -> int:
         n = self.ctx.stage_shards.get(self.params.signatures_stage)

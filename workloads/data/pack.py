@@ -19,20 +19,16 @@ import shutil
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-from pydantic import Field
 
 from codekiln.workloads.atomic_io import atomic_path, atomic_write_text
-from codekiln.workloads.data import packed
+from codekiln.workloads.data import packed, step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document
-from codekiln.workloads.data.fim import FimParams, apply_fim, doc_rng
+from codekiln.workloads.data.fim import apply_fim, doc_rng
 from codekiln.workloads.data.tokenizer import load_tokenizer
-from codekiln.workloads.schema import ConfigModel
 from codekiln.workloads.special_tokens import EOT, PAD
 
-
-class ContextFimParams(FimParams):
-    mode: str = Field(default="none", pattern="^(none|context)$", description="`context`: FIM per packed context.")
+ContextFimParams = step_params.ContextFimParams
 
 
 class PackStep(Step):
@@ -41,14 +37,7 @@ class PackStep(Step):
     name = "pack"
     requires = ("tokenizers",)
 
-    class Params(ConfigModel):
-        tokenizer: str = Field(
-            default="tokenizer/tokenizer.json", description="tokenizer.json, relative to output_dir."
-        )
-        seq_len: int = Field(default=8192, ge=8, description="Tokens per sequence (e.g. 8192 or 32768).")
-        output: str = Field(default="packed", description="Packed dataset folder, relative to output_dir.")
-        batch_docs: int = Field(default=256, ge=1)
-        fim: ContextFimParams = Field(default_factory=ContextFimParams)
+    Params = step_params.PackParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         tok = load_tokenizer(self.ctx.resolve(self.params.tokenizer))

@@ -10,26 +10,16 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from codekiln.workloads.atomic_io import atomic_path
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document
-from codekiln.workloads.schema import ConfigModel
 
 POS, NEG = "__label__pos", "__label__neg"
 
 
-class FastTextTrainParams(ConfigModel):
-    """DeepSeekMath's recall settings as defaults."""
-
-    dim: int = Field(default=256, ge=2)
-    lr: float = Field(default=0.1, gt=0)
-    word_ngrams: int = Field(default=3, ge=1)
-    min_count: int = Field(default=3, ge=1)
-    epoch: int = Field(default=3, ge=1)
-    max_chars: int = Field(default=20000, ge=1, description="Characters of each document used.")
-    seed: int = Field(default=0)
+FastTextTrainParams = step_params.FastTextTrainParams
 
 
 MAX_WORDS = 1000  # fastText reads at most 1024 tokens per line; longer lines train unlabelled tails (NaN losses)
@@ -102,17 +92,7 @@ def save_model(model, path: Path) -> None:
         model.save_model(str(tmp))
 
 
-class KeepRule(ConfigModel):
-    threshold: float | None = Field(default=None, ge=0, le=1, description="Keep documents scoring at least this.")
-    drop_bottom_fraction: float | None = Field(
-        default=None, ge=0, lt=1, description="Drop this lowest-scoring fraction (per shard)."
-    )
-
-    @model_validator(mode="after")
-    def _one(self) -> KeepRule:
-        if (self.threshold is None) == (self.drop_bottom_fraction is None):
-            raise ValueError("set exactly one of threshold or dropBottomFraction")
-        return self
+KeepRule = step_params.KeepRule
 
 
 def select(scores: np.ndarray, rule: KeepRule) -> np.ndarray:
@@ -131,9 +111,7 @@ class FastTextQuality(Step):
     name = "fasttext_quality"
     requires = ("fasttext",)
 
-    class Params(KeepRule):
-        model: str = Field(description="Path to a .bin model (relative to output_dir or absolute).")
-        max_chars: int = Field(default=20000, ge=1)
+    Params = step_params.FastTextQualityParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         import fasttext
@@ -158,9 +136,7 @@ class FastTextTrain(Step):
     name = "fasttext_train"
     requires = ("fasttext",)
 
-    class Params(FastTextTrainParams):
-        label_key: str = Field(default="label")
-        output: str = Field(default="quality/fasttext.bin", description="Model path relative to output_dir.")
+    Params = step_params.FastTextTrainStepParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         if world_size != 1:

@@ -11,15 +11,13 @@ import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import Field
-
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Filter, Step
 from codekiln.workloads.data.document import Document
 from codekiln.workloads.data.lang import language_of
-from codekiln.workloads.schema import ConfigModel
 from codekiln.workloads.special_tokens import FILE_SEP, REPO_NAME
 
-DEFAULT_EXCLUDES = [".git", "__pycache__", "node_modules", ".venv", "*.egg-info", ".tox"]
+DEFAULT_EXCLUDES = step_params.DEFAULT_EXCLUDES
 
 
 def expand_path(path: str) -> Path:
@@ -27,20 +25,7 @@ def expand_path(path: str) -> Path:
     path = path.replace("{python_stdlib}", sysconfig.get_paths()["stdlib"])
     return Path(os.path.expanduser(os.path.expandvars(path)))
 
-class SourceParams(ConfigModel):
-    paths: list[str] = Field(
-        min_length=1,
-        description="Directories (or files) to read; relative to the working dir; $VARS and {python_stdlib} expand.",
-    )
-    languages: list[str] = Field(default_factory=list, description="Keep only these languages (empty: any known).")
-    exclude: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_EXCLUDES), description="Directory/file globs to skip."
-    )
-    max_file_bytes: int = Field(default=1_000_000, ge=1, description="Skip larger files.")
-    limit: int = Field(default=0, ge=0, description="Read at most this many files in total (0: all), before sharding.")
-    every_nth: int = Field(
-        default=1, ge=1, description="Deterministic subset: keep every n-th file of the sorted list."
-    )
+SourceParams = step_params.SourceParams
 
 
 def list_files(root: Path, exclude: list[str]) -> list[Path]:
@@ -137,13 +122,7 @@ def git_repo_stats(repo: Path) -> dict:
     return {"commits": len(ts), "activity_days": len({t // 86400 for t in ts}), "updated_ts": max(ts)}
 
 
-class RepoParams(SourceParams):
-    level: str = Field(
-        default="file", pattern="^(file|repo)$", description="`file`: a document per file; `repo`: one per repository."
-    )
-    metadata_file: str | None = Field(
-        default=None, description="JSONL of {name, stars, forks, commits, activity_days, updated_ts}."
-    )
+RepoParams = step_params.RepoParams
 
 
 class ReadRepos(ReadFiles):
@@ -195,12 +174,7 @@ class RepoMetadataFilter(Filter):
 
     name = "repo_metadata_filter"
 
-    class Params(ConfigModel):
-        min_stars: int = Field(default=100, ge=0)
-        min_forks: int = Field(default=10, ge=0)
-        min_commits: int = Field(default=100, ge=0)
-        min_activity_days: int = Field(default=100, ge=0)
-        require_metadata: bool = Field(default=False, description="Drop documents whose metadata lacks a field.")
+    Params = step_params.RepoMetadataFilterParams
 
     def keep(self, doc: Document) -> bool | str:
         p = self.params
@@ -224,10 +198,7 @@ class ReadJsonl(Step):
 
     name = "read_jsonl"
 
-    class Params(ConfigModel):
-        paths: list[str] = Field(min_length=1, description="Files or directories of JSONL files.")
-        text_key: str = Field(default="text")
-        id_key: str = Field(default="id")
+    Params = step_params.ReadJsonlParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         yield from docs
@@ -261,11 +232,7 @@ class ReadParquet(Step):
     name = "read_parquet"
     requires = ("pyarrow",)
 
-    class Params(ConfigModel):
-        paths: list[str] = Field(min_length=1)
-        text_key: str = Field(default="text")
-        id_key: str = Field(default="id")
-        batch_rows: int = Field(default=1024, ge=1)
+    Params = step_params.ReadParquetParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         import pyarrow.parquet as pq
@@ -296,8 +263,7 @@ class ReadStage(Step):
 
     name = "read_stage"
 
-    class Params(ConfigModel):
-        stage: str = Field(description="Name of an earlier stage.")
+    Params = step_params.ReadStageParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         yield from docs

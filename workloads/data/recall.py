@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 
 import numpy as np
-from pydantic import Field
 
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document
 from codekiln.workloads.data.quality import FastTextTrainParams, positive_scores, train_fasttext
-from codekiln.workloads.schema import ConfigModel
 
 _BLOCK = {
     "p",
@@ -103,8 +102,7 @@ class HtmlToText(Step):
 
     name = "html_to_text"
 
-    class Params(ConfigModel):
-        min_chars: int = Field(default=1, ge=0)
+    Params = step_params.HtmlToTextParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         for d in docs:

@@ -1,4 +1,10 @@
-"""Step registry: the ``type`` names a DataPipeline spec may use, mapped to their classes (imported lazily)."""
+"""Step registry: step type names mapped to their classes (imported lazily).
+
+The params of each type live in ``step_params`` (torch/numpy-free, read by the operator and the
+CRD generator); a class here must use that model as its ``Params``.
+To add a step type: a params model in ``step_params.STEP_PARAMS``, a ``Step`` subclass with
+``Params = step_params.<Model>``, an entry here, then ``codekiln crds``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import importlib
 from pydantic import ValidationError
 
 from codekiln.workloads.data.base import StageContext, Step
+from codekiln.workloads.data.step_params import ALL_STEP_PARAMS, STEP_PARAMS
+from codekiln.workloads.schema import ConfigModel, error_lines
 
 STEPS: dict[str, str] = {
     # readers
@@ -48,8 +56,15 @@ class StepConfigError(ValueError):
     """A step in the spec is unknown or has bad parameters."""
 
 
+def step_params_model(type_name: str) -> type[ConfigModel]:
+    """The params model of ``type_name`` (from ``step_params``; no step module is imported)."""
+    if type_name not in ALL_STEP_PARAMS:
+        raise StepConfigError(f"unknown step type {type_name!r}; known: {', '.join(sorted(STEP_PARAMS))}")
+    return ALL_STEP_PARAMS[type_name]
+
+
 def step_class(type_name: str) -> type[Step]:
-    """The class registered under ``type_name``."""
+    """The class registered under ``type_name`` (its module imported, its ``requires`` checked)."""
     if type_name not in STEPS:
         raise StepConfigError(f"unknown step type {type_name!r}; known: {', '.join(sorted(STEPS))}")
     module, cls = STEPS[type_name].split(":")
@@ -62,46 +77,30 @@ def step_class(type_name: str) -> type[Step]:
     return klass
 
 
-def build_step(type_name: str, params: dict, ctx: StageContext, where: str = "") -> Step:
-    """Validate ``params`` against the step's ``Params`` model and construct it."""
+def build_step(type_name: str, params: dict | ConfigModel, ctx: StageContext, where: str = "") -> Step:
+    """Construct step ``type_name`` from validated params (a model) or raw ones (a dict, validated here)."""
     klass = step_class(type_name)
+    if isinstance(params, klass.Params):
+        return klass(params, ctx)
+    raw = params.model_dump() if isinstance(params, ConfigModel) else params
     try:
-        parsed = klass.Params.model_validate(params)
+        parsed = klass.Params.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(error_lines(exc, ("params",)))
         raise StepConfigError(f"{where}step {type_name!r}: {problems}") from None
     return klass(parsed, ctx)
 
 
-def validate_pipeline_steps(config) -> None:
-    """Check every step type and params of a ``DataPipelineConfig`` without running anything.
-
-    Also checks that stage references (``stage``, ``hashesStage``, ``signaturesStage``) name an earlier
-    stage and that the MinHash stages share the signature stage's MinHash parameters.
-    """
-    earlier: list[str] = []
-    signature_params: dict[str, dict] = {}
-    for stage in config.stages:
-        for i, step in enumerate(stage.steps):
-            where = f"stage {stage.name!r} step {i} {step.type!r}"
-            klass = step_class(step.type)
-            try:
-                parsed = klass.Params.model_validate(step.params)
-            except ValidationError as exc:
-                problems = "; ".join(f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-                raise StepConfigError(f"{where}: {problems}") from None
-            for field in ("stage", "hashes_stage", "signatures_stage"):
-                ref = getattr(parsed, field, None)
-                if isinstance(ref, str) and ref not in earlier:
-                    raise StepConfigError(f"{where}: params.{field} {ref!r} is not an earlier stage ({earlier})")
-            if step.type == "minhash_signatures":
-                signature_params[stage.name] = parsed.model_dump()
-            ref = getattr(parsed, "signatures_stage", None)
-            if ref is not None:
-                ours = {k: v for k, v in parsed.model_dump().items() if k != "signatures_stage"}
-                if ref not in signature_params:
-                    raise StepConfigError(f"{where}: stage {ref!r} has no minhash_signatures step")
-                if ours != signature_params[ref]:
-                    diff = sorted(k for k in ours if ours[k] != signature_params[ref].get(k))
-                    raise StepConfigError(f"{where}: MinHash params {diff} differ from stage {ref!r}")
-        earlier.append(stage.name)
+def check_step_classes() -> list[str]:
+    """Problems with the tables: every step type has a class whose ``Params`` is its ``step_params`` model."""
+    found = []
+    for name, model in ALL_STEP_PARAMS.items():
+        if name not in STEPS:
+            found.append(f"{name}: has params but no registered class")
+            continue
+        module, cls = STEPS[name].split(":")
+        klass = getattr(importlib.import_module(f"codekiln.workloads.data.{module}"), cls)
+        if klass.Params is not model:
+            found.append(f"{name}: {cls}.Params is not step_params.{model.__name__}")
+    found += [f"{name}: registered class but no params model" for name in STEPS if name not in ALL_STEP_PARAMS]
+    return found

@@ -14,11 +14,9 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator
 
-from pydantic import Field
-
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Filter, Step
 from codekiln.workloads.data.document import Document
-from codekiln.workloads.schema import ConfigModel
 from codekiln.workloads.special_tokens import FILE_SEP, REPO_NAME
 
 ORDERED = {"python", "java", "c", "cpp"}
@@ -134,8 +132,7 @@ class RepoConcat(Step):
 
     name = "repo_concat"
 
-    class Params(ConfigModel):
-        seed: int = Field(default=0)
+    Params = step_params.RepoConcatParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         repos: dict[str, list[Document]] = {}
@@ -171,10 +168,7 @@ class LongContextFilter(Filter):
 
     name = "long_context_filter"
 
-    class Params(ConfigModel):
-        min_tokens: int = Field(default=8192, ge=1)
-        tokenizer: str | None = Field(default=None, description="tokenizer.json relative to output_dir.")
-        chars_per_token: float = Field(default=3.5, gt=0)
+    Params = step_params.LongContextFilterParams
 
     def keep(self, doc: Document) -> bool | str:
         if self.params.tokenizer:

@@ -17,8 +17,9 @@ from codekiln.workloads.atomic_io import atomic_write_text
 from codekiln.workloads.data.base import StepStats
 from codekiln.workloads.data.config import DataPipelineConfig
 from codekiln.workloads.data.executor import run_shard
-from codekiln.workloads.data.registry import StepConfigError, validate_pipeline_steps
+from codekiln.workloads.data.registry import StepConfigError
 from codekiln.workloads.progress import progress_reporter
+from codekiln.workloads.schema import error_lines
 
 PROCESSES_ENV = "CODEKILN_DATA_PROCESSES"
 
@@ -30,12 +31,7 @@ def parse_pipeline(resource: dict) -> DataPipelineConfig:
     except KeyError as exc:
         raise StepConfigError(f"resource has no spec.pipeline ({exc})") from None
     except ValidationError as exc:
-        problems = "; ".join(f"spec.pipeline.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise StepConfigError(problems) from None
-    names = [s.name for s in config.stages]
-    if len(set(names)) != len(names):
-        raise StepConfigError(f"spec.pipeline.stages: duplicate stage names in {names}")
-    validate_pipeline_steps(config)
+        raise StepConfigError("; ".join(error_lines(exc, ("spec", "pipeline")))) from None
     return config
 
 
@@ -77,7 +73,8 @@ def run_pipeline(
     console = console or Console(stderr=True)
     reporter = progress_reporter()
     totals: dict[str, list[StepStats]] = {}
-    total_shards = sum(s.shards for s in config.stages)
+    plan = config.plan()
+    total_shards = sum(s.shards for s in plan)
     done_shards = 0
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -87,13 +84,12 @@ def run_pipeline(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        for stage in config.stages:
+        for stage in plan:
             tracker = _StageTracker(progress, progress.add_task(stage.name, total=stage.shards, info=""))
             if processes > 1 and stage.shards > 1:
                 with ProcessPoolExecutor(max_workers=min(processes, stage.shards)) as pool:
-                    futures = [
-                        pool.submit(_shard_job, config.model_dump_json(), stage.name, r) for r in range(stage.shards)
-                    ]
+                    wire = config.model_dump_json(by_alias=True, exclude_none=True)
+                    futures = [pool.submit(_shard_job, wire, stage.name, r) for r in range(stage.shards)]
                     for fut in as_completed(futures):
                         _, stats, skipped = fut.result()
                         tracker.finish([StepStats.from_dict(s) for s in stats], skipped)

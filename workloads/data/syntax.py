@@ -12,11 +12,9 @@ import ast
 import warnings
 from functools import cache
 
-from pydantic import Field
-
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Filter
 from codekiln.workloads.data.document import Document
-from codekiln.workloads.schema import ConfigModel
 
 TREE_SITTER_LANGUAGES = (
     "python",
@@ -69,13 +67,7 @@ class SyntaxFilter(Filter):
     name = "syntax_filter"
     requires = ("tree_sitter_language_pack",)
 
-    class Params(ConfigModel):
-        languages: list[str] = Field(
-            default_factory=lambda: list(TREE_SITTER_LANGUAGES[:9]),
-            description="Languages to check (tree-sitter grammar names).",
-        )
-        python_parser: str = Field(default="ast", pattern="^(ast|tree_sitter)$")
-        drop_unsupported: bool = Field(default=False, description="Drop documents in languages not checked.")
+    Params = step_params.SyntaxFilterParams
 
     def keep(self, doc: Document) -> bool | str:
         lang = doc.metadata.get("language")

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pydantic import Field
-
 from codekiln.workloads.atomic_io import atomic_path
+from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document
-from codekiln.workloads.schema import ConfigModel
 from codekiln.workloads.special_tokens import SPECIAL_TOKENS
 
 
@@ -55,11 +53,7 @@ class TrainTokenizer(Step):
     name = "train_tokenizer"
     requires = ("tokenizers",)
 
-    class Params(ConfigModel):
-        vocab_size: int = Field(default=32000, ge=300, description="Vocabulary size including special tokens.")
-        min_frequency: int = Field(default=2, ge=1)
-        max_chars: int = Field(default=500_000_000, ge=1, description="Train on at most this many characters.")
-        output: str = Field(default="tokenizer/tokenizer.json", description="Path relative to output_dir.")
+    Params = step_params.TrainTokenizerParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         if world_size != 1:

@@ -10,9 +10,14 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_camel
 
 from codekiln.workloads.model.config import ModelConfig
-from codekiln.workloads.schema import ConfigModel
+from codekiln.workloads.run_config import CheckpointConfig, OptimizerConfig
+from codekiln.workloads.schema import ConfigModel, problems
+
+# Group size, token budget and length: flat for a one-stage run, per stage otherwise (never both).
+_STAGED_FIELDS = {"steps": 100, "rollouts_per_prompt": 8, "max_response_tokens": 256}
 
 
 class RLStageConfig(ConfigModel):
@@ -22,6 +27,13 @@ class RLStageConfig(ConfigModel):
     steps: int = Field(ge=1, description="Optimizer steps in this stage.")
     max_response_tokens: int = Field(ge=1, description="Completion budget (tokens) in this stage.")
     rollouts_per_prompt: int = Field(ge=1, le=1024, description="Samples per prompt (GRPO group size).")
+
+
+class RLOptimizerConfig(OptimizerConfig):
+    """PretrainRun's optimizer block (same fields, same meaning) with RL's defaults: lr 1e-6, no weight decay."""
+
+    lr: float = Field(default=1e-6, gt=0, le=1.0, description="Peak learning rate.")
+    weight_decay: float = Field(default=0.0, ge=0, description="Decoupled weight decay.")
 
 
 class OverlongConfig(ConfigModel):
@@ -86,37 +98,36 @@ class WarmStartConfig(ConfigModel):
     )
 
 
-class CheckpointConfig(ConfigModel):
-    """Whole-RL-state checkpoints (policy, optimiser, sampler, curriculum, stage)."""
-
-    dir: str = Field(default="runs/rl", description="Output folder (checkpoints, metrics, plot).")
-    every_steps: int = Field(default=0, ge=0, description="Save every N steps (0 = only at the end).")
-    resume: bool = Field(default=True, description="Resume from the latest checkpoint in dir.")
-
-
 class RLConfig(ConfigModel):
     """Execution-driven RL settings."""
 
     algorithm: Literal["grpo", "dr_grpo", "dapo", "dpo", "rft"] = Field(default="grpo", description="Algorithm.")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="Policy architecture.")
-    nproc_per_node: int = Field(default=1, ge=1, le=64, description="Processes (GPUs) per node.")
-    steps: int = Field(default=100, ge=1, description="Optimizer steps (when no stages are given).")
+    model: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(vocab_size="auto"),
+        description="Policy architecture (vocabSize: auto takes the tokenizer's).",
+    )
+    steps: int | None = Field(default=None, ge=1, description="Optimizer steps (default 100; without stages only).")
     seed: int = Field(default=0, ge=0, description="Random seed.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where to train.")
     cpu_threads: int = Field(default=0, ge=0, description="torch CPU threads (0 = torch's default).")
     engine: Literal["torch", "vllm"] = Field(default="torch", description="Rollout engine.")
     prompts_per_step: int = Field(default=8, ge=1, description="Prompts per optimizer step (after filtering).")
-    rollouts_per_prompt: int = Field(default=8, ge=1, le=1024, description="Samples per prompt (group size).")
-    max_response_tokens: int = Field(default=256, ge=1, description="Completion budget in tokens.")
+    rollouts_per_prompt: int | None = Field(
+        default=None, ge=1, le=1024, description="Samples per prompt, the group size (default 8; without stages only)."
+    )
+    max_response_tokens: int | None = Field(
+        default=None, ge=1, description="Completion budget in tokens (default 256; without stages only)."
+    )
     stages: list[RLStageConfig] = Field(
-        default_factory=list, description="Progressive stages; overrides steps/maxResponseTokens/rolloutsPerPrompt."
+        default_factory=list,
+        description="Progressive stages, the only home of steps/maxResponseTokens/rolloutsPerPrompt when given.",
     )
     temperature: float = Field(default=1.0, gt=0, description="Sampling temperature (Seed-Coder 0.6).")
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
     stop: list[str] = Field(default_factory=list, description="Stop sequences (EOT always stops).")
-    lr: float = Field(default=1e-6, gt=0, description="Policy learning rate.")
-    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
-    grad_clip_norm: float = Field(default=1.0, ge=0, description="Gradient norm clip (0 = off).")
+    optimizer: RLOptimizerConfig = Field(
+        default_factory=RLOptimizerConfig, description="AdamW, the same block as PretrainRun's (RL defaults).",
+    )
     micro_batch_rollouts: int = Field(default=16, ge=1, description="Rollouts per forward/backward (memory only).")
     ppo_epochs: int = Field(default=1, ge=1, description="Updates per rollout batch (1 = on-policy).")
     clip_ratio_low: float = Field(default=0.2, ge=0, lt=1, description="ε_low of the PPO clip.")
@@ -142,7 +153,11 @@ class RLConfig(ConfigModel):
         default=None, description="Sandbox URL (default: env CODEKILN_SANDBOX_URL, else a local server)."
     )
     reward_timeout_s: float = Field(default=10.0, gt=0, description="Per-execution run timeout.")
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    output_dir: str = Field(default="runs/rl", min_length=1, description="Where metrics, plot and summary go.")
+    checkpoint: CheckpointConfig = Field(
+        default_factory=CheckpointConfig,
+        description="Whole-RL-state checkpoints (policy, optimizer, sampler, curriculum) in <outputDir>/<dir>.",
+    )
     tokenizer: str = Field(
         default="auto", min_length=1,
         description="auto (the tokenizer.json of a Hugging Face initCheckpoint folder, else char), char "
@@ -157,6 +172,19 @@ class RLConfig(ConfigModel):
             )
         if self.algorithm == "dapo" and not self.dynamic_sampling.enabled:
             raise ValueError("algorithm 'dapo' needs dynamicSampling.enabled")
+        if self.stages:
+            flat = [(f, getattr(self, f)) for f in _STAGED_FIELDS if getattr(self, f) is not None]
+            if flat:
+                raise problems([(to_camel(f), f"set per stage when stages are given (stages[*].{to_camel(f)}), "
+                                 "not at the top level") for f, _ in flat])
+            names = [s.name for s in self.stages]
+            dup = [(f"stages[{i}].name", f"duplicate stage name {n!r}") for i, n in enumerate(names) if n in names[:i]]
+            if dup:
+                raise problems(dup)
+        else:
+            for f, default in _STAGED_FIELDS.items():
+                if getattr(self, f) is None:
+                    object.__setattr__(self, f, default)
         return self
 
     def stage_plan(self) -> list[RLStageConfig]:

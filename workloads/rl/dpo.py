@@ -78,8 +78,8 @@ def dpo_step(trainer, stage, n_prompts: int, gen_stats: list) -> dict:
                 p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad /= world
-    if trainer.cfg.grad_clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.cfg.grad_clip_norm)
+    if trainer.cfg.optimizer.grad_clip_norm:
+        torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.cfg.optimizer.grad_clip_norm)
     trainer.optimizer.step()
     trainer.engine.update_weights(trainer.model.state_dict())
     if not pairs:

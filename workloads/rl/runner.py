@@ -122,7 +122,7 @@ def run_local(resource: dict) -> int:
 
     try:
         with _sandbox(cfg) as url:
-            train(cfg, url, Path(cfg.checkpoint.dir), name, console)
+            train(cfg, url, Path(cfg.output_dir), name, console)
     except (DynamicSamplingError, ValueError) as exc:
         console.print(f"[red]RLRun {name} failed:[/red] {exc}")
         return 1

@@ -56,7 +56,7 @@ class RLTrainer:
         if hf_folder:
             self.model = self._load_hf_policy(hf_folder).to(self.device)
         else:
-            model_cfg = cfg.model.model_copy(update={"vocab_size": self.tokenizer.vocab_size})
+            model_cfg = cfg.model.with_vocab(self.tokenizer.vocab_size, "spec.rl.model.vocabSize")
             self.model = Transformer(model_cfg).to(self.device)
         self.tasks = tasks if tasks is not None else load_tasks(
             cfg.tasks.source, cfg.tasks.path, cfg.tasks.builtin_set, cfg.tasks.limit
@@ -74,7 +74,9 @@ class RLTrainer:
         self.dpo_ref_cache: dict = {}
         if init and not hf_folder:
             self._load_policy(init)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        o = cfg.optimizer
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay,
+                                           betas=(o.beta1, o.beta2), eps=o.eps)
         self.engine = build_engine(cfg.engine, self.model)
         agent = agent if agent is not None else getattr(cfg, "agent", None)
         self.agent = None
@@ -205,7 +207,7 @@ class RLTrainer:
             self.engine.sleep()
             for _ in range(self.cfg.ppo_epochs):
                 upd = policy_update(self.model, self.optimizer, batch, self.settings, self.cfg.micro_batch_rollouts,
-                                    self.cfg.grad_clip_norm, self.ref_model)
+                                    self.cfg.optimizer.grad_clip_norm or 0.0, self.ref_model)
             self.engine.wake_up()
             self.engine.update_weights(self.model.state_dict())
             metrics = {"loss": upd.loss, "loss_tokens": upd.loss_tokens, "grad_norm": upd.grad_norm,
@@ -266,15 +268,20 @@ class RLTrainer:
             self.ref_model.load_state_dict(state["ref_policy"])
         self.engine.update_weights(self.model.state_dict())
 
+    @property
+    def checkpoint_path(self) -> Path:
+        """``<outputDir>/<checkpoint.dir>/rl_state.pt`` (the whole RL state, replaced atomically)."""
+        return self.out_dir / self.cfg.checkpoint.dir / CHECKPOINT_NAME
+
     def save(self) -> Path | None:
         if _world()[0] != 0:
             return None
-        return save_state(self.out_dir / CHECKPOINT_NAME, self.state_dict())
+        return save_state(self.checkpoint_path, self.state_dict())
 
     def try_resume(self) -> bool:
         if not self.cfg.checkpoint.resume:
             return False
-        state = load_state(self.out_dir / CHECKPOINT_NAME)
+        state = load_state(self.checkpoint_path)
         if state is None:
             return False
         self.load_state_dict(state)

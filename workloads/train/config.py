@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from codekiln.workloads.model.config import ModelConfig
-from codekiln.workloads.schema import ConfigModel
+from codekiln.workloads.run_config import CheckpointConfig, OptimizerConfig
+from codekiln.workloads.schema import ConfigModel, problems
 
 
 class TrainStageConfig(ConfigModel):
@@ -18,7 +19,7 @@ class TrainStageConfig(ConfigModel):
     tokens: int | None = Field(
         default=None, ge=1, description="Training tokens; converted to steps of the global batch (set this or steps)."
     )
-    lr: float = Field(gt=0, le=1.0, description="Peak learning rate of this stage.")
+    lr: float | None = Field(default=None, gt=0, le=1.0, description="Peak learning rate (default: optimizer.lr).")
     min_lr: float = Field(default=0.0, ge=0, description="Floor of the cosine/WSD decay.")
     seq_len: int = Field(ge=8, description="Sequence length in tokens (divides or is a multiple of the data's).")
     fim_rate: float = Field(default=0.0, ge=0, le=1, description="Fraction of documents turned into FIM form.")
@@ -36,7 +37,7 @@ class TrainStageConfig(ConfigModel):
     def _steps_or_tokens(self) -> TrainStageConfig:
         if (self.steps is None) == (self.tokens is None):
             raise ValueError(f"stage {self.name!r}: set exactly one of steps or tokens")
-        if self.min_lr > self.lr:
+        if self.lr is not None and self.min_lr > self.lr:
             raise ValueError(f"stage {self.name!r}: minLr ({self.min_lr}) exceeds lr ({self.lr})")
         if self.steps is not None and self.lr_warmup_steps > self.steps:
             raise ValueError(f"stage {self.name!r}: lrWarmupSteps ({self.lr_warmup_steps}) exceeds steps")
@@ -53,25 +54,6 @@ class DataConfig(ConfigModel):
     tokenizer: str | None = Field(default=None, description="tokenizer.json (default: <path>/tokenizer.json).")
     eval_sequences: int = Field(default=0, ge=0, description="Packed sequences held out from the end for evaluation.")
     eval_max_samples: int = Field(default=64, ge=1, description="Held-out samples (of the stage seqLen) per eval.")
-
-
-class OptimizerConfig(ConfigModel):
-    """AdamW."""
-
-    weight_decay: float = Field(default=0.1, ge=0, description="Decoupled weight decay (not on norms).")
-    beta1: float = Field(default=0.9, ge=0, lt=1)
-    beta2: float = Field(default=0.95, ge=0, lt=1)
-    eps: float = Field(default=1e-8, gt=0)
-    grad_clip_norm: float | None = Field(default=1.0, gt=0, description="Clip the global gradient norm (none: off).")
-
-
-class CheckpointConfig(ConfigModel):
-    """Checkpointing: atomic, every N steps and at each stage end, keep-last-K."""
-
-    dir: str = Field(default="checkpoints", min_length=1, description="Checkpoint folder (relative: to outputDir).")
-    every_steps: int = Field(default=100, ge=1, description="Save every N optimizer steps.")
-    keep_last: int = Field(default=2, ge=1, description="Checkpoints kept; older ones deleted.")
-    resume: bool = Field(default=True, description="Resume from the latest checkpoint if one exists.")
 
 
 class ExportConfig(ConfigModel):
@@ -93,16 +75,15 @@ class TrainConfig(ConfigModel):
     )
     data: DataConfig = Field(description="Training data.")
     stages: list[TrainStageConfig] = Field(min_length=1, description="Training stages, run in order.")
-    nproc_per_node: int = Field(default=1, ge=1, le=64, description="Processes (GPUs) per node.")
     backend: Literal["ddp", "deepspeed"] = Field(default="ddp", description="Plain torch DDP or DeepSpeed ZeRO.")
     zero_stage: Literal[0, 1, 2, 3] = Field(default=2, description="DeepSpeed ZeRO stage (backend deepspeed).")
     micro_batch_size: int = Field(default=8, ge=1, description="Sequences per process per micro-step.")
     grad_accum_steps: int = Field(default=1, ge=1, description="Micro-steps per optimizer step.")
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="AdamW (shared with RLRun).")
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 on GPU, fp32 on CPU.")
     seed: int = Field(default=0, ge=0, description="Seed of init, sampling order and FIM.")
-    output_dir: str = Field(default="runs/pretrain", min_length=1, description="Where checkpoints/metrics/export go.")
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    output_dir: str = Field(default="runs/pretrain", min_length=1, description="Where metrics, summary, export go.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Dir relative to outputDir.")
     export: ExportConfig = Field(default_factory=ExportConfig)
     eval_every_steps: int = Field(default=0, ge=0, description="Evaluate held-out loss every N steps (0: at end).")
     log_every_steps: int = Field(default=10, ge=1, description="Metrics/progress interval.")
@@ -112,14 +93,20 @@ class TrainConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        found: list[tuple[str, str]] = []
         names = [s.name for s in self.stages]
-        if len(set(names)) != len(names):
-            raise ValueError(f"stages: names must be unique, got {names}")
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
+            if stage.name in names[:i]:
+                found.append((f"stages[{i}].name", f"duplicate stage name {stage.name!r}"))
             if stage.seq_len > self.model.max_seq_len:
-                raise ValueError(
-                    f"stage {stage.name!r}: seqLen {stage.seq_len} exceeds model.maxSeqLen {self.model.max_seq_len}"
-                )
-        if self.objective == "sft" and any(s.fim_rate for s in self.stages):
-            raise ValueError("fimRate must be 0 for objective sft")
+                found.append((f"stages[{i}].seqLen",
+                              f"{stage.seq_len} exceeds model.maxSeqLen {self.model.max_seq_len}"))
+            if self.objective == "sft" and stage.fim_rate:
+                found.append((f"stages[{i}].fimRate", "must be 0 for objective sft"))
+            if stage.lr is None:
+                object.__setattr__(stage, "lr", self.optimizer.lr)
+            if stage.min_lr > stage.lr:
+                found.append((f"stages[{i}].minLr", f"{stage.min_lr} exceeds the stage's lr ({stage.lr})"))
+        if found:
+            raise problems(found)
         return self

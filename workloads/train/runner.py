@@ -78,13 +78,14 @@ def run_local(resource: dict) -> int:
     cfg = _checked_config(resource)
     if cfg is None:
         return 2
-    if cfg.nproc_per_node == 1:
+    nproc = int(resource.get("spec", {}).get("nprocPerNode", 1))  # spec.nprocPerNode, beside spec.nodes
+    if nproc == 1:
         summary = train_in_process(cfg)
         print(json.dumps(summary))
         return 0
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(resource, fh)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc_per_node}",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "codekiln.workloads.train", "--config", fh.name]
     try:
         return subprocess.call(cmd)

@@ -72,6 +72,15 @@ def tokenizer_path(cfg: TrainConfig) -> Path | None:
     return candidate if candidate.exists() else None
 
 
+def tokenizer_vocab_size(tok_path: Path | None) -> int | None:
+    """The vocabulary size of a tokenizer.json, special tokens included (None without one)."""
+    if tok_path is None:
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tok_path)).get_vocab_size(with_added_tokens=True)
+
+
 def _special_ids(tok_path: Path | None) -> dict[str, int]:
     ids = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
     if tok_path is not None:
@@ -101,7 +110,7 @@ class Trainer:
         self.reader = PackedReader(cfg.data.path) if cfg.objective == "pretrain" else None
         torch.manual_seed(cfg.seed)
         self.model = load_hf_to_continue(cfg.init_from, cfg.model, "initFrom") if cfg.init_from else \
-            Transformer(cfg.model)
+            Transformer(cfg.model.with_vocab(tokenizer_vocab_size(self.tok_path), "spec.training.model.vocabSize"))
         self.engine = build_engine(LossModule(self.model), cfg, env)
         self.steps = [stage_steps(cfg, s, env.world_size) for s in cfg.stages]
         self.metrics = Metrics(self.out, env.rank == 0, sum(self.steps))
@@ -236,7 +245,8 @@ class Trainer:
                 if stop_after_steps is not None and st.global_step >= stop_after_steps:
                     self.metrics.close()
                     return {"steps": st.global_step, "stopped": True}
-                if st.global_step % cfg.checkpoint.every_steps == 0 or stage_end:
+                every = cfg.checkpoint.every_steps
+                if (every and st.global_step % every == 0) or stage_end:
                     self.save()
         summary = {"steps": st.global_step, "tokens": st.tokens, "eval_loss": eval_loss,
                    "unigram_eval_loss": unigram_loss,
