@@ -76,3 +76,126 @@ def test_packed_rows_are_shorter_than_unpacked():
     prompts, responses, _ = _batch(3, 37)
     trie = build_trie([p + r for p, r in zip(prompts, responses, strict=True)])
     assert trie.num_tokens < sum(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
+
+
+# ---------------------------------------------------------------- trie attention at scale (no [M, M] mask)
+def _loop_mask(trie) -> torch.Tensor:
+    """The original dense construction (a Python loop over nodes): the oracle for the interval test."""
+    m = trie.num_tokens
+    mask = torch.eye(m, dtype=torch.bool)
+    for i, p in enumerate(trie.parent.tolist()):
+        if p >= 0:
+            mask[i] |= mask[p]
+    return mask
+
+
+def _forest(seed: int, vocab: int = 5):
+    """Many branches at many depths (a small vocabulary makes rollouts share partial responses)."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(0, vocab, (int(torch.randint(1, 6, (1,), generator=g)),), generator=g).tolist()
+               for _ in range(3)]
+    return [prompts[i % 3] + torch.randint(0, vocab, (int(torch.randint(0, 9, (1,), generator=g)),),
+                                           generator=g).tolist() for i in range(14)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_interval_mask_and_segment_attention_equal_the_dense_tree_mask(seed):
+    from codekiln.workloads.rl.trie_attention import SegmentAttention
+
+    trie = build_trie(_forest(seed))
+    dense = _loop_mask(trie)
+    assert torch.equal(trie.attention_mask(), dense)
+    starts, ends, seg_parent = trie.segments()
+    assert int(starts[0]) == 0 and int(ends[-1]) == trie.num_tokens and len(starts) < trie.num_tokens
+    for s, e, p in zip(starts.tolist(), ends.tolist(), seg_parent.tolist(), strict=True):  # chains, ancestors whole
+        assert all(int(trie.parent[i]) == i - 1 for i in range(s + 1, e))
+        assert (p == -1) == (int(trie.parent[s]) == -1)
+        if p >= 0:
+            assert int(trie.parent[s]) == int(ends[p]) - 1
+    g = torch.Generator().manual_seed(seed)
+    m = trie.num_tokens
+    q = torch.randn(1, 4, m, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(1, 2, m, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    ours = SegmentAttention(trie).attend(q, k, v)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense[None, None], enable_gqa=True)
+    assert float((ours - ref).abs().max()) < 1e-12
+
+
+def test_flex_mask_mod_and_block_mask_match_the_tree():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from codekiln.workloads.rl.trie_attention import trie_block_mask
+
+    trie = build_trie(_forest(3))
+    m = trie.num_tokens
+    i = torch.arange(m)
+    mod = trie.mask_mod()
+    assert torch.equal(mod(0, 0, i[:, None], i[None, :]), _loop_mask(trie))
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, m, 8, generator=g) for _ in range(3))
+    with torch.no_grad():
+        out = flex_attention(q, k, v, block_mask=trie_block_mask(trie, "cpu", block_size=16))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=_loop_mask(trie)[None, None])
+    assert float((out - ref).abs().max()) < 1e-5
+
+
+def _packed_size(seqs) -> int:
+    return build_trie(seqs).num_tokens if seqs else 0
+
+
+def test_micro_batch_plan_respects_the_budget_and_is_optimal():
+    from itertools import combinations
+
+    from codekiln.workloads.rl.trie import plan_micro_batches
+
+    seqs = _forest(4)[:7]
+    whole = _packed_size(seqs)
+    for budget in (max(len(s) for s in seqs), whole // 2, whole - 1, whole):
+        parts = plan_micro_batches(seqs, budget)
+        assert sorted(i for p in parts for i in p) == list(range(len(seqs)))
+        assert all(_packed_size([seqs[i] for i in p]) <= budget for p in parts)
+        cost = sum(_packed_size([seqs[i] for i in p]) for p in parts)
+        # brute force over all set partitions into <= 3 parts (contiguity in sorted order is not assumed)
+        best = whole if whole <= budget else None
+        n = len(seqs)
+        for a in range(1, n):
+            for first in combinations(range(n), a):
+                rest = [i for i in range(n) if i not in first]
+                for b in range(0, len(rest)):
+                    for second in combinations(rest, b + 1):
+                        third = [i for i in rest if i not in second]
+                        groups = [list(first), list(second)] + ([third] if third else [])
+                        sizes = [_packed_size([seqs[i] for i in gr]) for gr in groups]
+                        if max(sizes) <= budget:
+                            best = sum(sizes) if best is None else min(best, sum(sizes))
+        if best is not None:  # the DP is optimal over all partitions, not only contiguous ones
+            assert cost <= best, (budget, cost, best)
+    assert plan_micro_batches(seqs, whole) == [list(range(len(seqs)))]
+    with pytest.raises(ValueError, match="trieMaxTokens"):
+        plan_micro_batches(seqs, 2, field="trieMaxTokens")
+
+
+@pytest.mark.parametrize("parts", ["one", "two", "many"])
+def test_split_tree_gradients_equal_unpacked_in_fp64(make_model, make_batch, parts):
+    """Memory-bounded packing: a tree split by the DP planner has exactly the unpacked gradients."""
+    from codekiln.workloads.rl.update import LossSettings, accumulate_gradients, global_normalizer, plan
+
+    model = make_model(torch.float64)
+    batch = make_batch(model, n_groups=2, group_size=6, seed=5, truncated_rows=(3,))
+    whole = _packed_size([p + r for p, r in zip(batch.prompts, batch.responses, strict=True)])
+    longest = max(len(p) + len(r) for p, r in zip(batch.prompts, batch.responses, strict=True))
+    budget = {"one": whole, "two": whole // 2 + longest, "many": longest}[parts]
+    unpacked = LossSettings(packed=False, dual_clip_c=3.0, kl_coef=0.0)
+    packed = LossSettings(packed=True, dual_clip_c=3.0, max_packed_tokens=budget)
+    norm = global_normalizer(batch, unpacked)
+    model.zero_grad()
+    loss_u, _ = accumulate_gradients(model, batch, unpacked, norm, micro_batch_rollouts=len(batch))
+    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    loss_p, stats = accumulate_gradients(model, batch, packed, norm, micro_batch_rollouts=len(batch))
+    n_parts = len(plan(batch, packed, len(batch)))
+    assert {"one": n_parts == 1, "two": n_parts == 2, "many": n_parts >= 4}[parts], n_parts
+    assert stats["micro_batches"] == n_parts
+    diff = max(float((p.grad - ref[n]).abs().max()) for n, p in model.named_parameters())
+    assert diff <= 1e-9 and abs(float(loss_p - loss_u)) <= 1e-12, diff
+    assert min(float(g.abs().max()) for g in ref.values()) > 0
