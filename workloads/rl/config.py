@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from codekiln.workloads.model.config import ModelConfig
-from codekiln.workloads.rl.agent.config import AgentConfig
+from codekiln.workloads.rl.agent.config import AgentConfig, SweGenerateConfig
 from codekiln.workloads.run_config import CheckpointConfig, OptimizerConfig
 from codekiln.workloads.schema import ConfigModel, problems
 
@@ -78,12 +78,16 @@ class TasksConfig(ConfigModel):
     path: str | None = Field(default=None, description="JSONL ({id, prompt, tests, language?, reference?, setup?}; "
                              "for swe: {instance_id, repo, problem_statement, FAIL_TO_PASS, PASS_TO_PASS, ...}).")
     builtin_set: Literal["arith"] = Field(default="arith", description="Which built-in set.")
+    generate: SweGenerateConfig | None = Field(
+        default=None, description="swe: generate verified tasks into tasks.path when it does not exist yet.")
     limit: int | None = Field(default=None, ge=1, description="Use only the first N tasks.")
 
     @model_validator(mode="after")
     def _path_for_jsonl(self) -> TasksConfig:
         if self.source in ("jsonl", "swe") and not self.path:
             raise ValueError(f"tasks.path is required when tasks.source is {self.source!r}")
+        if self.generate is not None and self.source != "swe":
+            raise ValueError("tasks.generate needs tasks.source 'swe'")
         return self
 
 

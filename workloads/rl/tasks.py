@@ -62,7 +62,7 @@ def _humaneval_tasks() -> list[Task]:
 
 
 def load_tasks(
-    source: str, path: str | None = None, builtin_set: str = "arith", limit: int | None = None
+    source: str, path: str | None = None, builtin_set: str = "arith", limit: int | None = None, generate=None,
 ) -> list[Task]:
     """Built-in tasks, HumanEval, or a JSONL file of ``{id, prompt, tests, language?, reference?, setup?}``."""
     if source == "humaneval":
@@ -74,6 +74,12 @@ def load_tasks(
     elif source == "swe":  # repository tasks for agentic RL (workloads/rl/agent/tasks.py)
         from codekiln.workloads.rl.agent.tasks import load_swe_tasks
 
+        if generate is not None and path and not Path(path).exists():  # tasks.generate: make them on this machine
+            from codekiln.workloads.rl.agent.generate import generate_tasks
+
+            generate_tasks(Path(path).parent, generate.modules, max_tasks=generate.max_tasks,
+                           per_module=generate.per_module, seed=generate.seed,
+                           statement_detail_lines=generate.statement_detail_lines, jsonl_name=Path(path).name)
         return load_swe_tasks(path or "", limit)
     elif source == "jsonl":
         if not path:

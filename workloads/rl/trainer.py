@@ -59,7 +59,7 @@ class RLTrainer:
             model_cfg = cfg.model.with_vocab(self.tokenizer.vocab_size, "spec.rl.model.vocabSize")
             self.model = Transformer(model_cfg).to(self.device)
         self.tasks = tasks if tasks is not None else load_tasks(
-            cfg.tasks.source, cfg.tasks.path, cfg.tasks.builtin_set, cfg.tasks.limit
+            cfg.tasks.source, cfg.tasks.path, cfg.tasks.builtin_set, cfg.tasks.limit, cfg.tasks.generate
         )
         self.tasks_by_id = {t.id: t for t in self.tasks}
         self.curriculum = Curriculum(
@@ -272,6 +272,27 @@ class RLTrainer:
     def checkpoint_path(self) -> Path:
         """``<outputDir>/<checkpoint.dir>/rl_state.pt`` (the whole RL state, replaced atomically)."""
         return self.out_dir / self.cfg.checkpoint.dir / CHECKPOINT_NAME
+
+    def export(self, folder: str | Path | None = None) -> Path | None:
+        """Write the policy as a Hugging Face folder (default ``<outputDir>/hf``; rank 0 writes, all ranks gather).
+
+        GRPO/DAPO/RFT/DPO alike: the family's config.json, safetensors, tokenizer files and chat template, so
+        transformers and vLLM load the trained policy unchanged.
+        """
+        import tempfile
+
+        from codekiln.workloads.model.hf import char_tokenizer_json, export_hf
+        from codekiln.workloads.special_tokens import SPECIAL_TOKENS
+
+        state = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in self.model.state_dict().items()}
+        if _world()[0] != 0:
+            return None
+        folder = Path(folder) if folder is not None else self.out_dir / "hf"
+        with tempfile.TemporaryDirectory() as tmp:
+            tok_json = getattr(self.tokenizer, "path", None)
+            if tok_json is None:  # the char tokenizer: written as a tokenizers file
+                tok_json = char_tokenizer_json(self.tokenizer.itos, SPECIAL_TOKENS, Path(tmp) / "tokenizer.json")
+            return export_hf(state, self.model.cfg, folder, tok_json)
 
     def save(self) -> Path | None:
         if _world()[0] != 0:

@@ -39,3 +39,16 @@ class AgentConfig(ConfigModel):
     tree_packing: bool = Field(default=True, description="Trajectory SFT: trie-pack trajectories (shared prefixes "
                                "computed once, their gradients scaled exactly).")
 
+
+
+class SweGenerateConfig(ConfigModel):
+    """Generate SWE-style tasks into ``tasks.path`` when that file does not exist (``generate.py``)."""
+
+    modules: list[str] = Field(
+        default_factory=lambda: ["statistics", "fractions", "textwrap", "difflib"], min_length=1,
+        description="Pure-Python modules of the sandbox's python3 to copy and break.")
+    max_tasks: int = Field(default=8, ge=1, le=10000, description="Tasks to make at most.")
+    per_module: int = Field(default=4, ge=1, description="Tasks from one module at most.")
+    seed: int = Field(default=0, ge=0, description="Picks the mutations.")
+    statement_detail_lines: int = Field(default=8, ge=0, description="Lines of failing-test output quoted in "
+                                        "the problem statement (0: one line naming the function and the tests).")

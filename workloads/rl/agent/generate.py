@@ -211,10 +211,10 @@ def minimal_edit(source: str, mutant: str, m: Mutation) -> tuple[str, str]:
     return old, new
 
 
-def _statement(module: str, m: Mutation, failing: list[str], report: TestReport) -> str:
+def _statement(module: str, m: Mutation, failing: list[str], report: TestReport, detail_lines: int = 8) -> str:
     first = failing[0]
     err = report.errors.get(first, "").strip().splitlines()
-    detail = "\n".join(err[-8:])[-400:]
+    detail = "\n".join(err[-detail_lines:])[-400:] if detail_lines else ""
     return (f"`{m.function}` in {module}.py gives wrong results: {len(failing)} test(s) fail "
             f"({', '.join(failing)}).\n{detail}").strip()
 
@@ -222,9 +222,9 @@ def _statement(module: str, m: Mutation, failing: list[str], report: TestReport)
 def generate_tasks(
     out_dir: str | Path, modules: tuple[str, ...] | list[str] = DEFAULT_MODULES, *, python: str | None = None,
     max_tasks: int = 8, per_module: int = 4, seed: int = 0, max_pass_to_pass: int = 4,
-    max_candidates: int = 40, on_task=None,
+    max_candidates: int = 40, statement_detail_lines: int = 8, jsonl_name: str = "tasks.jsonl", on_task=None,
 ) -> list[SweTask]:
-    """Generate up to ``max_tasks`` verified tasks into ``out_dir`` (``tasks.jsonl`` + ``repos/``).
+    """Generate up to ``max_tasks`` verified tasks into ``out_dir`` (``jsonl_name`` + ``repos/``).
 
     Args:
         out_dir: output folder.
@@ -236,6 +236,7 @@ def generate_tasks(
         seed: picks which mutations are tried.
         max_pass_to_pass: keep at most this many PASS_TO_PASS tests per task (shorter test runs).
         max_candidates: mutations tried per module at most.
+        statement_detail_lines: lines of the failing test's output quoted in the problem statement.
         on_task: called with each accepted task.
     """
     python = python or shutil.which("python3", path="/usr/bin:/bin") or "python3"
@@ -301,7 +302,7 @@ def generate_tasks(
                 patch = "".join(difflib.unified_diff(
                     mutant.splitlines(keepends=True), source.splitlines(keepends=True),
                     f"a/{module}.py", f"b/{module}.py"))
-                statement = _statement(module, m, failing, report).replace(f"{work}/", "")
+                statement = _statement(module, m, failing, report, statement_detail_lines).replace(f"{work}/", "")
                 task = SweTask(
                     instance_id=iid, repo=str(repo), problem_statement=statement,
                     fail_to_pass=failing, pass_to_pass=p2p, patch=patch,
@@ -314,5 +315,7 @@ def generate_tasks(
                 made += 1
                 if on_task is not None:
                     on_task(task)
-    write_swe_tasks(tasks, out / "tasks.jsonl")
+    if not tasks:
+        raise ValueError(f"tasks.generate: no task could be made from modules {list(modules)}")
+    write_swe_tasks(tasks, out / jsonl_name)
     return tasks
