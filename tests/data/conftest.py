@@ -6,6 +6,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from pydantic.alias_generators import to_camel
 
 from codekiln.workloads.data.corpora import SITE_PACKAGES  # noqa: F401 (re-exported to the tests)
 
@@ -28,13 +29,16 @@ def pipeline_resource(output_dir: Path, stages: list[dict], name: str = "test-pi
     }
 
 
-def stage(name: str, shards: int, *steps: tuple[str, dict] | str) -> dict:
-    """``stage("ingest", 2, ("read_files", {...}), "syntax_filter")``."""
-    return {
-        "name": name,
-        "shards": shards,
-        "steps": [{"type": s, "params": {}} if isinstance(s, str) else {"type": s[0], "params": s[1]} for s in steps],
-    }
+def stage(name: str, shards: int, *steps: tuple[str, dict] | str, input: str | None = None,
+          dedup: dict | None = None) -> dict:
+    """``stage("pack", 2, ("fim", {...}), "pack", input="dedup")``: steps by registered name, one key each."""
+    out: dict = {"name": name, "shards": shards}
+    if input is not None:
+        out["input"] = input
+    if dedup is not None:
+        out["dedup"] = dedup
+    out["steps"] = [{to_camel(s): {}} if isinstance(s, str) else {to_camel(s[0]): s[1]} for s in steps]
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -73,12 +73,8 @@ def test_distributed_four_stages_equal_in_process(corpus: list[Document], tmp_pa
     resource = pipeline_resource(
         tmp_path / "out",
         [
-            stage("sigs", 3, ("read_jsonl", {"paths": [str(src)]}), ("minhash_signatures", mh)),
-            stage("buckets", 2, ("minhash_buckets", {"signaturesStage": "sigs", **mh})),
-            stage("cluster", 1, ("minhash_cluster", {"signaturesStage": "sigs", **mh})),
-            stage(
-                "filter", 3, ("read_stage", {"stage": "sigs"}), ("minhash_filter", {"signaturesStage": "sigs", **mh})
-            ),
+            stage("raw", 3, ("read_jsonl", {"paths": [str(src)]})),
+            stage("filter", 3, input="raw", dedup={"near": {**mh, "bucketShards": 2}}),
         ],
     )
     run_pipeline(parse_pipeline(resource))

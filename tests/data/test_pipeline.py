@@ -41,26 +41,10 @@ def demo_resource(out: Path, shards: int) -> dict:
                 ("read_files", {"paths": corpus_paths(), "languages": ["python"]}),
                 "syntax_filter",
                 ("heuristic_filter", {"default": {"minAlphaFraction": 0.3}}),
-                "exact_dedup_hashes",
-                ("minhash_signatures", MH),
             ),
-            stage("buckets", shards, ("minhash_buckets", {"signaturesStage": "ingest", **MH})),
-            stage("cluster", 1, ("minhash_cluster", {"signaturesStage": "ingest", **MH})),
-            stage(
-                "dedup",
-                shards,
-                ("read_stage", {"stage": "ingest"}),
-                ("exact_dedup_filter", {"hashesStage": "ingest"}),
-                ("minhash_filter", {"signaturesStage": "ingest", **MH}),
-            ),
-            stage("tokenizer", 1, ("read_stage", {"stage": "dedup"}), ("train_tokenizer", {"vocabSize": 1000})),
-            stage(
-                "pack",
-                shards,
-                ("read_stage", {"stage": "dedup"}),
-                ("fim", {"rate": 0.5, "spmRate": 0.5}),
-                ("pack", {"seqLen": 512}),
-            ),
+            stage("dedup", shards, input="ingest", dedup={"exact": {}, "near": {**MH, "bucketShards": shards}}),
+            stage("tokenizer", 1, ("train_tokenizer", {"vocabSize": 1000}), input="dedup"),
+            stage("pack", shards, ("fim", {"rate": 0.5, "spmRate": 0.5}), ("pack", {"seqLen": 512}), input="dedup"),
         ],
     )
 
@@ -177,11 +161,13 @@ def test_malformed_records_go_to_rejects_file(tmp_path: Path) -> None:
 
 
 def test_bad_step_params_name_the_field(tmp_path: Path) -> None:
-    resource = pipeline_resource(tmp_path, [stage("s", 1, ("heuristic_filter", {"default": {"minChars": -1}}))])
-    with pytest.raises(StepConfigError, match=r"stage 's' step 0 'heuristic_filter': params\.default\.minChars"):
+    resource = pipeline_resource(tmp_path, [stage("s", 1, ("read_jsonl", {"paths": ["x"]}),
+                                                  ("heuristic_filter", {"default": {"minChars": -1}}))])
+    with pytest.raises(StepConfigError, match=r"spec\.pipeline\.stages\[0\]\.steps\[1\]\.heuristicFilter\.default"
+                                              r"\.minChars: Input should be greater than or equal to 0"):
         parse_pipeline(resource)
-    resource = pipeline_resource(tmp_path, [stage("s", 1, "no_such_step")])
-    with pytest.raises(StepConfigError, match="unknown step type 'no_such_step'"):
+    resource = pipeline_resource(tmp_path, [stage("s", 1, "read_filez")])
+    with pytest.raises(StepConfigError, match=r"steps\[0\]: unknown step type 'readFilez' \(did you mean 'readFiles'\?\)"):
         parse_pipeline(resource)
     assert run_local(resource) == 2
 
@@ -213,7 +199,9 @@ def test_example_resource_parses() -> None:
 
     resource = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "datapipeline.yaml").read_text())
     config = parse_pipeline(resource)
-    assert [s.name for s in config.stages] == ["ingest", "buckets", "cluster", "dedup", "tokenizer", "pack"]
+    assert [s.name for s in config.stages] == ["ingest", "dedup", "tokenizer", "pack"]
+    assert [s.name for s in config.plan()] == [
+        "ingest", "dedup-hashes", "dedup-buckets", "dedup-cluster", "dedup", "tokenizer", "pack"]
     assert config.output_dir == "runs/datapipeline-demo"
 
 
@@ -239,15 +227,12 @@ def test_a_document_that_breaks_a_filter_is_rejected_not_fatal(tmp_path: Path) -
 
 
 def test_stage_references_and_minhash_params_are_checked(tmp_path: Path) -> None:
-    later = pipeline_resource(tmp_path, [stage("a", 1, ("read_stage", {"stage": "b"})), stage("b", 1, "fim")])
-    with pytest.raises(StepConfigError, match=r"params.stage 'b' is not an earlier stage"):
+    later = pipeline_resource(tmp_path, [stage("a", 1, "fim", input="b"), stage("b", 1, "fim", input="a")])
+    with pytest.raises(StepConfigError, match=r"stages\[0\]\.input: stage 'b' runs later"):
         parse_pipeline(later)
-    mismatch = pipeline_resource(
-        tmp_path,
-        [
-            stage("sigs", 1, ("read_files", {"paths": [str(STDLIB / "json")]}), ("minhash_signatures", MH)),
-            stage("buckets", 1, ("minhash_buckets", {"signaturesStage": "sigs", **MH, "numPerm": 128})),
-        ],
-    )
-    with pytest.raises(StepConfigError, match=r"MinHash params \['num_perm'\] differ from stage 'sigs'"):
-        parse_pipeline(mismatch)
+    too_many_bands = pipeline_resource(tmp_path, [
+        stage("read", 1, ("read_files", {"paths": [str(STDLIB / "json")]})),
+        stage("dedup", 1, input="read", dedup={"near": {"numPerm": 64, "bands": 16, "rows": 8}}),
+    ])
+    with pytest.raises(StepConfigError, match=r"stages\[1\]\.dedup\.near: .*bands\*rows = 128 exceeds numPerm = 64"):
+        parse_pipeline(too_many_bands)

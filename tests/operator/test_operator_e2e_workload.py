@@ -156,13 +156,16 @@ def test_operator_built_pipeline_stages_run_shard_by_shard(cluster, tmp_path):
     from codekiln.workloads.data.runner import parse_pipeline, run_pipeline
 
     src = STDLIB / "json"
-    stages = [
-        {"name": "read", "shards": 3, "steps": [
-            {"type": "read_files", "params": {"paths": [str(src)], "languages": ["python"]}}]},
-        {"name": "dedup", "shards": 2, "steps": [{"type": "exact_dedup"}]},
+    user_stages = [
+        {"name": "read", "shards": 3, "steps": [{"readFiles": {"paths": [str(src)], "languages": ["python"]}}]},
+        {"name": "dedup", "shards": 2, "input": "read",  # one block; the operator runs its expanded stages
+         "dedup": {"exact": {}, "near": {"numPerm": 64, "threshold": 0.7, "bucketShards": 2}}},
     ]
+    stages = [{"name": "read", "shards": 3}, {"name": "dedup-hashes", "shards": 2},
+              {"name": "dedup-buckets", "shards": 2}, {"name": "dedup-cluster", "shards": 1},
+              {"name": "dedup", "shards": 2}]
     doc = document("DataPipeline", "pipe", namespace=cluster.ns, uid=False, parallelism=3,
-                   pipeline={"outputDir": str(tmp_path / "cluster"), "stages": stages})
+                   pipeline={"outputDir": str(tmp_path / "cluster"), "stages": user_stages})
     cluster.create(doc)
     for stage in stages:
         job_name = f"pipe-{stage['name']}"
@@ -179,7 +182,7 @@ def test_operator_built_pipeline_stages_run_shard_by_shard(cluster, tmp_path):
             cluster.set_pod(pod, "Succeeded", exit_code=0)
         cluster.sync_job(job_name)
     status = cluster.wait_phase("DataPipeline", "pipe", "Succeeded")
-    assert [s["phase"] for s in status["stages"]] == ["Succeeded", "Succeeded"]
+    assert [(s["name"], s["phase"]) for s in status["stages"]] == [(s["name"], "Succeeded") for s in stages]
 
     local = {**doc, "spec": {**doc["spec"], "pipeline": {**doc["spec"]["pipeline"],
                                                          "outputDir": str(tmp_path / "local")}}}
@@ -213,9 +216,9 @@ def test_operator_built_rlrun_scores_rollouts_in_the_pool_it_built(cluster, tmp_
         cluster.wait(lambda: cluster.condition("SandboxPool", "pool", "Ready").get("status") == "True", what="pool")
 
         rl = {"model": {"preset": "tiny", "maxSeqLen": 128}, "device": "cpu", "cpuThreads": 1, "steps": 2,
-              "promptsPerStep": 2, "rolloutsPerPrompt": 4, "maxResponseTokens": 16, "lr": 1e-3,
+              "promptsPerStep": 2, "rolloutsPerPrompt": 4, "maxResponseTokens": 16, "optimizer": {"lr": 1e-3},
               "dynamicSampling": {"enabled": False}, "tasks": {"limit": 2}, "warmStart": {"sftSteps": 20},
-              "checkpoint": {"dir": str(tmp_path / "rl")}}
+              "outputDir": str(tmp_path / "rl")}
         cluster.create(document("RLRun", "rl", namespace=cluster.ns, uid=False, nodes=1,
                                 sandboxPoolRef={"name": "pool"}, rl=rl))
         job = cluster.wait(lambda: cluster.get("Job", "rl-r0"), what="RL gang Job")

@@ -42,10 +42,10 @@ def _cfg(tmp_path, init=None, **over) -> RLConfig:
     base = {
         "model": MODEL,
         "device": "cpu", "cpuThreads": 1, "promptsPerStep": 2, "rolloutsPerPrompt": 4, "maxResponseTokens": 20,
-        "steps": 4, "lr": 1e-3, "microBatchRollouts": 3, "kat": {"difficultyLambda": 0.5, "entropyMu": 0.5},
+        "steps": 4, "optimizer": {"lr": 1e-3}, "microBatchRollouts": 3, "kat": {"difficultyLambda": 0.5, "entropyMu": 0.5},
         "dynamicSampling": {"enabled": False}, "tasks": {"source": "builtin", "limit": 4},
         "warmStart": {"initCheckpoint": init} if init else {"sftSteps": 30, "sftCorrectFraction": 0.5},
-        "checkpoint": {"dir": str(tmp_path / "run"), "everySteps": 2},
+        "outputDir": str(tmp_path / "run"), "checkpoint": {"everySteps": 2},
     }
     base.update(over)
     return RLConfig.model_validate(base)
@@ -152,7 +152,7 @@ def test_run_local_writes_metrics_plot_and_checkpoint(sandbox_url, tmp_path, mon
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 2 and {"start", "end"} <= metrics["evals"].keys()
     assert (out / "reward_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "rl_state.pt").exists()
+    assert (out / "checkpoints" / "rl_state.pt").exists()  # checkpoint.dir is relative to outputDir
     bad = {**resource, "spec": {"rl": {**cfg.to_wire(), "clipRatioLow": 2}}}
     assert run_local(bad) == 2
 

@@ -55,8 +55,8 @@ def make_resource():
     return train_resource
 
 
-def train_resource(data_path: Path, out: Path, **training) -> dict:
-    """A PretrainRun resource (wire form) for a tiny model on ``data_path``."""
+def train_resource(data_path: Path, out: Path, nprocPerNode: int | None = None, **training) -> dict:  # noqa: N803
+    """A PretrainRun resource (wire form) for a tiny model on ``data_path`` (nprocPerNode: at spec level)."""
     spec = {
         "model": {"preset": "tiny"},
         "data": {"path": str(data_path), "evalSequences": 8},
@@ -67,5 +67,6 @@ def train_resource(data_path: Path, out: Path, **training) -> dict:
         "logEverySteps": 1,
         **training,
     }
+    outer = {} if nprocPerNode is None else {"nprocPerNode": nprocPerNode}
     return {"apiVersion": "codekiln.dev/v1alpha1", "kind": "PretrainRun", "metadata": {"name": "t"},
-            "spec": {"training": spec}}
+            "spec": {**outer, "training": spec}}

@@ -49,6 +49,10 @@ class _StepBase(ConfigModel):
                              f"got {type(data).__name__}")
         if not data:
             raise ValueError("empty step: name its type, e.g. `- syntaxFilter: {}`")
+        if "type" in data and isinstance(data["type"], str):
+            name = to_camel(data["type"])
+            raise ValueError(f"write a step as one key naming its type, `- {name}: {{...params}}`, "
+                             f"not `type: {data['type']}` + `params:`")
         out: dict[str, Any] = {}
         for key, value in data.items():
             if key in INTERNAL_STEP_PARAMS or key in _INTERNAL_ALIASES:
