@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import torch
 
 FinishReason = Literal["stop", "length", "aborted"]
+Weights = Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
 
 
 @dataclass
@@ -51,8 +52,9 @@ class RolloutEngine(Protocol):
         """Sample one completion per prompt (repeat a prompt for a group)."""
         ...
 
-    def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Load the trainer's latest weights (called after every optimizer step)."""
+    def update_weights(self, weights: Weights) -> None:
+        """Load the trainer's latest weights (after every optimizer step): a state dict, or a stream of
+        (name, tensor) pairs that every rank iterates (gathered one parameter at a time from the shards)."""
         ...
 
     def sleep(self) -> None:
@@ -64,14 +66,46 @@ class RolloutEngine(Protocol):
         ...
 
 
+def iter_weights(weights: Weights) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) pairs from a state dict or a stream (a sharded policy yields one gathered tensor at a time)."""
+    if isinstance(weights, Mapping):
+        yield from weights.items()
+    else:
+        yield from weights
+
+
+def finish_completion(token_ids: list[int], logprobs: list[float], finish_reason: FinishReason,
+                      params: SamplingParams, row: int) -> Completion:
+    """Apply token-sequence stops and ``abort_fn`` to a completion sampled by an engine that cannot (vLLM
+    without a tokenizer): cut after the first stop sequence ("stop") or at the first aborting prefix ("aborted")."""
+    for n in range(1, len(token_ids) + 1):
+        prefix = token_ids[:n]
+        if any(len(s) <= n and prefix[-len(s):] == s for s in params.stop_sequences if s):
+            return Completion(prefix, logprobs[:n], "stop")
+        if params.abort_fn is not None and n < len(token_ids) and params.abort_fn(row, prefix):
+            return Completion(prefix, logprobs[:n], "aborted")
+    return Completion(list(token_ids), list(logprobs), finish_reason)
+
+
 def build_engine(kind: str, model, **kwargs) -> RolloutEngine:
-    """``torch`` (on the trainer's model) or ``vllm`` (imported lazily)."""
+    """``torch`` (on the trainer's model or a rollout replica) or ``vllm`` (imported lazily).
+
+    Args:
+        kind: "torch" or "vllm".
+        model: the policy (torch: sampled from; vllm: its config and initial weights).
+        kwargs: engine options; for vllm ``config`` (the spec's ``vllm`` block) selects colocate or server.
+    """
     if kind == "torch":
         from codekiln.workloads.rl.engines.torch_engine import TorchEngine
 
         return TorchEngine(model, **kwargs)
     if kind == "vllm":
+        config = kwargs.pop("config", None)
+        if config is not None and config.mode == "server":
+            from codekiln.workloads.rl.engines.vllm_server import VLLMServerEngine
+
+            return VLLMServerEngine(model, config, **kwargs)
         from codekiln.workloads.rl.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model, **kwargs)
+        return VLLMEngine(model, config, **kwargs)
     raise ValueError(f"engine must be 'torch' or 'vllm', got {kind!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from codekiln.workloads.model.transformer import KVCache
-from codekiln.workloads.rl.engines.base import Completion, SamplingParams
+from codekiln.workloads.rl.engines.base import Completion, SamplingParams, Weights, iter_weights
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -21,16 +21,23 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 class TorchEngine:
-    """Samples from the live training model (weights are shared, so ``update_weights`` is free)."""
+    """Samples from a model: the live training model (weights shared, ``update_weights`` is free), or a
+    rollout replica (a sharded policy, or one-step-stale async rollouts) that receives weights one tensor
+    at a time."""
 
     def __init__(self, model, max_batch_size: int = 256) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
 
-    def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+    @torch.no_grad()
+    def update_weights(self, weights: Weights) -> None:
         own = self.model.state_dict()
-        if any(own[k].data_ptr() != v.data_ptr() for k, v in state_dict.items() if k in own):
-            self.model.load_state_dict(state_dict)
+        for name, tensor in iter_weights(weights):
+            target = own.get(name)
+            if target is None:
+                raise KeyError(f"rollout model has no tensor {name!r}")
+            if target.data_ptr() != tensor.data_ptr():
+                target.copy_(tensor)
 
     def sleep(self) -> None:
         return None
