@@ -326,3 +326,18 @@ def dtype_of(folder: str | Path) -> torch.dtype:
     """The folder's stored dtype (config.json ``torch_dtype``/``dtype``), fp32 when unknown."""
     hf = json.loads((Path(folder) / "config.json").read_text())
     return _DTYPES.get(str(hf.get("torch_dtype") or hf.get("dtype")), torch.float32)
+
+
+def char_tokenizer_json(tokens: list[str], special: tuple[str, ...], path: str | Path) -> Path:
+    """Write a ``tokenizer.json`` for a character-level vocabulary (``tokens[i]`` has id i; ``special`` are
+    special tokens), so exports of char-tokenizer runs (the RL demo) load in transformers too."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    pad = next((t for t in special if t == PAD), special[0])
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token=pad))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(list(special))
+    path = Path(path)
+    tok.save(str(path))
+    return path

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from codekiln.workloads.model.config import ModelConfig
+from codekiln.workloads.model.config import ModelConfig, RopeScalingConfig
 from codekiln.workloads.run_config import CheckpointConfig, OptimizerConfig
 from codekiln.workloads.schema import ConfigModel, problems
 
@@ -25,6 +25,12 @@ class TrainStageConfig(ConfigModel):
     fim_rate: float = Field(default=0.0, ge=0, le=1, description="Fraction of documents turned into FIM form.")
     fim_mode: Literal["spm", "psm"] = Field(default="spm", description="FIM layout (Seed-Coder: SPM).")
     rope_theta: float | None = Field(default=None, gt=0, description="RoPE base for this stage (default: model's).")
+    rope_scaling: RopeScalingConfig | Literal["none"] | None = Field(
+        default=None,
+        description="RoPE scaling for this stage (context extension, e.g. {type: yarn, factor: 4, "
+        "originalMaxPositionEmbeddings: 8192}); 'none' turns it off; unset: the model's. The export carries the "
+        "last stage's.",
+    )
     schedule: Literal["constant", "step", "cosine", "wsd"] = Field(
         default="constant", description="Learning-rate schedule after warmup."
     )

@@ -27,7 +27,7 @@ def token_ce_sum(model: Transformer, batch: dict[str, torch.Tensor]) -> torch.Te
     )
     return ops.linear_cross_entropy(
         hidden.reshape(-1, hidden.shape[-1]),
-        model.lm_head.weight,
+        model.output_weight(),
         batch["labels"].reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
@@ -43,7 +43,12 @@ class LossModule(nn.Module):
         self.model = model
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return token_ce_sum(self.model, batch) / batch["loss_denominator"]
+        loss = token_ce_sum(self.model, batch) / batch["loss_denominator"]
+        moe = self.model.moe_loss()  # MoE: router losses of this micro-batch, weighted by its share of tokens
+        if isinstance(moe, torch.Tensor):
+            share = (batch["labels"] != IGNORE_INDEX).sum() / batch["loss_denominator"]
+            loss = loss + moe * share
+        return loss
 
 
 def global_loss_tokens(micro_batches: list[dict[str, torch.Tensor]]) -> int:

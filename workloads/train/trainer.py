@@ -111,6 +111,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = load_hf_to_continue(cfg.init_from, cfg.model, "initFrom") if cfg.init_from else \
             Transformer(cfg.model.with_vocab(tokenizer_vocab_size(self.tok_path), "spec.training.model.vocabSize"))
+        self._base_rope = (self.model.cfg.rope_theta, self.model.cfg.rope_scaling)  # initFrom: the folder's
         self.engine = build_engine(LossModule(self.model), cfg, env)
         self.steps = [stage_steps(cfg, s, env.world_size) for s in cfg.stages]
         self.metrics = Metrics(self.out, env.rank == 0, sum(self.steps))
@@ -221,11 +222,15 @@ class Trainer:
                 self._sampler.load_state_dict(st.sampler)
             else:
                 st.stage_index, st.stage_step = index, 0
-            self.model.set_rope_theta(stage.rope_theta or cfg.model.rope_theta)
+            base_theta, base_scaling = self._base_rope
+            scaling = base_scaling if stage.rope_scaling is None else \
+                None if stage.rope_scaling == "none" else stage.rope_scaling
+            self.model.set_rope(stage.rope_theta or base_theta, scaling)
+            scaling_note = f", ropeScaling {scaling.type} x{scaling.factor:g}" if scaling is not None else ""
             self.metrics.message(
                 f"stage {index + 1}/{len(cfg.stages)} {stage.name!r}: {n_steps} steps, seqLen {stage.seq_len}, "
                 f"lr {stage.lr:g} ({stage.schedule}), fimRate {stage.fim_rate}, "
-                f"ropeTheta {self.model.cfg.rope_theta:g}",
+                f"ropeTheta {self.model.cfg.rope_theta:g}{scaling_note}",
                 st.global_step, stage.name,
             )
             fpt = flops_per_token(self.model.cfg, stage.seq_len)
@@ -268,19 +273,21 @@ class Trainer:
             loss += self.engine.forward_backward(batch, last_micro=i == len(batches) - 1).double().cpu()
         lr = stage_lr(stage, st.stage_step, n_steps)
         grad_norm = self.engine.step(lr)
+        self.model.update_moe_bias()  # MoE aux-free balancing (no-op otherwise)
         if dist.is_initialized():
             dist.all_reduce(loss)  # sum of per-rank shares = mean token loss of the global batch
         step_tokens = cfg.micro_batch_size * cfg.grad_accum_steps * env.world_size * stage.seq_len
         st.stage_step, st.global_step = st.stage_step + 1, st.global_step + 1
         st.tokens += step_tokens
         return {"step": st.global_step, "stage": stage.name, "loss": float(loss), "lr": lr, "grad_norm": grad_norm,
-                "tokens": st.tokens, "tokens_per_second": step_tokens / (time.perf_counter() - t0)}
+                "tokens": st.tokens, "tokens_per_second": step_tokens / (time.perf_counter() - t0),
+                **self.model.moe_metrics()}
 
     def export(self) -> Path:
         state = self.engine.model_state()  # every rank (ZeRO-3 gathers)
         folder = self.out / self.cfg.export.dir
         if self.env.rank == 0:
-            export_hf(state, self.model.cfg, folder, self.tok_path)
+            export_hf(state, self.model.cfg, folder, self.tok_path, chat=self.cfg.objective == "sft")
             self.metrics.message(f"exported Hugging Face model to {folder}", self.state.global_step, "export")
         if dist.is_initialized():
             dist.barrier()
