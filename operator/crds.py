@@ -24,6 +24,7 @@ _KEEP = {
     "type", "description", "properties", "items", "required", "enum", "pattern", "format",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
     "minItems", "maxItems", "additionalProperties", "default", "nullable", "minProperties", "maxProperties",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-validations",
 }
 
 _COMMON_COLUMNS_HEAD = [{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}]

@@ -16,7 +16,8 @@ K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 ALLOWED_KEYS = {
     "type", "description", "properties", "items", "required", "enum", "pattern", "format", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems",
-    "additionalProperties", "default", "nullable", "x-kubernetes-preserve-unknown-fields", "minProperties", "maxProperties",
+    "additionalProperties", "default", "nullable", "x-kubernetes-preserve-unknown-fields", "minProperties",
+    "maxProperties", "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-validations",
     "x-kubernetes-int-or-string",
 }
 

@@ -30,6 +30,7 @@ from codekiln.workloads.data.step_params import (
 from codekiln.workloads.schema import ConfigModel, problems
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_STAGES = 64  # bounds the CRD's CEL rules (the API server estimates their cost from maxItems)
 MAX_DEDUP_STAGE_NAME = 32  # leaves room for the "-hashes"/"-buckets"/"-cluster" stages it expands into
 _STEP_ALIASES = {to_camel(name): name for name in STEP_PARAMS}
 _INTERNAL_ALIASES = {to_camel(name): name for name in INTERNAL_STEP_PARAMS}
@@ -107,7 +108,18 @@ class DataPipelineConfig(ConfigModel):
     """What a DataPipeline curates and where it writes."""
 
     output_dir: str = Field(description="Root folder for stage outputs, markers and stats.")
-    stages: list[DataStageConfig] = Field(min_length=1, description="Stages, run in order.")
+    stages: list[DataStageConfig] = Field(
+        min_length=1, max_length=MAX_STAGES, description="Stages, run in order.",
+        json_schema_extra={  # the API server checks what it can of _stage_graph (order needs indexes: operator)
+            "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+            "x-kubernetes-validations": [
+                {"rule": "self.all(s, !has(s.input) || (s.input != s.name && self.exists(t, t.name == s.input)))",
+                 "message": "a stage's input must name another (earlier) stage of this pipeline"},
+                {"rule": "self.all(s, !has(s.dedup) || has(s.input))",
+                 "message": "a stage with dedup needs input (the stage whose documents it dedups)"},
+            ],
+        },
+    )
 
     @model_validator(mode="after")
     def _stage_graph(self) -> DataPipelineConfig:

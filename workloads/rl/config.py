@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from codekiln.workloads.model.config import ModelConfig
@@ -142,10 +142,16 @@ class VLLMConfig(ConfigModel):
 class RLConfig(ConfigModel):
     """Execution-driven RL settings."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "!(has(self.stages) && size(self.stages) > 0 && "
+                "(has(self.steps) || has(self.rolloutsPerPrompt) || has(self.maxResponseTokens)))",
+        "message": "with stages, steps/rolloutsPerPrompt/maxResponseTokens are set per stage, not at the top level",
+    }]})
+
     algorithm: Literal["grpo", "dr_grpo", "dapo", "dpo", "rft"] = Field(default="grpo", description="Algorithm.")
     model: ModelConfig = Field(
         default_factory=lambda: ModelConfig(vocab_size="auto"),
-        description="Policy architecture (vocabSize: auto takes the tokenizer's).",
+        description="Policy architecture; vocabSize defaults to auto (the tokenizer's), a number must cover it.",
     )
     steps: int | None = Field(default=None, ge=1, description="Optimizer steps (default 100; without stages only).")
     seed: int = Field(default=0, ge=0, description="Random seed.")
@@ -160,7 +166,8 @@ class RLConfig(ConfigModel):
         default=None, ge=1, description="Completion budget in tokens (default 256; without stages only)."
     )
     stages: list[RLStageConfig] = Field(
-        default_factory=list,
+        default_factory=list, max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
         description="Progressive stages, the only home of steps/maxResponseTokens/rolloutsPerPrompt when given.",
     )
     temperature: float = Field(default=1.0, gt=0, description="Sampling temperature (Seed-Coder 0.6).")
@@ -225,6 +232,16 @@ class RLConfig(ConfigModel):
         description="auto (the tokenizer.json of a Hugging Face initCheckpoint folder, else char), char "
         "(character-level, for the demo), or the path of a tokenizer.json or a folder holding one.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _vocab_from_tokenizer(cls, data):
+        """The policy's vocabulary is the tokenizer's unless model.vocabSize says otherwise (never the preset's)."""
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            model = data["model"]
+            if "vocabSize" not in model and "vocab_size" not in model:
+                data = {**data, "model": {**model, "vocabSize": "auto"}}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> RLConfig:

@@ -25,11 +25,10 @@ class TrainStageConfig(ConfigModel):
     fim_rate: float = Field(default=0.0, ge=0, le=1, description="Fraction of documents turned into FIM form.")
     fim_mode: Literal["spm", "psm"] = Field(default="spm", description="FIM layout (Seed-Coder: SPM).")
     rope_theta: float | None = Field(default=None, gt=0, description="RoPE base for this stage (default: model's).")
-    rope_scaling: RopeScalingConfig | Literal["none"] | None = Field(
+    rope_scaling: RopeScalingConfig | None = Field(
         default=None,
-        description="RoPE scaling for this stage (context extension, e.g. {type: yarn, factor: 4, "
-        "originalMaxPositionEmbeddings: 8192}); 'none' turns it off; unset: the model's. The export carries the "
-        "last stage's.",
+        description="RoPE scaling from this stage on (context extension, e.g. {type: yarn, factor: 4, "
+        "originalMaxPositionEmbeddings: 8192}); unset: the model's. The export carries the last stage's.",
     )
     schedule: Literal["constant", "step", "cosine", "wsd"] = Field(
         default="constant", description="Learning-rate schedule after warmup."
@@ -80,7 +79,10 @@ class TrainConfig(ConfigModel):
         "its shape replaces model (kernels/attention stay). A checkpoint in outputDir still wins on resume.",
     )
     data: DataConfig = Field(description="Training data.")
-    stages: list[TrainStageConfig] = Field(min_length=1, description="Training stages, run in order.")
+    stages: list[TrainStageConfig] = Field(
+        min_length=1, max_length=64, description="Training stages, run in order.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     backend: Literal["ddp", "deepspeed"] = Field(default="ddp", description="Plain torch DDP or DeepSpeed ZeRO.")
     zero_stage: Literal[0, 1, 2, 3] = Field(default=2, description="DeepSpeed ZeRO stage (backend deepspeed).")
     micro_batch_size: int = Field(default=8, ge=1, description="Sequences per process per micro-step.")

@@ -114,6 +114,32 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> list[FieldEr
         errors += _check_object(value, schema, path, where)
     elif isinstance(value, list):
         errors += _check_array(value, schema, path, where)
+    if schema.get("x-kubernetes-validations") and not errors:  # the API server runs CEL on valid values only
+        errors += _check_cel(value, schema["x-kubernetes-validations"], where)
+    return errors
+
+
+def _check_cel(value: Any, rules: list[dict[str, Any]], where: str) -> list[FieldError]:
+    """``x-kubernetes-validations``: each rule is a CEL expression over ``self`` that must be true.
+
+    Evaluated with cel-python (the core language: has, size, all, exists, map, filter, in); a rule it
+    cannot compile is reported, never silently passed.
+    """
+    import celpy
+
+    env = celpy.Environment()
+    errors: list[FieldError] = []
+    for rule in rules:
+        try:
+            program = env.program(env.compile(rule["rule"]))
+            result = program.evaluate({"self": celpy.json_to_cel(value)})
+        except Exception as exc:  # noqa: BLE001 - a broken rule is a test failure with the rule named
+            errors.append(FieldError(where, "InternalError", f"{where}: CEL rule {rule['rule']!r} failed: {exc}"))
+            continue
+        if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
+            message = rule.get("message") or f"failed rule: {rule['rule']}"
+            kind = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else _show(value)
+            errors.append(FieldError(where, "FieldValueInvalid", f'{where}: Invalid value: "{kind}": {message}'))
     return errors
 
 
@@ -187,6 +213,16 @@ def _check_array(value: list[Any], schema: dict[str, Any], path: str, where: str
             if item in seen:
                 errors.append(FieldError(where, "FieldValueDuplicate", f"{where}: Duplicate value: {_show(item)}"))
             seen.append(item)
+    if schema.get("x-kubernetes-list-type") == "map":  # items are keyed by x-kubernetes-list-map-keys
+        keys = schema.get("x-kubernetes-list-map-keys") or []
+        seen_keys: list[dict[str, Any]] = []
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                key = {k: item.get(k) for k in keys}
+                if key in seen_keys:
+                    errors.append(FieldError(f"{path}[{i}]", "FieldValueDuplicate",
+                                             f"{path}[{i}]: Duplicate value: {_show(key)}"))
+                seen_keys.append(key)
     if isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
             errors += validate(item, schema["items"], f"{path}[{i}]")
@@ -229,6 +265,8 @@ def unknown_fields(value: Any, schema: dict[str, Any], path: str = "") -> list[s
         found: list[str] = []
         for key, sub in value.items():
             where = f"{path}.{key}" if path else key
+            if path == "" and key == "metadata":
+                continue  # object metadata is the API server's own schema (ObjectMeta), not the CRD's
             if key in props:
                 found += unknown_fields(sub, props[key], where)
             elif isinstance(additional, dict):
