@@ -223,8 +223,7 @@ class Trainer:
             else:
                 st.stage_index, st.stage_step = index, 0
             base_theta, base_scaling = self._base_rope
-            scaling = base_scaling if stage.rope_scaling is None else \
-                None if stage.rope_scaling == "none" else stage.rope_scaling
+            scaling = stage.rope_scaling or base_scaling
             self.model.set_rope(stage.rope_theta or base_theta, scaling)
             scaling_note = f", ropeScaling {scaling.type} x{scaling.factor:g}" if scaling is not None else ""
             self.metrics.message(
