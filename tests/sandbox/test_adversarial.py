@@ -20,13 +20,31 @@ SLOT_UIDS = range(UID_BASE, UID_BASE + 64)
 
 
 def sandbox_processes() -> list[psutil.Process]:
-    """Processes (zombies included) running as a slot uid of the test server (root: one uid per slot)."""
+    """Processes (zombies included) of runs, as a slot uid of the test server (root: one uid per slot).
+
+    The warm sandboxes themselves (bwrap and the zygote it runs) stay between runs; anything
+    else under a slot uid belongs to a run and must be gone once it was answered.
+    """
+    return [p for p in slot_processes() if not is_warm_sandbox(p)]
+
+
+def slot_processes() -> list[psutil.Process]:
     out = []
-    for proc in psutil.process_iter(["uids", "cmdline"]):
+    for proc in psutil.process_iter(["uids", "name", "ppid"]):
         uids = proc.info.get("uids")
         if uids and uids.real in SLOT_UIDS:
             out.append(proc)
     return out
+
+
+def is_warm_sandbox(proc: psutil.Process) -> bool:
+    """bwrap, or the zygote python3 whose parent is bwrap."""
+    try:
+        if proc.info["name"] == "bwrap":
+            return True
+        return proc.info["name"].startswith("python3") and psutil.Process(proc.info["ppid"]).name() == "bwrap"
+    except psutil.Error:
+        return False
 
 
 def wait_no_sandbox_processes(timeout_s: float = 5.0) -> list[psutil.Process]:

@@ -91,19 +91,19 @@ def test_compile_error(http):
     assert body["run_result"] is None
 
 
-@pytest.mark.parametrize("payload, field", [
-    ({"code": "print(1)", "language": "cobol"}, "language"),
-    ({"code": "print(1)", "language": "python", "run_timeout": 1e6}, "run_timeout"),
-    ({"code": "print(1)", "language": "python", "memory_limit_MB": 10**7}, "memory_limit_MB"),
-    ({"code": "print(1)", "language": "python", "files": {"a.txt": "not base64!"}}, "files"),
-    ({"language": "python"}, "code"),
+@pytest.mark.parametrize("payload, field, status", [
+    ({"code": "print(1)", "language": "cobol"}, "language", 400),
+    ({"code": "print(1)", "language": "python", "run_timeout": 1e6}, "run_timeout", 422),
+    ({"code": "print(1)", "language": "python", "memory_limit_MB": 10**7}, "memory_limit_MB", 422),
+    ({"code": "print(1)", "language": "python", "files": {"a.txt": "not base64!"}}, "files", 422),
+    ({"language": "python"}, "code", 422),
 ])
-def test_bad_requests_name_the_field(http, payload, field):
+def test_bad_requests_name_the_field(http, payload, field, status):
     resp = http.post("/run_code", json=payload)
-    assert resp.status_code == 400
+    assert resp.status_code == status, resp.text
     body = resp.json()
     assert body["status"] == "SandboxError"
-    assert field in body["message"]
+    assert field in body["message"] and body["field"] == field
 
 
 def test_batch_compiles_once_and_runs_every_case(http):

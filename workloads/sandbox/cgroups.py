@@ -69,9 +69,16 @@ class SlotCgroups:
         with open(os.path.join(self.dirs[slot], name), "w") as fh:
             fh.write(value)
 
+    def procs(self, slot: int) -> str:
+        """The slot's ``cgroup.procs`` (a warm sandbox joins it before bwrap starts)."""
+        return os.path.join(self.dirs[slot], "cgroup.procs")
+
     def prepare(self, slot: int, limit_bytes: int) -> tuple[str, int]:
         """Set the slot's memory limit; returns (its cgroup.procs path, OOM kills so far)."""
-        self._write(slot, self._limit_file, str(limit_bytes))
+        try:
+            self._write(slot, self._limit_file, str(limit_bytes))
+        except OSError:  # below current usage (v1 refuses): keep the previous limit
+            pass
         return os.path.join(self.dirs[slot], "cgroup.procs"), self.oom_kills(slot)
 
     def oom_kills(self, slot: int) -> int:

@@ -1,12 +1,14 @@
-"""One isolated execution: bubblewrap namespaces + rlimits + wall clock + output caps.
+"""Isolated executions: warm bubblewrap sandboxes (``zygote.py``), limits, wall clock, output caps.
 
-Every execution gets fresh user, pid, mount, network, ipc, uts and cgroup namespaces, a
-read-only view of ``/usr`` (and the few ``/etc`` files runtimes need), private size-capped
-tmpfs mounts for ``/workspace``, ``/tmp`` and ``/dev/shm``, and an environment built from
-scratch. Input files enter through memfds (``bwrap --file``), so nothing is staged on the
-host disk; wanted output files leave as a tar stream on a pipe, parsed in memory.
-Killing the outer ``bwrap`` kills the namespace's init, which makes the kernel kill every
-process in the namespace, including double-forked daemons.
+Each execution slot owns one *warm sandbox*: a bubblewrap sandbox (user, pid, mount, network,
+ipc, uts and cgroup namespaces; read-only ``/usr`` and a few ``/etc`` files; an environment
+built from scratch) running the trusted ``zygote.py``. A job is forked from it into fresh
+mount, pid, network, ipc and uts namespaces with new size-capped tmpfs at ``/workspace``,
+``/tmp`` and ``/dev/shm``, a nested user namespace (uid 1000), rlimits, no capabilities,
+``no_new_privs`` and the seccomp filter — the isolation of a fresh ``bwrap`` per run at the
+cost of a few forks. Input files travel as a manifest in a memfd; wanted files are collected
+by the job's keeper after the program's namespace is gone; setup failures arrive on channels
+the program never holds. Sessions use the same sandbox with one persistent workspace.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import asyncio
 import contextlib
 import ctypes
 import glob
-import io
 import json
-import math
+import logging
 import os
 import shutil
 import signal
-import tarfile
+import socket
+import struct
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from codekiln.workloads.sandbox.cgroups import SlotCgroups
 from codekiln.workloads.sandbox.seccomp import filter_bytes
@@ -33,6 +36,7 @@ SANDBOX_UID = 1000
 _MEMORY_MARKERS = (b"MemoryError", b"std::bad_alloc", b"Cannot allocate memory", b"out of memory",
                    b"OutOfMemoryError", b"heap out of memory", b"memory allocation of")
 _CHUNK = 1 << 16
+_MSG = 1 << 17
 ETC_FILES = {
     "passwd": f"root:x:0:0::/:/bin/sh\nsandbox:x:{SANDBOX_UID}:{SANDBOX_UID}::{WORKSPACE}:/bin/sh\n"
               "nobody:x:65534:65534::/:/bin/sh\n",
@@ -114,252 +118,308 @@ def system_binds() -> list[str]:
     return args
 
 
+class SetupError(RuntimeError):
+    """The sandbox could not be set up for one execution (reported on a channel the program never holds)."""
+
+
+def _frame_header(first: bytes) -> tuple[int, int]:
+    head_len, body_len = struct.unpack_from("<IQ", first)
+    return head_len, body_len
+
+
+async def recv_frame(sock: socket.socket, max_body: int) -> tuple[dict, bytes]:
+    """One framed reply of the zygote (``<u32 head><u64 body>`` head body, in SEQPACKET messages)."""
+    loop = asyncio.get_running_loop()
+    first = await loop.sock_recv(sock, _MSG)
+    if len(first) < 12:
+        raise EOFError("the sandbox closed its channel")
+    head_len, body_len = _frame_header(first)
+    if head_len > _MSG * 16 or body_len > max_body + _MSG:
+        raise SetupError(f"sandbox reply of {head_len}+{body_len} bytes exceeds the budget")
+    buf = bytearray(first[12:])
+    need = head_len + body_len
+    while len(buf) < need:
+        chunk = await loop.sock_recv(sock, _MSG)
+        if not chunk:
+            raise EOFError("the sandbox closed its channel mid-reply")
+        buf += chunk
+    return json.loads(bytes(buf[:head_len])), bytes(buf[head_len:need])
+
+
+def limits_wire(lim: Limits) -> dict:
+    return {"timeout_s": lim.timeout_s, "memory_mb": lim.memory_mb, "processes": lim.processes,
+            "file_size_mb": lim.file_size_mb, "open_files": lim.open_files, "workspace_mb": lim.workspace_mb,
+            "tmp_mb": lim.tmp_mb}
+
+
+def bundle(files: dict[str, tuple[bytes, bool]], owned: list[int]) -> int:
+    """A memfd with the input files as a manifest the zygote's keeper unpacks (linear in their size)."""
+    fd = os.memfd_create("ck-files", 0)
+    owned.append(fd)
+    for path, (data, executable) in files.items():
+        head = json.dumps({"p": path, "n": len(data), "x": executable}).encode()
+        _write_all(fd, struct.pack("<I", len(head)) + head)
+        _write_all(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 @dataclass
-class Isolator:
-    """Builds and runs bwrap command lines; ``work_dir`` is the (only) host directory the server uses."""
+class Zygote:
+    """Server-side handle of one warm sandbox (a bubblewrap sandbox running ``zygote.py``)."""
 
-    work_dir: str
-    bwrap: str = field(default_factory=lambda: _tool("bwrap"))
-    prlimit: str = field(default_factory=lambda: _tool("prlimit"))
-    _system: list[str] = field(default_factory=system_binds)
-    seccomp: bytes | None = field(default_factory=filter_bytes)
-    cgroups: SlotCgroups | None = None
+    proc: asyncio.subprocess.Process
+    ctl: socket.socket
+    mode: str
+    slot: int | None = None
+    jobs: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    log_task: asyncio.Future | None = None
 
-    def __post_init__(self) -> None:
-        os.makedirs(self.work_dir, exist_ok=True)
-        self.reaper = Reaper()
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
 
-    def command(self, ex: Execution, fds: dict[str, tuple[int, bool]], collect_fd: int | None,
-                status_fd: int, etc_fds: dict[str, int], seccomp_fd: int | None = None) -> list[str]:
-        """The full argv: prlimit (rlimits) → bwrap (namespaces, mounts) → the program."""
-        lim = ex.limits
-        mib = 1 << 20
-        cpu_s = math.ceil(lim.timeout_s) + 1
-        argv = [self.prlimit, f"--data={lim.memory_mb * mib}", f"--nproc={lim.processes}",
-                f"--fsize={lim.file_size_mb * mib}", f"--nofile={lim.open_files}", f"--cpu={cpu_s}:{cpu_s + 1}",
-                "--core=0", "--memlock=0", "--msgqueue=0", "--", self.bwrap]
-        argv += ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-                 "--hostname", "sandbox", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-                 "--json-status-fd", str(status_fd)]
-        if seccomp_fd is not None:
-            argv += ["--seccomp", str(seccomp_fd)]
-        argv += self._system
-        for src in ex.binds:
-            argv += ["--ro-bind", src, src]
-        for name, fd in etc_fds.items():
-            argv += ["--ro-bind-data", str(fd), "/etc/" + name]
-        argv += ["--proc", "/proc", "--dev", "/dev",
-                 "--size", str(lim.tmp_mb * mib), "--perms", "1777", "--tmpfs", "/dev/shm",
-                 "--size", str(lim.tmp_mb * mib), "--perms", "1777", "--tmpfs", "/tmp",
-                 "--size", str(lim.workspace_mb * mib), "--perms", "0755", "--tmpfs", WORKSPACE]
-        made: set[str] = set()
-        for path, (fd, executable) in fds.items():
-            parent = os.path.dirname(path)
-            chain = []
-            while parent not in ("/", WORKSPACE, "/tmp", "") and parent not in made:
-                chain.append(parent)
-                parent = os.path.dirname(parent)
-            for d in reversed(chain):
-                argv += ["--perms", "0755", "--dir", d]
-                made.add(d)
-            mode = "0755" if executable else "0644"
-            argv += ["--perms", mode, "--file", str(fd), path]
-        argv += ["--chdir", WORKSPACE, "--clearenv"]
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKSPACE, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-               "USER": "sandbox", **ex.env}
-        for key, value in env.items():
-            argv += ["--setenv", key, value]
-        argv.append("--")
-        if ex.collect is not None and collect_fd is not None:
-            # bash (not dash) because the pipe's fd number may be above 9.
-            if ex.collect == ["."]:
-                wanted = "-C . ."
-            else:
-                wanted = "--no-recursion " + (" ".join(_shell_quote(p) for p in ex.collect) or "--files-from=/dev/null")
-            script = f'"$@"; rc=$?; cd {WORKSPACE} && tar -cf - {wanted} 2>/dev/null >&{collect_fd}; exit $rc'
-            argv += [_tool("bash"), "-c", script, "bash"]
-        return argv + list(ex.argv)
+    async def close(self) -> None:
+        """Stop the sandbox: closing the control socket ends the zygote; SIGKILL makes sure."""
+        with contextlib.suppress(OSError):
+            self.ctl.close()
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.proc.wait(), 5)
 
-    async def run(self, ex: Execution) -> ExecResult:
-        """Run one execution to completion (or to its wall-clock limit) and clean everything up."""
+    async def op(self, req: dict, data: bytes | None = None, max_body: int = 64 << 20) -> tuple[dict, bytes]:
+        """A file operation answered by the zygote itself (sessions: read, write, list, snapshot, diff)."""
         owned: list[int] = []
-        fds: dict[str, tuple[int, bool]] = {}
         try:
-            for path, (content, executable) in ex.files.items():
-                fds[_abs(path)] = (_memfd("ck-input", content, owned), executable)
-            status_r, status_w = os.pipe()
-            owned += [status_r, status_w]
-            collect_r = collect_w = None
-            if ex.collect is not None:
-                collect_r, collect_w = os.pipe()
-                owned += [collect_r, collect_w]
-            etc_fds = {}
-            for name, text in ETC_FILES.items():
-                etc_fds[name] = _memfd("ck-etc", text.encode(), owned)
-            seccomp_fd = None
-            if self.seccomp is not None:
-                seccomp_fd = _memfd("ck-seccomp", self.seccomp, owned)
-            argv = self.command(ex, fds, collect_w, status_w, etc_fds, seccomp_fd)
-            pass_fds = [fd for fd, _ in fds.values()] + [status_w, *etc_fds.values()]
-            if seccomp_fd is not None:
-                pass_fds.append(seccomp_fd)
-            if collect_w is not None:
-                pass_fds.append(collect_w)
-            return await self._spawn(ex, argv, pass_fds, status_r, status_w, collect_r, collect_w, owned)
+            fds = []
+            if data is not None:
+                fds.append(_memfd("ck-data", data, owned))
+                req = {**req, "size": len(data)}
+            async with self.lock:
+                socket.send_fds(self.ctl, [json.dumps(req).encode()], fds)
+                return await asyncio.wait_for(recv_frame(self.ctl, max_body), 60)
         finally:
             for fd in owned:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
-    async def _spawn(self, ex, argv, pass_fds, status_r, status_w, collect_r, collect_w, owned) -> ExecResult:
-        kwargs = {}
-        if ex.uid is not None:
-            kwargs = {"user": ex.uid, "group": ex.uid, "extra_groups": []}
-        oom_before = None
-        if self.cgroups is not None and self.cgroups.enabled and ex.slot is not None:
-            lim = ex.limits
-            total = (lim.memory_mb + lim.workspace_mb + 2 * lim.tmp_mb + 64) << 20
-            procs, oom_before = self.cgroups.prepare(ex.slot, total)
-            # Join the slot's cgroup before anything else runs, so every descendant is in it.
-            argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *argv]
-        start = time.monotonic()
-        # While a spawn is in flight its child is ours but not yet known: the reaper holds off.
-        self.reaper.spawning += 1
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env={}, cwd="/", pass_fds=pass_fds, start_new_session=True, **kwargs)
-            self.reaper.managed.add(proc.pid)
-        finally:
-            self.reaper.spawning -= 1
-        try:
-            res = await self._supervise(ex, proc, start, pass_fds, status_r, status_w, collect_r, collect_w, owned)
-            if oom_before is not None and self.cgroups.oom_kills(ex.slot) > oom_before:
-                res.verdict = "MemoryLimitExceeded"
-                if res.status == "Finished" and res.return_code == 0:
-                    res.status = "Error"  # a process of the run was killed for memory
-            return res
-        finally:
-            self.reaper.managed.discard(proc.pid)
-            self.reaper.reap()
-
-    async def _supervise(self, ex, proc, start, pass_fds, status_r, status_w, collect_r, collect_w, owned):
+    async def run(self, ex: Execution, spec: dict, cgroup_oom=None) -> ExecResult:
+        """Run one execution in a fresh set of namespaces forked from this zygote."""
         lim = ex.limits
-        # The child holds its own copies now: close ours so EOF arrives when the sandbox ends.
-        for fd in pass_fds:
-            if fd in owned:
+        owned: list[int] = []
+        job_srv, job_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        job_srv.setblocking(False)
+        try:
+            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            owned += [stdin_r, stdin_w, out_r, out_w, err_r, err_w]
+            fds = [job_child.fileno(), stdin_r, out_w, err_w]
+            if ex.files:
+                fds.append(bundle(ex.files, owned))
+            req = {"op": "run", "limits": limits_wire(lim), "env": spec["env"], "argv": list(ex.argv),
+                   "python_main": spec.get("python_main"), "collect": ex.collect,
+                   "collect_bytes": lim.max_collect_bytes, "collect_files": spec.get("collect_files", 1024),
+                   "cwd": spec.get("cwd")}
+            start = time.monotonic()
+            socket.send_fds(self.ctl, [json.dumps(req).encode()], fds)
+            self.jobs += 1
+            job_child.close()
+            for fd in (stdin_r, out_w, err_w):
                 owned.remove(fd)
+                os.close(fd)
+            if len(fds) > 4:
+                owned.remove(fds[4])
+                os.close(fds[4])
+            return await self._supervise(ex, job_srv, stdin_w, out_r, err_r, owned, start)
+        finally:
+            job_srv.close()
+            with contextlib.suppress(OSError):
+                job_child.close()
+            for fd in owned:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+    async def _supervise(self, ex, job, stdin_w, out_r, err_r, owned, start) -> ExecResult:
+        lim = ex.limits
         overflow = asyncio.Event()
         out = _Capture(lim.max_output_bytes, overflow)
         err = _Capture(lim.max_output_bytes, overflow)
-        coll = _Capture(lim.max_collect_bytes, None)
-        tasks = [asyncio.ensure_future(out.drain(proc.stdout)), asyncio.ensure_future(err.drain(proc.stderr)),
-                 asyncio.ensure_future(_feed(proc.stdin, ex.stdin))]
-        status = _Capture(1 << 16, None)
-        owned.remove(status_r)
-        tasks.append(asyncio.ensure_future(_drain_fd(status_r, status)))
-        if collect_r is not None:
-            owned.remove(collect_r)
-            tasks.append(asyncio.ensure_future(_drain_fd(collect_r, coll)))
-        waiter = asyncio.ensure_future(proc.wait())
-        overflow_wait = asyncio.ensure_future(overflow.wait())
-        timed_out = False
+        for fd in (out_r, err_r, stdin_w):
+            owned.remove(fd)
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.ensure_future(_drain_fd(out_r, out)), asyncio.ensure_future(_drain_fd(err_r, err)),
+                 asyncio.ensure_future(_feed_fd(stdin_w, ex.stdin))]
+        backstop = lim.timeout_s + 15
         try:
-            done, _ = await asyncio.wait({waiter, overflow_wait}, timeout=lim.timeout_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if waiter not in done:
-                timed_out = not overflow.is_set()
-                await _terminate(proc, waiter, status)
-        except asyncio.CancelledError:
-            await asyncio.shield(_terminate(proc, waiter, status))
-            raise
+            head, _ = await asyncio.wait_for(recv_frame(job, 0), backstop)
+            if head.get("ev") != "started":
+                return _setup_failed(head.get("error") or "sandbox setup failed", time.monotonic() - start)
+            reply = asyncio.ensure_future(recv_frame(job, lim.max_collect_bytes))
+            ovf = asyncio.ensure_future(overflow.wait())
+            done, _ = await asyncio.wait({reply, ovf}, timeout=backstop, return_when=asyncio.FIRST_COMPLETED)
+            if reply not in done:
+                with contextlib.suppress(OSError):
+                    await loop.sock_sendall(job, b"k")  # over the output cap: the keeper kills the namespace
+                done, _ = await asyncio.wait({reply}, timeout=backstop)
+            ovf.cancel()
+            if reply not in done:
+                reply.cancel()
+                raise SetupError("the sandbox did not report the end of the run")
+            head, body = reply.result()
+        except (TimeoutError, EOFError, OSError, SetupError, ValueError) as exc:
+            for t in tasks:
+                t.cancel()
+            raise SetupError(f"warm sandbox failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            overflow_wait.cancel()
-            elapsed = time.monotonic() - start
             await asyncio.wait(tasks, timeout=5)
             for t in tasks:
                 t.cancel()
-        return _result(proc.returncode, status.data, out, err, coll, coll.data, elapsed, timed_out,
-                       overflow.is_set())
+        files: dict[str, bytes] = {}
+        executables: set[str] = set()
+        pos = 0
+        for path, size, executable in head.get("files", []):
+            files[path] = body[pos:pos + size]
+            pos += size
+            if executable:
+                executables.add(path)
+        return _verdict(head, out, err, overflow.is_set(), files, executables)
 
 
-def _result(rc, status_text: bytes, out, err, coll, collected: bytes, elapsed: float, timed_out: bool,
-            overflow: bool) -> ExecResult:
-    # The program inherits the status pipe and could write to it: only "did it start" is read
-    # from there; the exit code is the outer bwrap's own, which mirrors the program's.
-    started, _ = _parse_status(status_text)
-    res = ExecResult(status="Finished", verdict="OK", return_code=rc,
-                     stdout=out.data, stderr=err.data, execution_time=round(elapsed, 4),
-                     stdout_truncated=out.truncated, stderr_truncated=err.truncated)
-    # bwrap reports its own setup failures (mounts, namespaces) as one "bwrap: ..." line and exit 1.
-    setup_failed = rc == 1 and err.data.startswith(b"bwrap: ") and err.data.count(b"\n") <= 1
-    if (not started or setup_failed) and not timed_out:
-        res.status, res.verdict = "Error", "SandboxError"
-        res.sandbox_error = err.data.decode(errors="replace")[-2000:] or f"bwrap exited with {rc}"
-        return res
-    if timed_out:
+def _setup_failed(message: str, elapsed: float) -> ExecResult:
+    return ExecResult(status="Error", verdict="SandboxError", return_code=None, stdout=b"", stderr=b"",
+                      execution_time=round(elapsed, 4), sandbox_error=message[-2000:])
+
+
+def _verdict(head: dict, out: _Capture, err: _Capture, overflow: bool, files, executables) -> ExecResult:
+    rc = head.get("code")
+    res = ExecResult(status="Finished", verdict="OK", return_code=rc, stdout=out.data, stderr=err.data,
+                     execution_time=round(float(head.get("elapsed", 0.0)), 4), stdout_truncated=out.truncated,
+                     stderr_truncated=err.truncated, files=files, executables=executables)
+    if head.get("timed_out"):
         res.status, res.verdict, res.return_code = "TimeLimitExceeded", "TimeLimitExceeded", None
     elif overflow:
         res.status, res.verdict = "Error", "OutputLimitExceeded"
-    elif res.return_code in (128 + signal.SIGXCPU, -signal.SIGXCPU):
+    elif rc == 128 + signal.SIGXCPU:
         res.status, res.verdict = "TimeLimitExceeded", "TimeLimitExceeded"
-    elif res.return_code != 0:
+    elif rc != 0:
         res.verdict = "MemoryLimitExceeded" if any(m in err.data for m in _MEMORY_MARKERS) else "RuntimeError"
-    if collected or coll.truncated:
-        res.files, res.executables = _untar(collected)
+    if head.get("collect_error") and res.verdict == "OK":
+        res.verdict, res.status = "OutputLimitExceeded", "Error"
+        res.stderr += f"\n[sandbox] {head['collect_error']}".encode()
     return res
 
 
-def _parse_status(text: bytes) -> tuple[bool, int | None]:
-    """bwrap's --json-status-fd stream: {"child-pid": N} once the program started, {"exit-code": N} at the end."""
-    pid, code = _status_fields(text)
-    return pid is not None, code
+ZYGOTE_SOURCE = (Path(__file__).parent / "zygote.py").read_text()
 
 
-def _status_fields(text: bytes) -> tuple[int | None, int | None]:
-    pid, code = None, None
-    decoder = json.JSONDecoder()
-    s = text.decode(errors="replace")
-    idx = 0
-    while idx < len(s):
-        while idx < len(s) and s[idx].isspace():
-            idx += 1
-        if idx >= len(s):
-            break
-        try:
-            obj, idx = decoder.raw_decode(s, idx)
-        except json.JSONDecodeError:
-            break
-        if isinstance(obj, dict):
-            if isinstance(obj.get("child-pid"), int):
-                pid = obj["child-pid"]
-            if isinstance(obj.get("exit-code"), int):
-                code = obj["exit-code"]
-    return pid, code
+@dataclass
+class Isolator:
+    """Starts warm sandboxes (bubblewrap + ``zygote.py``) and runs executions in them.
 
-
-def _untar(data: bytes) -> tuple[dict[str, bytes], set[str]]:
-    """Regular files (and which are executable) from a tar stream made inside the sandbox.
-
-    Links, devices and directories are ignored, nothing touches the host disk; a truncated
-    stream yields the members that were complete.
+    ``work_dir`` is the only host directory the server uses (a probe; workspaces live in
+    tmpfs mounts inside the sandboxes' mount namespaces and never touch the host disk).
     """
-    files: dict[str, bytes] = {}
-    executables: set[str] = set()
-    with contextlib.suppress(tarfile.TarError, EOFError, OSError), \
-            tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
-        for member in tar:
-            if not member.isreg():
-                continue
-            name = os.path.normpath("/" + member.name).lstrip("/")
-            fh = tar.extractfile(member)
-            if fh is not None and name:
-                files[name] = fh.read()
-                if member.mode & 0o111:
-                    executables.add(name)
-    return files, executables
+
+    work_dir: str
+    bwrap: str = field(default_factory=lambda: _tool("bwrap"))
+    python: str = field(default_factory=lambda: _tool("python3"))
+    _system: list[str] = field(default_factory=system_binds)
+    seccomp: bytes | None = field(default_factory=filter_bytes)
+    cgroups: SlotCgroups | None = None
+    binds: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        os.makedirs(self.work_dir, exist_ok=True)
+        self.reaper = Reaper()
+
+    def command(self, ctl_fd: int, seccomp_fd: int, etc_fds: dict[str, int], mode: str,
+                workspace_mb: int = 1, tmp_mb: int = 1, env: dict[str, str] | None = None) -> list[str]:
+        """bwrap argv of a warm sandbox: uid 0 with capabilities inside its own user namespace only."""
+        mib = 1 << 20
+        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--uid", "0", "--gid", "0", "--cap-add", "ALL",
+                "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+        argv += self._system
+        for src in self.binds:
+            argv += ["--ro-bind", src, src]
+        for name, fd in etc_fds.items():
+            argv += ["--ro-bind-data", str(fd), "/etc/" + name]
+        argv += ["--proc", "/proc", "--dev", "/dev",
+                 "--size", str(tmp_mb * mib), "--perms", "1777", "--tmpfs", "/tmp",
+                 "--size", str(workspace_mb * mib), "--perms", "0755", "--tmpfs", WORKSPACE]
+        if mode == "session":
+            argv += ["--size", str(workspace_mb * mib), "--perms", "0700", "--tmpfs", "/.ck"]
+        argv += ["--chdir", WORKSPACE, "--clearenv"]
+        for key, value in base_env(env).items():
+            argv += ["--setenv", key, value]
+        return argv + ["--", self.python, "-u", "-c", ZYGOTE_SOURCE, str(ctl_fd), str(seccomp_fd), mode]
+
+    async def start(self, mode: str = "oneshot", *, uid: int | None = None, slot: int | None = None,
+                    workspace_mb: int = 1, tmp_mb: int = 1, env: dict[str, str] | None = None) -> Zygote:
+        """Start one warm sandbox (``oneshot``: fresh namespaces and tmpfs per job; ``session``: one workspace)."""
+        owned: list[int] = []
+        srv, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            etc_fds = {name: _memfd("ck-etc", text.encode(), owned) for name, text in ETC_FILES.items()}
+            seccomp_fd = _memfd("ck-seccomp", self.seccomp, owned) if self.seccomp is not None else -1
+            argv = self.command(child.fileno(), seccomp_fd, etc_fds, mode, workspace_mb, tmp_mb, env)
+            if self.cgroups is not None and self.cgroups.enabled and slot is not None:
+                procs = self.cgroups.procs(slot)
+                argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *argv]
+            kwargs = {}
+            if uid is not None:
+                kwargs = {"user": uid, "group": uid, "extra_groups": []}
+            pass_fds = [child.fileno(), *etc_fds.values()] + ([seccomp_fd] if seccomp_fd >= 0 else [])
+            self.reaper.spawning += 1
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                    env={}, cwd="/", pass_fds=pass_fds, start_new_session=True, **kwargs)
+                self.reaper.managed.add(proc.pid)
+            finally:
+                self.reaper.spawning -= 1
+        finally:
+            child.close()
+            for fd in owned:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        srv.setblocking(False)
+        zyg = Zygote(proc=proc, ctl=srv, mode=mode, slot=slot)
+        try:
+            head, _ = await asyncio.wait_for(zyg.op({"op": "ping"}), 30)
+        except (TimeoutError, EOFError, OSError, ValueError) as exc:
+            await zyg.close()
+            err = b""
+            with contextlib.suppress(Exception):
+                err = await asyncio.wait_for(proc.stderr.read(4000), 2)
+            raise SandboxUnavailable(f"the warm sandbox did not start: {err.decode(errors='replace').strip() or exc}"
+                                     f" (bwrap exited with {proc.returncode})") from exc
+        if not head.get("ok"):
+            await zyg.close()
+            raise SandboxUnavailable(f"the warm sandbox did not start: {head}")
+        zyg.log_task = asyncio.ensure_future(_log_stderr(proc.stderr))
+        return zyg
+
+
+async def _log_stderr(stream: asyncio.StreamReader) -> None:
+    """Forward a warm sandbox's own messages (bwrap, zygote) to the server log, bounded per line."""
+    log = logging.getLogger("codekiln.sandbox.zygote")
+    with contextlib.suppress(Exception):
+        while True:
+            line = await stream.readline()
+            if not line:
+                return
+            log.warning("%s", line[:2000].decode(errors="replace").rstrip())
+
+
+def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of every sandboxed program, built from scratch."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKSPACE, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+            "USER": "sandbox", **(extra or {})}
 
 
 class _Capture:
@@ -461,35 +521,6 @@ def _children() -> set[int]:
     return pids
 
 
-async def _terminate(proc: asyncio.subprocess.Process, waiter: asyncio.Future, status: _Capture) -> None:
-    """Kill the whole sandbox and reap it.
-
-    SIGKILL goes first to the pid namespace's init (bwrap's ``child-pid``): the kernel then kills
-    every process of the namespace, and the outer bwrap reaps its init and exits, so nothing is
-    orphaned (orphans would become zombies of the container's pid 1). Should that not end it,
-    the outer bwrap is killed; ``--die-with-parent`` takes the init with it.
-    """
-    child, _ = _status_fields(status.data)
-    if child is not None and _parent_of(child) == proc.pid:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(child, signal.SIGKILL)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(waiter), 2.0)
-    if not waiter.done():
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await waiter
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-        return int(stat[stat.rindex(b")") + 2:].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _memfd(name: str, data: bytes, owned: list[int]) -> int:
     """A memfd holding ``data``, positioned at its start (closed with the other ``owned`` fds)."""
     fd = os.memfd_create(name, 0)
@@ -512,3 +543,23 @@ def _abs(path: str) -> str:
 
 def _shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+async def _feed_fd(fd: int, data: bytes) -> None:
+    """Write ``data`` to a pipe end we own (the program's stdin), then close it; a reader that quits is fine."""
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(fd, "wb", buffering=0)
+    try:
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
+    except BaseException:
+        pipe.close()
+        raise
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    try:
+        if data:
+            writer.write(data)
+            await writer.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        transport.close()

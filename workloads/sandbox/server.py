@@ -1,13 +1,19 @@
-"""The sandbox HTTP server (aiohttp): SandboxFusion's ``/run_code``, ``/run_batch``, health and metrics.
+"""The sandbox HTTP server (aiohttp): SandboxFusion's ``/run_code``, ``/run_batch``, sessions, health, metrics.
 
-Admission: at most ``max_concurrency + max_queue`` requests are admitted at once; beyond
-that the server answers 429 at once (it never queues unboundedly, never crashes).
+A request is read first — at most ``max_uploads`` bodies at once, each within
+``read_timeout_s`` and ``max_request_mb``, all together within ``max_inflight_mb`` — and checked
+for shape before it is parsed (``bodies.py``); only then is it admitted: at most
+``max_concurrency + max_queue`` at once, beyond that 429. Slow uploads hold no execution
+capacity. Errors are typed: 400 (malformed), 408 (too slow), 413 (too large), 422 (a value out of
+range), each naming the field as ``{"status": "SandboxError", "message": "<field>: …", "field"}``;
+500 only for a bug in the server, without a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -18,10 +24,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from codekiln.workloads.sandbox.bodies import BodyError, BodyLimits, check_shape, read_body
 from codekiln.workloads.sandbox.config import EXIT_SANDBOX_UNAVAILABLE, SandboxConfig
 from codekiln.workloads.sandbox.executor import Executor, RequestError
 from codekiln.workloads.sandbox.isolation import SandboxUnavailable
 from codekiln.workloads.sandbox.languages import canonical
+from codekiln.workloads.sandbox.memory import protect_server
 from codekiln.workloads.sandbox.metrics import SandboxMetrics
 from codekiln.workloads.sandbox.models import RunBatchRequest, RunCodeRequest
 
@@ -29,21 +37,88 @@ log = logging.getLogger("codekiln.sandbox")
 EXECUTOR = web.AppKey("executor", Executor)
 METRICS = web.AppKey("metrics", SandboxMetrics)
 STATE = web.AppKey("state", dict)
+CONFIG = web.AppKey("config", SandboxConfig)
+BODY_LIMITS = web.AppKey("body_limits", BodyLimits)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"status": "SandboxError", "message": message}, status=status)
+def _error(status: int, message: str, field: str | None = None) -> web.Response:
+    body = {"status": "SandboxError", "message": message}
+    if field:
+        body["field"] = field
+    return web.json_response(body, status=status)
 
 
-async def _parse(request: web.Request, model):
+class Overloaded(Exception):
+    """Too many bodies or bytes in flight: 429."""
+
+
+def _validation_error(exc: ValidationError) -> RequestError:
+    errors = exc.errors()
+    first = ".".join(map(str, errors[0]["loc"])) if errors and errors[0]["loc"] else "body"
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:5])
+    status = 400 if errors and errors[0]["type"] in ("json_invalid", "json_type") else 422
+    return RequestError(problems, status, first)
+
+
+async def read_request(request: web.Request, model):
+    """Read (bounded), shape-check and parse a request body into ``model``.
+
+    Raises BodyError (400/408/413), RequestError (400/422) or Overloaded (429).
+    """
+    app = request.app
+    state, cfg = app[STATE], app[CONFIG]
+    if state["uploads"] >= cfg.max_uploads:
+        raise Overloaded(f"{state['uploads']} request bodies are being received (max_uploads {cfg.max_uploads})")
+    budget = cfg.max_inflight_mb << 20
+    held = 0
+
+    def charge(n: int) -> None:
+        nonlocal held
+        if state["inflight_bytes"] + n > budget:
+            raise Overloaded(f"request bodies in flight exceed max_inflight_mb={cfg.max_inflight_mb}")
+        state["inflight_bytes"] += n
+        held += n
+
+    state["uploads"] += 1
     try:
-        body = await request.read()
-        return model.model_validate_json(body)
-    except web.HTTPRequestEntityTooLarge:
+        body = await read_body(request, app[BODY_LIMITS], charge)
+    except BaseException:
+        state["inflight_bytes"] -= held
         raise
+    finally:
+        state["uploads"] -= 1
+    request["held_bytes"] = held
+    try:
+        check_shape(body, app[BODY_LIMITS])
+        return model.model_validate_json(body)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
-        raise RequestError(problems) from exc
+        raise _validation_error(exc) from exc
+    except BaseException:
+        state["inflight_bytes"] -= held
+        request["held_bytes"] = 0
+        raise
+
+
+def release(request: web.Request) -> None:
+    """Give back the bytes a request's body held against ``max_inflight_mb``."""
+    request.app[STATE]["inflight_bytes"] -= request.get("held_bytes", 0)
+    request["held_bytes"] = 0
+
+
+def typed_error(metrics: SandboxMetrics, exc: BaseException) -> web.Response | None:
+    """The 4xx answer of a typed request error, or None when ``exc`` is not one."""
+    if isinstance(exc, BodyError):
+        metrics.rejections.labels("body").inc()
+        return _error(exc.status, str(exc), exc.field)
+    if isinstance(exc, RequestError):
+        metrics.rejections.labels("bad_request").inc()
+        return _error(exc.status, str(exc), exc.field)
+    if isinstance(exc, Overloaded):
+        metrics.rejections.labels("overload").inc()
+        return _error(429, f"overloaded: {exc}")
+    if isinstance(exc, web.HTTPException):
+        return _error(exc.status, exc.reason)
+    return None
 
 
 def _make_handler(kind: str):
@@ -54,18 +129,19 @@ def _make_handler(kind: str):
         if not state["ready"]:
             metrics.rejections.labels("not_ready").inc()
             return _error(503, f"sandbox not ready: {state.get('error', 'starting')}")
-        if state["admitted"] >= cfg.max_concurrency + cfg.max_queue:
-            metrics.rejections.labels("overload").inc()
-            return _error(429, f"overloaded: {state['admitted']} requests admitted "
-                               f"(max_concurrency {cfg.max_concurrency} + max_queue {cfg.max_queue})")
-        state["admitted"] += 1
-        metrics.in_flight.set(state["admitted"])
-        metrics.queue_depth.set(max(0, state["admitted"] - cfg.max_concurrency))
         start = time.monotonic()
         language = "unknown"
+        admitted = False
         try:
             model = RunCodeRequest if kind == "run_code" else RunBatchRequest
-            req = await _parse(request, model)
+            req = await read_request(request, model)  # admission only after the body arrived
+            if state["admitted"] >= cfg.max_concurrency + cfg.max_queue:
+                raise Overloaded(f"{state['admitted']} requests admitted "
+                                 f"(max_concurrency {cfg.max_concurrency} + max_queue {cfg.max_queue})")
+            admitted = True
+            state["admitted"] += 1
+            metrics.in_flight.set(state["admitted"])
+            metrics.queue_depth.set(max(0, state["admitted"] - cfg.max_concurrency))
             language = canonical(req.language) or "unknown"
             if kind == "run_code":
                 resp = await executor.run_code(req)
@@ -73,16 +149,19 @@ def _make_handler(kind: str):
             else:
                 resp = await executor.run_batch(req)
                 _count(metrics, language, resp.compile_result, *(r.run_result for r in resp.results))
+            del req
             return web.json_response(text=resp.model_dump_json())
-        except RequestError as exc:
-            metrics.rejections.labels("bad_request").inc()
-            return _error(400, str(exc))
-        except Exception as exc:  # a bug must not take the server down; say what happened
+        except Exception as exc:  # typed errors → 4xx; anything else is a bug: 500 without a traceback
+            answer = typed_error(metrics, exc)
+            if answer is not None:
+                return answer
             log.exception("sandbox request failed")
             metrics.runs.labels(language, "run", "SandboxError").inc()
-            return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+            return _error(500, f"internal error ({type(exc).__name__}); see the server log")
         finally:
-            state["admitted"] -= 1
+            release(request)
+            if admitted:
+                state["admitted"] -= 1
             metrics.in_flight.set(state["admitted"])
             metrics.queue_depth.set(max(0, state["admitted"] - cfg.max_concurrency))
             metrics.latency.labels(kind, language).observe(time.monotonic() - start)
@@ -114,7 +193,9 @@ async def _readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ready", "languages": sorted(executor.toolchains),
                                   "seccomp": executor.isolator.seccomp is not None,
                                   "cgroups": bool(executor.isolator.cgroups and executor.isolator.cgroups.enabled),
-                                  "uid_per_slot": executor.uid_per_slot})
+                                  "uid_per_slot": executor.uid_per_slot, "warm_sandboxes": executor.warm_count,
+                                  "oom_score_adj": state.get("oom_score_adj"),
+                                  "memory": dataclasses.asdict(executor.plan)})
     return web.json_response({"status": "not ready", "message": state.get("error", "starting")}, status=503)
 
 
@@ -145,15 +226,20 @@ async def _startup_check(app: web.Application) -> None:
         app[STATE]["error"] = f"sandbox self-check failed: {error}"
         log.error(app[STATE]["error"])
     else:
+        await app[EXECUTOR].warm()
         app[STATE]["ready"] = True
 
 
 def build_app(config: SandboxConfig) -> web.Application:
     """The aiohttp application (routes, executor, metrics); readiness follows a startup self-check."""
     app = web.Application(client_max_size=config.max_request_mb << 20)
+    app[CONFIG] = config
     app[EXECUTOR] = Executor(config)
     app[METRICS] = SandboxMetrics()
-    app[STATE] = {"admitted": 0, "ready": False}
+    app[STATE] = {"admitted": 0, "ready": False, "uploads": 0, "inflight_bytes": 0,
+                  "oom_score_adj": protect_server()}
+    app[BODY_LIMITS] = BodyLimits(max_bytes=config.max_request_mb << 20, max_items=config.limits.max_json_items,
+                                  max_depth=config.limits.max_json_depth, read_timeout_s=config.read_timeout_s)
     app.router.add_post("/run_code", _make_handler("run_code"))
     app.router.add_post("/run_batch", _make_handler("run_batch"))
     app.router.add_get("/healthz", _healthz)
@@ -168,7 +254,7 @@ def build_app(config: SandboxConfig) -> web.Application:
 
     async def on_cleanup(app: web.Application) -> None:
         app[STATE]["reaper"].cancel()
-        app[EXECUTOR].close()
+        await app[EXECUTOR].aclose()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

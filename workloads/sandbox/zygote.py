@@ -1,0 +1,638 @@
+"""The warm sandbox: a trusted stdlib-only Python process inside a long-lived bubblewrap sandbox.
+
+The server starts one per execution slot (and one per session) with ``bwrap --unshare-all
+--uid 0 --cap-add ALL`` — root with capabilities *inside its own user namespace only* — and
+sends it jobs over a ``SOCK_SEQPACKET`` control socket (a JSON header plus file descriptors).
+Per job it forks:
+
+* **A** (job keeper): ``unshare(NEWNS|NEWPID|NEWNET|NEWIPC|NEWUTS)``, fresh size-capped tmpfs
+  at ``/workspace``, ``/tmp`` and ``/dev/shm`` (one-shot jobs; a session command keeps the
+  session's workspace), a read-only root; writes the input files (a manifest read from a
+  memfd, directories created as needed — linear in the input size); enforces the wall clock;
+  after the program ended collects wanted files from the workspace itself and reports the
+  verdict on the job socket. The program never holds that socket and cannot see A (A is
+  outside its pid namespace).
+* **B** (init, pid 1 of the job's pid namespace): mounts ``/proc``, forks C, reaps, exits
+  with C's status; its exit kills every process left in the namespace.
+* **C** (the program): a nested user namespace mapping uid 1000, rlimits, every capability
+  dropped, ``no_new_privs``, ``oom_score_adj`` 1000, the seccomp filter; reports "ready" on a
+  pipe and closes it, then either ``execve``s the command or — for Python ``main.py`` —
+  runs it in this already-started interpreter (the fast path: a fork instead of an
+  interpreter start-up).
+
+Setup failures therefore arrive on channels the program cannot write to (the ready pipe is
+closed before user code runs; the job socket never reaches C). Run with ``python3 -u -c SRC``.
+"""
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
+PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_CAP_AMBIENT = 28, 38, 22, 47
+SECCOMP_MODE_FILTER = 2
+SANDBOX_UID = 1000
+MAX_MSG = 1 << 20
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.syscall.restype = ctypes.c_long
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _check(rc, what):
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def _mount(src, target, fstype, flags, data=None):
+    _check(_libc.mount(src and src.encode(), target.encode(), fstype and fstype.encode(), flags,
+                       data and data.encode()), "mount " + target)
+
+
+def _unshare(flags):
+    _check(_libc.unshare(flags), "unshare")
+
+
+def _write(path, text):
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+class Zygote:
+    def __init__(self, ctl_fd, seccomp_fd, mode):
+        self.ctl = socket.socket(fileno=ctl_fd)
+        self.mode = mode  # "oneshot" | "session"
+        self.seccomp = None
+        if seccomp_fd >= 0:
+            data = b""
+            while True:
+                chunk = os.read(seccomp_fd, 1 << 16)
+                if not chunk:
+                    break
+                data += chunk
+            os.close(seccomp_fd)
+            self._seccomp_buf = ctypes.create_string_buffer(data, len(data))
+            self.seccomp = _SockFprog(len(data) // 8, ctypes.addressof(self._seccomp_buf))
+        self.cap_last = int(open("/proc/sys/kernel/cap_last_cap").read())
+
+    # ------------------------------------------------------------ zygote loop
+    def serve(self):
+        """Answer control messages until the server closes the socket. Returns only in a program (C)."""
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self.ctl, MAX_MSG, 16)
+            except InterruptedError:
+                continue
+            if not msg:
+                os._exit(0)
+            try:
+                req = json.loads(msg)
+            except ValueError:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            op = req.get("op")
+            if op == "run":
+                pid = os.fork()
+                if pid == 0:
+                    return self.keeper(req, fds)
+                for fd in fds:
+                    os.close(fd)
+            else:
+                try:
+                    reply = self.file_op(req, fds)
+                except OSError as exc:
+                    reply = {"error": "{}: {}".format(req.get("path", ""), os.strerror(exc.errno or errno.EIO)),
+                             "errno": exc.errno}
+                except Exception as exc:  # noqa: BLE001 - answer, never die
+                    reply = {"error": f"{type(exc).__name__}: {exc}"}
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                self._reply(reply)
+
+    def _reply(self, reply):
+        body = reply.pop("_data", b"")
+        _send_frames(self.ctl, json.dumps(reply).encode(), body)
+
+    # ------------------------------------------------------------ A: the job keeper
+    def keeper(self, req, fds):
+        """Runs in A; returns only in C (the program)."""
+        job = socket.socket(fileno=fds[0])
+        stdio = fds[1:4]
+        bundle = fds[4] if len(fds) > 4 else -1
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        self.ctl.close()
+        ready_r = ready_w = -1
+        try:
+            flags = CLONE_NEWNS | CLONE_NEWPID
+            if self.mode == "oneshot":
+                flags |= CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+            _unshare(flags)
+            _mount(None, "/", None, MS_REC | MS_PRIVATE)
+            if self.mode == "oneshot":
+                lim = req["limits"]
+                for path, size, mode in (("/workspace", lim["workspace_mb"], "0755"), ("/tmp", lim["tmp_mb"], "1777"),
+                                         ("/dev/shm", lim["tmp_mb"], "1777")):
+                    _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
+                           "size=%dm,mode=%s,nr_inodes=%d" % (size, mode, max(1024, size * 256)))
+                socket.sethostname("sandbox")
+                if bundle >= 0:
+                    _unpack(bundle)
+            else:
+                # Session command: the session's /workspace and /tmp persist; the snapshot stays hidden.
+                _mount("tmpfs", "/.ck", "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k")
+            _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            _mount(None, "/dev", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+            ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        except Exception as exc:  # noqa: BLE001
+            _send_json(job, {"ev": "setup_failed", "error": f"setup: {exc}"})
+            os._exit(0)
+        start = time.monotonic()
+        b = os.fork()
+        if b == 0:
+            os.close(ready_r)
+            job.close()
+            return self.init(req, stdio, ready_w)
+        os.close(ready_w)
+        for fd in stdio:
+            os.close(fd)
+        status = b""
+        while True:
+            chunk = os.read(ready_r, 4096)
+            if not chunk:
+                break
+            status += chunk
+        os.close(ready_r)
+        if status != b"ok":
+            _kill(b)
+            os.waitpid(b, 0)
+            _send_json(job, {"ev": "setup_failed", "error": status.decode(errors="replace") or "sandbox setup failed"})
+            os._exit(0)
+        _send_json(job, {"ev": "started"})
+        timeout = float(req["limits"]["timeout_s"])
+        pidfd = os.pidfd_open(b)
+        deadline = start + timeout
+        timed_out = killed = False
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select([pidfd, job], [], [], left)
+            if pidfd in ready:
+                break
+            if job in ready:
+                killed = True  # the server asked (output over the cap, or it gave up)
+                break
+        if timed_out or killed:
+            _kill(b)
+        _, st = os.waitpid(b, 0)
+        elapsed = time.monotonic() - start
+        code = os.waitstatus_to_exitcode(st)
+        if code < 0:
+            code = 128 - code
+        result = {"ev": "exit", "code": code, "timed_out": timed_out, "killed": killed, "elapsed": elapsed}
+        files = []
+        if req.get("collect") is not None and not timed_out and not killed:
+            try:
+                files = _collect(req["collect"], int(req.get("collect_bytes", 1 << 20)),
+                                 int(req.get("collect_files", 1024)))
+            except OSError as exc:
+                result["collect_error"] = str(exc)
+        result["files"] = [[p, len(d), ex] for p, d, ex in files]
+        with contextlib.suppress(OSError):
+            _send_frames(job, json.dumps(result).encode(), b"".join(d for _, d, _ in files))
+        os._exit(0)
+
+    # ------------------------------------------------------------ B: the namespace's init
+    def init(self, req, stdio, ready_w):
+        """Runs in B (pid 1); returns only in C."""
+        try:
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            for sub in ("sys", "sysrq-trigger", "irq", "bus"):
+                if os.path.exists("/proc/" + sub):
+                    _mount("/proc/" + sub, "/proc/" + sub, None, MS_BIND)
+                    _mount("/proc/" + sub, "/proc/" + sub, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID
+                           | MS_NODEV | MS_NOEXEC)
+        except Exception as exc:  # noqa: BLE001
+            os.write(ready_w, (f"setup: {exc}").encode())
+            os._exit(1)
+        c = os.fork()
+        if c == 0:
+            return self.program(req, stdio, ready_w)
+        os.close(ready_w)
+        for fd in stdio:
+            os.close(fd)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)
+        while True:
+            try:
+                pid, st = os.waitpid(-1, 0)
+            except ChildProcessError:
+                os._exit(0)
+            except InterruptedError:
+                continue
+            if pid == c:
+                code = os.waitstatus_to_exitcode(st)
+                os._exit(code if code >= 0 else 128 - code)
+
+    # ------------------------------------------------------------ C: the program
+    def program(self, req, stdio, ready_w):
+        try:
+            lim = req["limits"]
+            for i, fd in enumerate(stdio):
+                os.dup2(fd, i)
+                os.close(fd)
+            os.setsid()
+            _write("/proc/self/oom_score_adj", "1000")
+            _unshare(CLONE_NEWUSER)
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", "%d 0 1" % SANDBOX_UID)
+            _write("/proc/self/gid_map", "%d 0 1" % SANDBOX_UID)
+            mib = 1 << 20
+            cpu = int(lim["timeout_s"]) + 2
+            for res, value in ((resource.RLIMIT_DATA, lim["memory_mb"] * mib), (resource.RLIMIT_NPROC, lim["processes"]),
+                               (resource.RLIMIT_FSIZE, lim["file_size_mb"] * mib),
+                               (resource.RLIMIT_NOFILE, lim["open_files"]), (resource.RLIMIT_CPU, cpu),
+                               (resource.RLIMIT_CORE, 0), (resource.RLIMIT_MEMLOCK, 0),
+                               (resource.RLIMIT_MSGQUEUE, 0)):
+                hard = value + 1 if res == resource.RLIMIT_CPU else value
+                resource.setrlimit(res, (value, hard))
+            cwd = req.get("cwd") or "/workspace"
+            os.chdir(cwd)
+            env = req["env"]
+            self._drop_caps()
+            if self.seccomp is not None:
+                _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self.seccomp), 0, 0),
+                       "seccomp")
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
+            os.write(ready_w, b"ok")
+            os.closerange(3, 1 << 16)
+        except Exception as exc:  # noqa: BLE001
+            os.write(ready_w, (f"setup: {exc}").encode())
+            os._exit(1)
+        if req.get("python_main"):
+            # Python's own SIGPIPE/SIGXFSZ dispositions (ignored), as in a fresh interpreter.
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.environ.clear()
+            os.environ.update(env)
+            return req
+        try:
+            os.execve(req["argv"][0], req["argv"], env)
+        except OSError as exc:
+            os.write(2, ("exec {}: {}\n".format(req["argv"][0], exc.strerror)).encode())
+            os._exit(127)
+
+    def _drop_caps(self):
+        _check(_libc.prctl(PR_CAP_AMBIENT, 4, 0, 0, 0), "ambient")  # PR_CAP_AMBIENT_CLEAR_ALL
+        for cap in range(self.cap_last + 1):
+            _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+        _check(_libc.prctl(PR_SET_SECUREBITS, 0x2F, 0, 0, 0), "securebits")  # NOROOT, NO_SETUID_FIXUP (+locks)
+        header = _CapHeader(0x20080522, 0)
+        data = (_CapData * 2)()
+        _check(_libc.syscall(126 if _arch() == "x86_64" else 91, ctypes.byref(header), data), "capset")
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+    # ------------------------------------------------------------ session file operations
+    def file_op(self, req, fds):
+        op = req.get("op")
+        if op == "ping":
+            return {"ok": True}
+        path = req.get("path") or "."
+        if op == "read":
+            fd = _open_in("/workspace", path, os.O_RDONLY)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise OSError(errno.EISDIR, "not a regular file")
+                if st.st_size > int(req["max_bytes"]):
+                    return {"error": "%s: %d bytes exceed the limit of %d" % (path, st.st_size, req["max_bytes"]),
+                            "too_large": True}
+                data = _read_all(fd, int(req["max_bytes"]) + 1)
+            finally:
+                os.close(fd)
+            return {"size": len(data), "_data": data}
+        if op == "write":
+            data = _read_all(fds[0], int(req["size"])) if fds else b""
+            parent, name = os.path.split(path)
+            dfd = _open_in("/workspace", parent or ".", os.O_RDONLY | os.O_DIRECTORY, make_dirs=True)
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+            finally:
+                os.close(dfd)
+            try:
+                os.fchown(fd, 0, 0)
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+            return {"size": len(data)}
+        if op == "list":
+            entries = _walk(path, int(req.get("max_entries", 10000)))
+            return {"entries": entries}
+        if op == "snapshot":
+            _copy_tree("/workspace", "/.ck/snapshot")
+            return {"ok": True}
+        if op == "diff":
+            return {"_data": _diff(int(req.get("max_bytes", 1 << 20))).encode()}
+        raise OSError(errno.EINVAL, f"unknown op {op!r}")
+
+
+def _arch():
+    return os.uname().machine
+
+
+def _kill(pid):
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _read_all(fd, limit):
+    parts, size = [], 0
+    while size < limit:
+        chunk = os.read(fd, min(1 << 20, limit - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _send_json(sock, obj):
+    _send_frames(sock, json.dumps(obj).encode(), b"")
+
+
+def _send_frames(sock, head, body):
+    """One reply: <u32 head length><u64 body length> head body, in SEQPACKET messages of at most 64 KiB."""
+    blob = struct.pack("<IQ", len(head), len(body)) + head + body
+    view = memoryview(blob)
+    while view:
+        sock.send(view[:1 << 16])
+        view = view[1 << 16:]
+
+
+def _open_in(root, rel, flags, make_dirs=False):
+    """Open ``rel`` under ``root`` walking one component at a time, never following a symlink."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        os.close(fd)
+        raise OSError(errno.EACCES, "'..' in path")
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            want = flags if last else os.O_RDONLY | os.O_DIRECTORY
+            try:
+                nfd = os.open(part, want | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not make_dirs:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)
+                nfd = os.open(part, want | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _unpack(fd):
+    """Write the input files: a manifest of ``<u32 header length> {"p": path, "n": size, "x": exec} data`` records."""
+    f = os.fdopen(fd, "rb")
+    while True:
+        raw = f.read(4)
+        if len(raw) < 4:
+            break
+        (hlen,) = struct.unpack("<I", raw)
+        head = json.loads(f.read(hlen))
+        path, size = head["p"], head["n"]
+        root = "/tmp" if path.startswith("/tmp/") else "/workspace"
+        rel = path[len("/tmp/"):] if root == "/tmp" else path
+        parent, name = os.path.split(rel)
+        dfd = _open_in(root, parent or ".", os.O_RDONLY | os.O_DIRECTORY, make_dirs=True)
+        try:
+            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                          0o755 if head.get("x") else 0o644, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        try:
+            left = size
+            while left:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    raise OSError(errno.EIO, "truncated input bundle")
+                _write_all(out, chunk)
+                left -= len(chunk)
+        finally:
+            os.close(out)
+    f.close()
+
+
+def _collect(wanted, max_bytes, max_files):
+    """Regular files from /workspace (never following links): ``["."]`` is everything."""
+    out, total = [], [0]
+
+    def take(rel, fd):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or len(out) >= max_files:
+            return
+        if total[0] + st.st_size > max_bytes:
+            raise OSError(errno.EFBIG, "fetched files exceed %d bytes" % max_bytes)
+        data = _read_all(fd, st.st_size)
+        total[0] += len(data)
+        out.append((rel, data, bool(st.st_mode & 0o111)))
+
+    if wanted == ["."]:
+        for rel in _walk_files("/workspace"):
+            try:
+                fd = _open_in("/workspace", rel, os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                take(rel, fd)
+            finally:
+                os.close(fd)
+        return out
+    for path in wanted:
+        root, rel = ("/tmp", path[5:]) if path.startswith("/tmp/") else ("/workspace", path)
+        try:
+            fd = _open_in(root, rel, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            take(path, fd)
+        finally:
+            os.close(fd)
+    return out
+
+
+def _walk_files(root, limit=100000):
+    stack, found = [""], []
+    while stack and len(found) < limit:
+        rel = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, rel) if rel else root))
+        except OSError:
+            continue
+        for e in entries:
+            sub = rel + "/" + e.name if rel else e.name
+            if e.is_dir(follow_symlinks=False):
+                stack.append(sub)
+            elif e.is_file(follow_symlinks=False):
+                found.append(sub)
+    return sorted(found)
+
+
+def _walk(rel, limit):
+    fd = _open_in("/workspace", rel, os.O_RDONLY | os.O_DIRECTORY)
+    os.close(fd)
+    base = "/workspace/" + rel.strip("/") if rel.strip("/.") else "/workspace"
+    out, stack = [], [base]
+    while stack and len(out) < limit:
+        d = stack.pop()
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            continue
+        for e in entries:
+            path = e.path[len("/workspace/"):]
+            if e.is_dir(follow_symlinks=False):
+                out.append({"path": path, "type": "dir", "size": 0})
+                stack.append(e.path)
+            elif e.is_file(follow_symlinks=False):
+                out.append({"path": path, "type": "file", "size": e.stat(follow_symlinks=False).st_size})
+            else:
+                out.append({"path": path, "type": "other", "size": 0})
+            if len(out) >= limit:
+                break
+    return sorted(out, key=lambda e: e["path"])
+
+
+def _copy_tree(src, dst):
+    import shutil
+
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, symlinks=True)
+
+
+def _diff(max_bytes):
+    import difflib
+
+    old = set(_walk_files("/.ck/snapshot"))
+    new = set(_walk_files("/workspace"))
+    chunks, size = [], 0
+    for rel in sorted(old | new):
+        a = _text("/.ck/snapshot/" + rel) if rel in old else []
+        b = _text("/workspace/" + rel) if rel in new else []
+        if a == b:
+            continue
+        if a is None or b is None:
+            piece = f"Binary files a/{rel} and b/{rel} differ\n"
+        else:
+            piece = "".join(difflib.unified_diff(a, b, "a/" + rel if rel in old else "/dev/null",
+                                                 "b/" + rel if rel in new else "/dev/null"))
+        chunks.append(piece)
+        size += len(piece)
+        if size > max_bytes:
+            chunks.append("... diff truncated at %d bytes\n" % max_bytes)
+            break
+    return "".join(chunks)
+
+
+def _text(path):
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(8 << 20)
+    except OSError:
+        return []
+    if b"\0" in data:
+        return None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    lines = text.splitlines(True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+def _run_python_main(job):
+    """Run /workspace/main.py as ``python3 -u main.py`` would, in this forked interpreter (C)."""
+    import random
+    import types
+
+    random.seed()
+    path = "/workspace/" + job["python_main"]
+    sys.argv = [job["python_main"], *job.get("args", [])]
+    sys.path[0] = "/workspace"
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__builtins__ = __builtins__
+    main.__cached__ = None
+    sys.modules["__main__"] = main
+    with open(path, "rb") as fh:
+        source = fh.read()
+    try:
+        code = compile(source, path, "exec")
+        exec(code, main.__dict__)  # noqa: S102 - the sandboxed program
+    except SystemExit:
+        raise
+    except BaseException:  # noqa: BLE001 - report as the interpreter would, without our frames
+        etype, value, tb = sys.exc_info()
+        while tb is not None and tb.tb_frame.f_code.co_filename != path:
+            tb = tb.tb_next
+        sys.excepthook(etype, value, tb)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    _job = Zygote(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]).serve()
+    del Zygote
+    _run_python_main(_job)
