@@ -67,6 +67,48 @@ def _cross_resource_problems(resource: Resource) -> list[str]:
             if dep.kind == resource.kind_name and dep.name == resource.metadata.name]
 
 
+def related_problems(resource: Resource, others: dict[tuple[str, str], Resource]) -> list[str]:
+    """Rules across resources: a PretrainRun against the DataPipelines in its ``spec.after``.
+
+    Each training stage's seqLen must divide or be a multiple of the pipeline's pack seqLen, and a numeric
+    ``model.vocabSize`` must cover the pipeline's trained tokenizer. The CLI runs this on the files it is
+    given (``validate``/``run --local``), the operator on the dependencies it reads (a condition).
+
+    Args:
+        resource: the resource checked.
+        others: the resources it may refer to, by (kind, name).
+    """
+    if resource.kind_name != "PretrainRun":
+        return []
+    training, found = resource.spec.training, []
+    for i, dep in enumerate(resource.spec.after):
+        pipeline = others.get((dep.kind, dep.name))
+        if dep.kind != "DataPipeline" or pipeline is None:
+            continue
+        where = f"DataPipeline {dep.name!r} (spec.after[{i}])"
+        for stage in pipeline.spec.pipeline.stages:
+            for step in stage.steps:
+                if step.type == "pack":
+                    pack = step.params.seq_len
+                    for k, st in enumerate(training.stages):
+                        if st.seq_len % pack and pack % st.seq_len:
+                            found.append(f"spec.training.stages[{k}].seqLen: {st.seq_len} neither divides nor is a "
+                                         f"multiple of the pack seqLen {pack} of {where}, stage {stage.name!r}")
+                if step.type == "train_tokenizer" and isinstance(training.model.vocab_size, int) \
+                        and training.model.vocab_size < step.params.vocab_size and training.init_from is None:
+                    found.append(f"spec.training.model.vocabSize: {training.model.vocab_size} is smaller than the "
+                                 f"tokenizer {where} trains ({step.params.vocab_size}); use vocabSize: auto")
+    return found
+
+
+def check_related(results: list[ValidationResult]) -> None:
+    """Add ``related_problems`` of every valid resource to its result (resources of the same files only)."""
+    valid = {(r.resource.kind_name, r.resource.metadata.name): r.resource for r in results if r.ok}
+    for result in results:
+        if result.ok:
+            result.errors += related_problems(result.resource, valid)
+
+
 def iter_documents(text: str, source: str = "<input>") -> Iterator[tuple[str, Any]]:
     """Parse a multi-document YAML string; raise ``ValueError`` naming the line on bad YAML."""
     try:
@@ -92,6 +134,7 @@ def validate_paths(paths: list[str | Path]) -> list[ValidationResult]:
                 results.extend(validate_file(file))
         else:
             results.extend(validate_file(path))
+    check_related(results)
     return results
 
 

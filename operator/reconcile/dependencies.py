@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from codekiln.operator.reconcile import lifecycle
 from codekiln.operator.reconcile.context import Context
+from codekiln.operator.resources import Resource
 from codekiln.operator.status import find_condition
+from codekiln.operator.validation import related_problems, validate_document
 from codekiln.operator.version import GROUP_VERSION
 
 POLL_WHILE_WAITING_S = 30.0
@@ -24,8 +26,12 @@ async def dependencies_ready(ctx: Context) -> bool:
     if not after or draft.new.get("startTime"):
         return True
     waiting: list[str] = []
+    found: dict[tuple[str, str], Resource] = {}
     for dep in after:
         obj = await ctx.client.get(GROUP_VERSION, dep.kind, ctx.namespace, dep.name)
+        parsed = validate_document(obj).resource if obj else None
+        if parsed is not None:
+            found[(dep.kind, dep.name)] = parsed
         status = (obj or {}).get("status") or {}
         phase = status.get("phase")
         if phase == "Succeeded":
@@ -40,6 +46,12 @@ async def dependencies_ready(ctx: Context) -> bool:
             return False
         waiting.append(f"{dep.kind} {dep.name!r} ({'not found' if obj is None else phase or 'Pending'})")
         ctx.memory.waits_on |= {(dep.kind, dep.name)}
+    problems = related_problems(ctx.resource, found)
+    if problems:  # e.g. a seqLen the pipeline's packing cannot serve: say so instead of crashing the pods
+        draft.set(phase="Pending")
+        draft.condition("DependenciesReady", False, "IncompatibleDependency", "; ".join(problems))
+        ctx.memory.waits_on |= frozenset(found)
+        return False
     if waiting:
         draft.set(phase="Pending")
         draft.condition("DependenciesReady", False, "WaitingForDependencies", "waiting for " + ", ".join(waiting))

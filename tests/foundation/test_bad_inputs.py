@@ -189,3 +189,22 @@ def _write_tmp(doc: dict[str, Any]) -> str:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
         yaml.safe_dump(doc, fh)
     return fh.name
+
+
+def test_a_folder_is_checked_across_resources(tmp_path: Path, capsys) -> None:
+    """A PretrainRun's seqLen and vocabSize against the DataPipeline in its spec.after (same folder)."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    pipeline = yaml.safe_load((examples / "datapipeline.yaml").read_text())
+    run = yaml.safe_load((examples / "pretrainrun.yaml").read_text())
+    run["spec"]["training"]["stages"][1]["seqLen"] = 1000
+    run["spec"]["training"]["model"]["vocabSize"] = 4096
+    (tmp_path / "datapipeline.yaml").write_text(yaml.safe_dump(pipeline))
+    (tmp_path / "pretrainrun.yaml").write_text(yaml.safe_dump(run))
+    assert main(["validate", "-f", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pretrainrun.yaml#1: spec.training.stages[1].seqLen: 1000 neither divides nor is a multiple of the pack " \
+           "seqLen 8192 of DataPipeline 'datapipeline-demo' (spec.after[0])" in err
+    assert "spec.training.model.vocabSize: 4096 is smaller than the tokenizer DataPipeline 'datapipeline-demo'" in err
+    assert "spec.training.stages[0]" not in err  # 256 divides 8192
+    assert main(["run", "--local", "-f", str(tmp_path)]) == 2  # refused before anything runs
+    assert "spec.training.stages[1].seqLen: 1000" in capsys.readouterr().err

@@ -116,3 +116,21 @@ def test_failed_dependency_fails_the_waiting_run(cluster):
     failed = cluster.condition("PretrainRun", "train", "Failed")
     assert failed["reason"] == "DependencyFailed" and "DataPipeline 'data' (spec.after) failed" in failed["message"]
     assert cluster.get("Job", "train-r0") is None
+
+
+def test_a_pretrainrun_incompatible_with_its_pipeline_waits_with_a_condition(cluster):
+    # the pipeline packs 64-token sequences; a 48-token stage can be served by neither slicing nor joining them
+    packed = {"name": "pack", "input": "read", "steps": [{"pack": {"seqLen": 64}}]}
+    cluster.create(document("DataPipeline", "data", pipeline={"stages": [
+        {"name": "read", "shards": 1, "steps": [{"readFiles": {"paths": ["/data/src"]}}]}, packed]}))
+    cluster.create(document("PretrainRun", "train", after=[{"kind": "DataPipeline", "name": "data"}],
+                            training={"stages": [{"name": "s1", "steps": 10, "seqLen": 48}]}))
+    blocked = cluster.wait(lambda: (c := cluster.condition("PretrainRun", "train", "DependenciesReady"))
+                           and c.get("reason") == "IncompatibleDependency" and c, what="incompatible condition")
+    assert "spec.training.stages[0].seqLen: 48 neither divides nor is a multiple of the pack seqLen 64" \
+        in blocked["message"]
+    assert cluster.status("PretrainRun", "train")["phase"] == "Pending" and cluster.get("Job", "train-r0") is None
+    cluster.patch("PretrainRun", "train", {"spec": {"training": {"stages": [
+        {"name": "s1", "steps": 10, "seqLen": 128}]}}})  # fixed: two packed sequences per sample
+    cluster.wait(lambda: cluster.condition("PretrainRun", "train", "DependenciesReady").get("reason")
+                 == "WaitingForDependencies", what="waiting for the pipeline instead")
