@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from codekiln.operator.version import GROUP_VERSION, __version__
+from codekiln.workloads import contract
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = contract.EXIT_OK, contract.EXIT_FAILED, contract.EXIT_INVALID
 
 
 def _err(message: str) -> None:

@@ -17,8 +17,8 @@ from codekiln.operator.reconcile.kube import KubeClient, KubeConfig
 from codekiln.operator.status import is_true
 from codekiln.operator.version import API_GROUP, API_VERSION
 
-PLURALS = {"DataPipeline": "datapipelines", "PretrainRun": "pretrainruns", "RLRun": "rlruns",
-           "SandboxPool": "sandboxpools"}
+from codekiln.workloads import contract
+PLURALS = contract.KIND_PLURALS
 # Safety-net pass per resource; the reconciler normally requeues itself precisely (deadline, TTL, polling).
 RESYNC_INTERVAL_S = float(os.environ.get("CODEKILN_RESYNC_INTERVAL_S", "120"))
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}

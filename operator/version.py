@@ -2,11 +2,13 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from codekiln.workloads import contract
+
 try:
     __version__ = version("codekiln")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-API_GROUP = "codekiln.dev"
-API_VERSION = "v1alpha1"
-GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+API_GROUP = contract.API_GROUP
+API_VERSION = contract.API_VERSION
+GROUP_VERSION = contract.GROUP_VERSION

@@ -37,10 +37,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from codekiln.workloads import contract
 from codekiln.workloads.atomic_io import atomic_write_text
 
 PROGRESS_FILE_ENV = "CODEKILN_PROGRESS_FILE"
-PROGRESS_BACKEND_ENV = "CODEKILN_PROGRESS"
+PROGRESS_BACKEND_ENV = contract.ENV_PROGRESS_BACKEND
 PROGRESS_INTERVAL_ENV = "CODEKILN_PROGRESS_INTERVAL_S"
 KUBE_API_URL_ENV = "CODEKILN_KUBE_API_URL"  # override of https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT
 KUBE_TOKEN_FILE_ENV = "CODEKILN_KUBE_TOKEN_FILE"
@@ -318,9 +319,9 @@ class KubernetesStatusSink:
         if env.get("RANK", "0") != "0":
             return None  # one report per gang: global rank 0
         try:
-            group_version = env["CODEKILN_RESOURCE_API_VERSION"]
-            plural, name = env["CODEKILN_RESOURCE_PLURAL"], env["CODEKILN_RESOURCE_NAME"]
-            namespace = env["CODEKILN_RESOURCE_NAMESPACE"]
+            group_version = env[contract.ENV_RESOURCE_API_VERSION]
+            plural, name = env[contract.ENV_RESOURCE_PLURAL], env[contract.ENV_RESOURCE_NAME]
+            namespace = env[contract.ENV_RESOURCE_NAMESPACE]
         except KeyError as exc:
             log.warning("progress: %s is not set; in-cluster progress reporting is off", exc.args[0])
             return None

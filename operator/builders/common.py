@@ -8,15 +8,16 @@ from typing import Any
 from codekiln.operator.builders import names
 from codekiln.operator.resources import Resource
 from codekiln.operator.version import GROUP_VERSION
+from codekiln.workloads import contract
 
 # Env the workload's progress reporter reads (workloads/progress.py, in-cluster backend).
-ENV_RESOURCE_KIND = "CODEKILN_RESOURCE_KIND"
-ENV_RESOURCE_PLURAL = "CODEKILN_RESOURCE_PLURAL"
-ENV_RESOURCE_NAME = "CODEKILN_RESOURCE_NAME"
-ENV_RESOURCE_NAMESPACE = "CODEKILN_RESOURCE_NAMESPACE"
-ENV_RESOURCE_API_VERSION = "CODEKILN_RESOURCE_API_VERSION"
-ENV_PROGRESS_BACKEND = "CODEKILN_PROGRESS"
-WORKLOAD_METRICS_PORT = 9400
+ENV_RESOURCE_KIND = contract.ENV_RESOURCE_KIND
+ENV_RESOURCE_PLURAL = contract.ENV_RESOURCE_PLURAL
+ENV_RESOURCE_NAME = contract.ENV_RESOURCE_NAME
+ENV_RESOURCE_NAMESPACE = contract.ENV_RESOURCE_NAMESPACE
+ENV_RESOURCE_API_VERSION = contract.ENV_RESOURCE_API_VERSION
+ENV_PROGRESS_BACKEND = contract.ENV_PROGRESS_BACKEND
+WORKLOAD_METRICS_PORT = contract.WORKLOAD_METRICS_PORT
 
 
 def uid_of(resource: Resource) -> str:
@@ -234,7 +235,7 @@ def base_env(resource: Resource) -> list[dict[str, Any]]:
     """Env every workload pod gets: unbuffered output and the metrics port."""
     return [
         {"name": "PYTHONUNBUFFERED", "value": "1"},
-        {"name": "CODEKILN_METRICS_PORT", "value": str(WORKLOAD_METRICS_PORT)},
+        {"name": contract.ENV_METRICS_PORT, "value": str(WORKLOAD_METRICS_PORT)},
     ]
 
 

@@ -10,9 +10,10 @@ from typing import Any
 
 from codekiln.operator.builders import common, names
 from codekiln.operator.resources import DataPipeline
+from codekiln.workloads import contract
 
 # Exit code a data shard uses for "bad input, retrying cannot help" (argparse and config errors).
-NON_RETRIABLE_EXIT_CODE = 2
+NON_RETRIABLE_EXIT_CODE = contract.NON_RETRIABLE_EXIT_CODE
 
 
 def stage_job_names(resource: DataPipeline) -> list[str]:
@@ -39,7 +40,7 @@ def build_stage_job(
         resource,
         command=["python", "-m", "codekiln.workloads.data", "--config",
                  f"{names.CONFIG_MOUNT}/{names.CONFIG_KEY}", "--stage", stage.name],
-        env=[*common.base_env(resource), {"name": "CODEKILN_STAGE", "value": stage.name}],
+        env=[*common.base_env(resource), {"name": contract.ENV_STAGE, "value": stage.name}],
         service_account=resource.spec.service_account_name,
     )
     parallelism = min(resource.spec.parallelism or stage.shards, stage.shards)

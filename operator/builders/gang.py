@@ -11,11 +11,12 @@ from typing import Any
 
 from codekiln.operator.builders import common, names
 from codekiln.operator.resources import PretrainRun, RLRun
+from codekiln.workloads import contract
 
 GangResource = PretrainRun | RLRun
 WORKLOAD_MODULES = {"PretrainRun": "codekiln.workloads.train", "RLRun": "codekiln.workloads.rl"}
-SANDBOX_URL_ENV = "CODEKILN_SANDBOX_URL"
-ATTEMPT_ENV = "CODEKILN_ATTEMPT"
+SANDBOX_URL_ENV = contract.ENV_SANDBOX_URL
+ATTEMPT_ENV = contract.ENV_ATTEMPT
 
 
 def nproc_per_node(resource: GangResource) -> int:

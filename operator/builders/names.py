@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from codekiln.operator.version import API_GROUP
+from codekiln.workloads import contract
 
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "codekiln"
-LABEL_KIND = f"{API_GROUP}/kind"
-LABEL_NAME = f"{API_GROUP}/name"
-LABEL_STAGE = f"{API_GROUP}/stage"
-LABEL_ATTEMPT = f"{API_GROUP}/attempt"
-LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = contract.LABEL_MANAGED_BY
+MANAGED_BY = contract.MANAGED_BY
+LABEL_KIND = contract.LABEL_KIND
+LABEL_NAME = contract.LABEL_NAME
+LABEL_STAGE = contract.LABEL_STAGE
+LABEL_ATTEMPT = contract.LABEL_ATTEMPT
+LABEL_COMPONENT = contract.LABEL_COMPONENT
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"

@@ -16,17 +16,13 @@ import aiohttp
 
 from codekiln.operator.metrics import API_REQUESTS
 from codekiln.operator.version import __version__
+from codekiln.workloads import contract
 
 # Every write names the operator: managedFields show "codekiln-operator", audit logs the User-Agent.
 FIELD_MANAGER = "codekiln-operator"
 USER_AGENT = f"codekiln-operator/{__version__}"
 
-PLURALS: dict[str, str] = {
-    "ConfigMap": "configmaps", "Service": "services", "ServiceAccount": "serviceaccounts", "Pod": "pods",
-    "Event": "events", "Job": "jobs", "Deployment": "deployments", "NetworkPolicy": "networkpolicies",
-    "Role": "roles", "RoleBinding": "rolebindings", "PodGroup": "podgroups",
-    "DataPipeline": "datapipelines", "PretrainRun": "pretrainruns", "RLRun": "rlruns", "SandboxPool": "sandboxpools",
-}
+PLURALS: dict[str, str] = contract.PLURALS  # builtin kinds and codekiln's, one table
 
 
 class ApiError(Exception):

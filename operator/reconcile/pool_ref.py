@@ -6,6 +6,7 @@ from codekiln.operator.builders import names
 from codekiln.operator.reconcile.context import Context
 from codekiln.operator.status import find_condition, is_true
 from codekiln.operator.version import GROUP_VERSION
+from codekiln.workloads import contract
 
 POOL_POLL_S = 10.0
 
@@ -26,7 +27,7 @@ async def resolve_sandbox(ctx: Context) -> tuple[bool, str | None]:
                             "the run waits until it is created")
         ctx.requeue(POOL_POLL_S)
         return False, None
-    port = int(((pool.get("spec") or {}).get("sandbox") or {}).get("port") or 8080)
+    port = int(((pool.get("spec") or {}).get("sandbox") or {}).get("port") or contract.DEFAULT_SANDBOX_PORT)
     url = names.sandbox_url(ref.name, ctx.namespace, port)
     status = pool.get("status") or {}
     if not is_true(status, "Ready"):

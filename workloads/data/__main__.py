@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from codekiln.workloads import contract
 from codekiln.workloads.data.executor import run_shard
 from codekiln.workloads.data.registry import StepConfigError
 from codekiln.workloads.data.runner import parse_pipeline
@@ -20,7 +21,7 @@ def _doc_reporter(stage: str, rank: int):
     """Progress and (with ``$CODEKILN_METRICS_PORT``) Prometheus counters for the documents a shard writes."""
     reporter = progress_reporter()
     counter = None
-    port = os.environ.get("CODEKILN_METRICS_PORT")
+    port = os.environ.get(contract.ENV_METRICS_PORT)
     if port:
         from prometheus_client import Counter, start_http_server
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.config, encoding="utf-8") as fh:
             resource = json.load(fh)
         config = parse_pipeline(resource)
-        rank = args.shard if args.shard is not None else int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+        rank = args.shard if args.shard is not None else int(os.environ.get(contract.ENV_JOB_COMPLETION_INDEX, "0"))
         stats, skipped = run_shard(config, args.stage, rank, on_doc=_doc_reporter(args.stage, rank))
     except (OSError, ValueError, StepConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from codekiln.workloads import contract
 from codekiln.workloads.atomic_io import atomic_write_text
 from codekiln.workloads.data.base import StepStats
 from codekiln.workloads.data.config import DataPipelineConfig
@@ -21,7 +22,7 @@ from codekiln.workloads.data.registry import StepConfigError
 from codekiln.workloads.progress import progress_reporter
 from codekiln.workloads.schema import error_lines
 
-PROCESSES_ENV = "CODEKILN_DATA_PROCESSES"
+PROCESSES_ENV = contract.ENV_DATA_PROCESSES
 
 
 def parse_pipeline(resource: dict) -> DataPipelineConfig:

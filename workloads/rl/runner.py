@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from codekiln.workloads import contract
 from codekiln.workloads.atomic_io import atomic_write_text
 from codekiln.workloads.progress import progress_reporter
 from codekiln.workloads.rl.config import RLConfig
@@ -95,7 +96,7 @@ def train(cfg: RLConfig, sandbox_url: str, out_dir: Path, name: str = "rlrun", c
 
 
 def _sandbox(cfg: RLConfig):
-    url = cfg.sandbox_url or os.environ.get("CODEKILN_SANDBOX_URL")
+    url = cfg.sandbox_url or os.environ.get(contract.ENV_SANDBOX_URL)
     if url:
         return contextlib.nullcontext(url)
     from codekiln.workloads.sandbox.local import local_server

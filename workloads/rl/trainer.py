@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from codekiln.workloads.model.hf import load_hf_to_continue
+from codekiln.workloads import contract
 from codekiln.workloads.model.transformer import Transformer
 from codekiln.workloads.rl import dpo, rft
 from codekiln.workloads.rl.advantages import compute_advantages
@@ -310,4 +311,4 @@ class RLTrainer:
 
 
 def sandbox_url_from_env(cfg: RLConfig) -> str | None:
-    return cfg.sandbox_url or os.environ.get("CODEKILN_SANDBOX_URL")
+    return cfg.sandbox_url or os.environ.get(contract.ENV_SANDBOX_URL)

@@ -6,11 +6,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from codekiln.workloads import contract
 from codekiln.workloads.schema import ConfigModel
 
 # Exit code of a sandbox server that cannot isolate runs (no bubblewrap, no namespaces). The
 # SandboxPool pod exits with it after its self-check, and the operator reads it from the pod.
-EXIT_SANDBOX_UNAVAILABLE = 3
+EXIT_SANDBOX_UNAVAILABLE = contract.EXIT_SANDBOX_UNAVAILABLE
 
 
 class SandboxLimits(ConfigModel):

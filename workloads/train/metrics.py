@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from codekiln.workloads import contract
 from codekiln.workloads.model.config import ModelConfig
 from codekiln.workloads.progress import progress_reporter
 
@@ -81,7 +82,7 @@ class Metrics:
         if not enabled:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
-        port = os.environ.get("CODEKILN_METRICS_PORT")
+        port = os.environ.get(contract.ENV_METRICS_PORT)
         if port:
             self._gauges = _prometheus(int(port))
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
