@@ -28,15 +28,10 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def _metrics_server():
-    port = os.environ.get("CODEKILN_METRICS_PORT")
-    if not port:
-        return None
-    from prometheus_client import Gauge, start_http_server
+    """One Prometheus server per pod (local rank 0 binds CODEKILN_METRICS_PORT; see rl/metrics.py)."""
+    from codekiln.workloads.rl.metrics import start_metrics_server
 
-    start_http_server(int(port))
-    names = {"pass_rate": "codekiln_rl_pass_ratio"}  # a ratio in [0, 1] (Prometheus naming)
-    return {k: Gauge(names.get(k, f"codekiln_rl_{k}"), f"RL {k.replace('_', ' ')}") for k in
-            ("step", "reward_mean", "pass_rate", "loss", "entropy", "active_tasks")}
+    return start_metrics_server()
 
 
 def train(cfg: RLConfig, sandbox_url: str, out_dir: Path, name: str = "rlrun", console=None) -> dict:
@@ -44,6 +39,7 @@ def train(cfg: RLConfig, sandbox_url: str, out_dir: Path, name: str = "rlrun", c
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from codekiln.workloads.rl.metrics import export as export_metrics
     from codekiln.workloads.rl.plot import plot_reward_curve
     from codekiln.workloads.rl.rewards import SandboxScorer
     from codekiln.workloads.rl.trainer import RLTrainer
@@ -76,9 +72,7 @@ def train(cfg: RLConfig, sandbox_url: str, out_dir: Path, name: str = "rlrun", c
             reporter.update(step=trainer.step, total_steps=total, stage=m["stage"], loss=m["loss"],
                             reward=m["reward_mean"], throughput=m.get("trained_rollouts", 0) / m["step_time_s"],
                             throughput_unit="rollouts/s", message=info)
-            if gauges:
-                for k, g in gauges.items():
-                    g.set(float(m.get(k, 0.0)))
+            export_metrics(gauges, m)
             every = cfg.checkpoint.every_steps
             if every and trainer.step % every == 0:
                 trainer.save()

@@ -134,3 +134,82 @@ def _comm_device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+# ---------------------------------------------------------------- the RL trainer's sharded state
+def sharding_wanted(cfg, world_size: int) -> bool:
+    """Whether an RL run shards its policy (``spec.rl.sharding.strategy``), with a clear error for
+    configurations whose gradients could not be combined across processes."""
+    strategy = cfg.sharding.strategy
+    if cfg.algorithm == "dpo":  # DPO keeps its own replicated update (dpo.py)
+        if strategy == "fsdp":
+            raise ValueError("sharding.strategy fsdp is not supported with algorithm dpo (use auto)")
+        return False
+    if strategy == "none" and world_size > 1:
+        raise ValueError(f"sharding.strategy none runs one process, this run has {world_size}: use fsdp or auto")
+    return strategy == "fsdp" or (strategy == "auto" and world_size > 1)
+
+
+def shard_trainer(trainer) -> None:
+    """Shard an RLTrainer's policy, reference and optimizer (once; after the warm start or a resume).
+
+    The torch engine keeps an unsharded rollout replica (generation needs no collectives; weights
+    are streamed into it after each step). AdamW is rebuilt over the sharded parameters with the
+    same hyper-parameters and any existing state is re-sharded into it.
+    """
+    if getattr(trainer, "sharded", False) or not sharding_wanted(trainer.cfg, world()[1]):
+        return
+    import copy
+
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    cfg, model, old = trainer.cfg, trainer.model, trainer.optimizer
+    full_osd = get_optimizer_state_dict(model, old) if old.state else None
+    engine_model = getattr(trainer.engine, "model", None)
+    if engine_model is model:  # torch engine sampling from the policy: give it its own copy
+        trainer.engine.model = copy.deepcopy(model)
+    cuda = next(model.parameters()).is_cuda
+    if trainer.ref_model is not None:
+        shard_reference(trainer.ref_model, cpu_offload=cfg.sharding.reference_cpu_offload and cuda)
+    shard_model(model, cpu_offload=cfg.sharding.cpu_offload and cuda)
+    trainer.optimizer = type(old)(model.parameters(), **old.defaults)
+    if full_osd is not None:
+        set_optimizer_state_dict(model, trainer.optimizer, full_osd, options=StateDictOptions(full_state_dict=True))
+    trainer.sharded = True
+
+
+def policy_weights(model: nn.Module):
+    """What engines receive after a step: the state dict, or a per-parameter gathered stream when sharded."""
+    return iter_full_parameters(model) if is_sharded(model) else model.state_dict()
+
+
+def model_state(model: nn.Module | None) -> dict | None:
+    """A checkpointable full state dict (collective when sharded: every rank calls)."""
+    if model is None:
+        return None
+    return full_state_dict(model) if is_sharded(model) else model.state_dict()
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Optimizer state for a checkpoint; when sharded, the full state keyed by parameter name
+    (collective; gathered onto rank 0's CPU)."""
+    if not is_sharded(model):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load either checkpoint layout (index-keyed from a plain run, name-keyed from a sharded one)."""
+    keys = list(state.get("state", {}).keys())
+    if not is_sharded(model) and all(isinstance(k, int) for k in keys):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=is_sharded(model)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -10,10 +11,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from codekiln.workloads.model.hf import load_hf_to_continue
 from codekiln.workloads import contract
+from codekiln.workloads.model.hf import load_hf_to_continue
 from codekiln.workloads.model.transformer import Transformer
-from codekiln.workloads.rl import dpo, rft
+from codekiln.workloads.rl import dpo, rft, sharding
 from codekiln.workloads.rl.advantages import compute_advantages
 from codekiln.workloads.rl.checkpoint import CHECKPOINT_NAME, load_state, save_state
 from codekiln.workloads.rl.config import RLConfig, RLStageConfig
@@ -22,6 +23,8 @@ from codekiln.workloads.rl.dynamic_sampling import collect_informative
 from codekiln.workloads.rl.engines import SamplingParams, build_engine
 from codekiln.workloads.rl.kat import kat_rescale
 from codekiln.workloads.rl.logprobs import response_logprobs
+from codekiln.workloads.rl.metrics import StepClock, length_percentiles
+from codekiln.workloads.rl.overlap import AsyncRollouts
 from codekiln.workloads.rl.rewards import score_batch
 from codekiln.workloads.rl.rollout import generate_groups
 from codekiln.workloads.rl.tasks import Task, load_tasks
@@ -78,7 +81,10 @@ class RLTrainer:
         o = cfg.optimizer
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay,
                                            betas=(o.beta1, o.beta2), eps=o.eps)
-        self.engine = build_engine(cfg.engine, self.model)
+        self.engine = build_engine(cfg.engine, self.model, **({"config": cfg.vllm} if cfg.engine == "vllm" else {}))
+        self.sharded = False  # sharding.shard_trainer: after the warm start (or a resume)
+        self.clock = StepClock()
+        self.overlap = AsyncRollouts(self) if cfg.rollout_staleness else None
         agent = agent if agent is not None else getattr(cfg, "agent", None)
         self.agent = None
         if agent is not None:  # agentic RL: multi-turn tool use on SWE-style tasks in sandbox sessions
@@ -121,13 +127,15 @@ class RLTrainer:
             self.ref_model = copy.deepcopy(self.model).eval()
             for p in self.ref_model.parameters():
                 p.requires_grad_(False)
+        sharding.shard_trainer(self)
 
     # ------------------------------------------------------------------ pieces
-    def stage(self) -> tuple[int, RLStageConfig]:
+    def stage(self, step: int | None = None) -> tuple[int, RLStageConfig]:
+        step = self.step if step is None else step
         done = 0
         plan = self.cfg.stage_plan()
         for i, s in enumerate(plan):
-            if self.step < done + s.steps:
+            if step < done + s.steps:
                 return i, s
             done += s.steps
         return len(plan) - 1, plan[-1]
@@ -142,21 +150,27 @@ class RLTrainer:
     def generate_scored(self, task_ids: list[str], rollouts: int, stage: RLStageConfig, seed: int, stats: list):
         tasks = [self.tasks_by_id[t] for t in task_ids]
         if self.agent is not None:  # multi-turn tool use in sandbox sessions (workloads/rl/agent)
-            return self._observe_groups(self.agent.generate_scored(tasks, rollouts, stage, seed, stats))
+            with self.clock.time("generate"):
+                return self._observe_groups(self.agent.generate_scored(tasks, rollouts, stage, seed, stats))
         abort = rft.divergence_abort(self, tasks, rollouts) if self.cfg.algorithm == "rft" else None
-        batch = generate_groups(self.engine, self.tokenizer.encode, tasks, rollouts,
-                                self.sampling_params(stage, seed, abort))
+        with self.clock.time("generate"):
+            batch = generate_groups(self.engine, self.tokenizer.encode, tasks, rollouts,
+                                    self.sampling_params(stage, seed, abort))
+        self.clock.count("generated_tokens", sum(len(r) for r in batch.responses))
         if self.cfg.algorithm == "rft":
             batch = rft.add_reference_rollouts(self, batch, tasks)
-        stats.append(score_batch(
+        with self.clock.time("score"):
+            stats.append(score_batch(
             batch, self.tasks_by_id, self.tokenizer.decode, self.scorer,
             max_response_tokens=stage.max_response_tokens, overlong_penalty_on=self.cfg.overlong.penalty,
             buffer_tokens=self.cfg.overlong.buffer_tokens, penalty_factor=self.cfg.overlong.penalty_factor,
             format_reward=self.cfg.format_reward,
-        ))
+            ))
         return self._observe_groups(batch)
 
     def _observe_groups(self, batch):
+        if self.overlap is not None and getattr(self.overlap.local, "deferred", False):
+            return batch  # a prefetch thread: the main thread observes when it takes the batch
         for g in torch.unique(batch.group_ids).tolist():
             rows = batch.group_ids == g
             task_id, rate = batch.task_ids[int(rows.nonzero()[0])], float(batch.passed[rows].mean())
@@ -166,7 +180,7 @@ class RLTrainer:
 
     def _old_policy_pass(self, batch) -> None:
         """Recompute old log-probs (non-torch engines) and mean entropies (KAT μ) with the trainer."""
-        need_logp = self.cfg.engine != "torch"
+        need_logp = self.cfg.engine != "torch" or self.overlap is not None  # async: θ_n is the proximal policy
         if not need_logp and self.cfg.kat.entropy_mu == 0:
             return
         with torch.no_grad():
@@ -197,23 +211,43 @@ class RLTrainer:
                 return self.generate_scored(ids, stage.rollouts_per_prompt, stage, seed, gen_stats)
 
             dyn = self.cfg.dynamic_sampling.enabled or self.cfg.algorithm == "dapo"
+            if self.overlap is not None:  # the first batch was generated while the previous step trained
+                generate = self._with_prefetched(generate, gen_stats)
             batch, n_gen = collect_informative(generate, per_rank, self.cfg.dynamic_sampling.max_num_gen_batches, dyn)
-            self._old_policy_pass(batch)
+            behaviour = batch.old_logp.clone() if self.overlap is not None else None
+            with self.clock.time("train"):
+                self._old_policy_pass(batch)
             adv = compute_advantages(self.cfg.algorithm, batch.rewards.double(), batch.group_ids)
             if self.cfg.kat.difficulty_lambda or self.cfg.kat.entropy_mu:
                 ent = batch.mean_entropy if batch.mean_entropy is not None else torch.zeros(len(batch))
                 adv = kat_rescale(adv, batch.group_ids, batch.passed, ent,
                                   self.cfg.kat.difficulty_lambda, self.cfg.kat.entropy_mu)
             batch.advantages = adv.float()
+            if self.overlap is not None:
+                self._prefetch_next(rank, world, per_rank)
             self.engine.sleep()
-            for _ in range(self.cfg.ppo_epochs):
-                upd = policy_update(self.model, self.optimizer, batch, self.settings, self.cfg.micro_batch_rollouts,
-                                    self.cfg.optimizer.grad_clip_norm or 0.0, self.ref_model)
-            self.engine.wake_up()
-            self.engine.update_weights(self.model.state_dict())
+            settings = dataclasses.replace(self.settings, max_response_tokens=stage.max_response_tokens)
+            with self.clock.time("train"):
+                for _ in range(self.cfg.ppo_epochs):
+                    upd = policy_update(self.model, self.optimizer, batch, settings, self.cfg.micro_batch_rollouts,
+                                        self.cfg.optimizer.grad_clip_norm or 0.0, self.ref_model, behaviour)
+            with self.clock.time("sync"):
+                if self.overlap is not None:
+                    self.overlap.wait()  # the prefetch samples from θ_n until it is done
+                self.engine.wake_up()
+                self.engine.update_weights(sharding.policy_weights(self.model))
             metrics = {"loss": upd.loss, "loss_tokens": upd.loss_tokens, "grad_norm": upd.grad_norm,
                        "clip_fraction": upd.clip_fraction, "entropy": upd.entropy, "skipped": upd.skipped,
-                       "gen_batches": n_gen, "trained_rollouts": len(batch)}
+                       "gen_batches": n_gen, "trained_rollouts": len(batch), "kl": upd.kl,
+                       "micro_batches": upd.micro_batches, "trained_tokens": upd.trained_tokens,
+                       **length_percentiles([len(r) for r in batch.responses])}
+        clock = self.clock.take()
+        gen_tokens = clock.pop("generated_tokens", 0.0)
+        metrics.update(clock)
+        gen_s = clock["time_generate_s"]
+        metrics["rollout_tokens_per_second"] = gen_tokens / gen_s if gen_s else 0.0
+        metrics["trainer_tokens_per_second"] = (metrics.get("trained_tokens", 0) / clock["time_train_s"]
+                                                if clock["time_train_s"] else 0.0)
         self._sync_curriculum(world)
         retired = self.curriculum.update()
         first = gen_stats[0] if gen_stats else {}  # the first generation batch: an unbiased sample of the policy
@@ -227,6 +261,25 @@ class RLTrainer:
         })
         self.history.append(metrics)
         return metrics
+
+    def _with_prefetched(self, generate, gen_stats: list):
+        """``generate`` whose first call returns the batch prefetched for this step (observed here)."""
+        first = self.overlap.take(self.step, gen_stats)
+        if first is None:
+            return generate
+        self._observe_groups(first)
+        pending = [first]
+        return lambda: pending.pop() if pending else generate()
+
+    def _prefetch_next(self, rank: int, world: int, per_rank: int) -> None:
+        """Draw the next step's prompts now and generate + score them while this step trains."""
+        nxt = self.step + 1
+        if nxt >= self.cfg.total_steps:
+            return
+        _, stage = self.stage(nxt)
+        ids = self.sampler.next(per_rank * world)[rank::world]
+        seed = self.cfg.seed * 1_000_003 + nxt * 1009 + rank
+        self.overlap.prefetch(nxt, ids, stage.rollouts_per_prompt, stage, seed)
 
     def _sync_curriculum(self, world: int) -> None:
         """Ranks score different prompts: share this step's pass rates so all curricula agree."""
@@ -250,24 +303,26 @@ class RLTrainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {
-            "step": self.step, "policy": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "step": self.step, "policy": sharding.model_state(self.model),
+            "optimizer": sharding.optimizer_state(self.model, self.optimizer),
             "sampler": self.sampler.state_dict(), "curriculum": self.curriculum.state_dict(),
-            "history": self.history, "ref_policy": self.ref_model.state_dict() if self.ref_model else None,
+            "history": self.history, "ref_policy": sharding.model_state(self.ref_model),
             "config": self.cfg.to_wire(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.step = state["step"]
-        self.model.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        sharding.load_full_state_dict(self.model, state["policy"])
+        sharding.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         self.curriculum.load_state_dict(state["curriculum"])
         self.history = list(state["history"])
         if state.get("ref_policy") is not None:
             if self.ref_model is None:
                 self.ref_model = copy.deepcopy(self.model).eval()
-            self.ref_model.load_state_dict(state["ref_policy"])
-        self.engine.update_weights(self.model.state_dict())
+            sharding.load_full_state_dict(self.ref_model, state["ref_policy"])
+        sharding.shard_trainer(self)  # a resumed run skips finish_setup
+        self.engine.update_weights(sharding.policy_weights(self.model))
 
     @property
     def checkpoint_path(self) -> Path:
@@ -296,9 +351,10 @@ class RLTrainer:
             return export_hf(state, self.model.cfg, folder, tok_json)
 
     def save(self) -> Path | None:
-        if _world()[0] != 0:
+        if _world()[0] != 0 and not self.sharded:
             return None
-        return save_state(self.checkpoint_path, self.state_dict())
+        state = self.state_dict()  # sharded: every rank joins the gathers, rank 0 writes
+        return save_state(self.checkpoint_path, state) if _world()[0] == 0 else None
 
     def try_resume(self) -> bool:
         if not self.cfg.checkpoint.resume:
