@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import httpx
+import psutil
 
 from codekiln.workloads.sandbox.config import SandboxConfig, SandboxLimits
 
@@ -43,3 +44,14 @@ def assert_healthy(http: httpx.Client) -> None:
     body = run(http, "print(sum(range(10)))")
     assert body["status"] == "Success", body
     assert body["run_result"]["stdout"] == "45\n"
+
+
+def is_warm_sandbox(proc: psutil.Process) -> bool:
+    """A warm sandbox (bwrap, or the zygote python3 bwrap runs): these stay between runs."""
+    try:
+        name = proc.name()
+        if name == "bwrap":
+            return True
+        return name.startswith("python3") and psutil.Process(proc.ppid()).name() == "bwrap"
+    except psutil.Error:
+        return False

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import psutil
 import pytest
 
-from .helpers import OUTPUT_CAP, SECRET, UID_BASE, assert_healthy, b64, run
+from .helpers import OUTPUT_CAP, SECRET, UID_BASE, assert_healthy, b64, is_warm_sandbox, run
 
 SLOT_UIDS = range(UID_BASE, UID_BASE + 64)
 
@@ -30,21 +30,12 @@ def sandbox_processes() -> list[psutil.Process]:
 
 def slot_processes() -> list[psutil.Process]:
     out = []
-    for proc in psutil.process_iter(["uids", "name", "ppid"]):
+    for proc in psutil.process_iter(["uids"]):
         uids = proc.info.get("uids")
         if uids and uids.real in SLOT_UIDS:
             out.append(proc)
     return out
 
-
-def is_warm_sandbox(proc: psutil.Process) -> bool:
-    """bwrap, or the zygote python3 whose parent is bwrap."""
-    try:
-        if proc.info["name"] == "bwrap":
-            return True
-        return proc.info["name"].startswith("python3") and psutil.Process(proc.info["ppid"]).name() == "bwrap"
-    except psutil.Error:
-        return False
 
 
 def wait_no_sandbox_processes(timeout_s: float = 5.0) -> list[psutil.Process]:

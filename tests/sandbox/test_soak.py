@@ -11,7 +11,7 @@ import psutil
 
 from codekiln.workloads.sandbox.local import local_server_process
 
-from .helpers import UID_BASE, make_config
+from .helpers import UID_BASE, is_warm_sandbox, make_config
 
 RUNS = 2000
 BATCH = 100
@@ -25,12 +25,14 @@ PROGRAMS = [
 
 def snapshot(server: psutil.Process, work_dir: str) -> dict:
     slot_uids = range(UID_BASE, UID_BASE + 64)
+    children = server.children(recursive=True)
     return {
-        "children": sorted(p.pid for p in server.children(recursive=True)),
+        "children": sorted(p.pid for p in children if not is_warm_sandbox(p)),
+        "warm_sandboxes": sorted(p.pid for p in children if is_warm_sandbox(p)),
         "fds": server.num_fds(),
         "threads": server.num_threads(),
         "slot_processes": [p.pid for p in psutil.process_iter(["uids"])
-                           if p.info["uids"] and p.info["uids"].real in slot_uids],
+                           if p.info["uids"] and p.info["uids"].real in slot_uids and not is_warm_sandbox(p)],
         "work_dir": sorted(os.listdir(work_dir)),
         "tmp_owned_by_slots": sorted(e.name for e in os.scandir("/tmp")
                                      if e.stat(follow_symlinks=False).st_uid in slot_uids),
@@ -84,6 +86,7 @@ def test_soak_leaves_nothing_behind(tmp_path):
             baseline = snapshot(server, work_dir)
         assert baseline["children"] == [] and baseline["slot_processes"] == [], baseline
         baseline = settle(server, work_dir, snapshot(server, work_dir), timeout_s=2)
+        rss_before = server.memory_info().rss
 
         done = passed = 0
         start = time.monotonic()
@@ -100,6 +103,9 @@ def test_soak_leaves_nothing_behind(tmp_path):
         assert passed == RUNS - RUNS // len(PROGRAMS)  # the `exit 3` program fails by design
         after = settle(server, work_dir, baseline)
         assert after == baseline, {k: (baseline[k], after[k]) for k in after if after[k] != baseline[k]}
+        # Bounded server memory: 2,000 runs leave the server's RSS within 64 MiB of where it started.
+        rss_after = server.memory_info().rss
+        assert rss_after < rss_before + (64 << 20), (rss_before >> 20, rss_after >> 20)
         metrics = http.get("/metrics").text
         assert f'codekiln_sandbox_runs_total{{language="python",phase="run",verdict="OK"}} {RUNS // 2 + 8}.0' \
             in metrics

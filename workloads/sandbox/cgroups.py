@@ -75,10 +75,8 @@ class SlotCgroups:
 
     def prepare(self, slot: int, limit_bytes: int) -> tuple[str, int]:
         """Set the slot's memory limit; returns (its cgroup.procs path, OOM kills so far)."""
-        try:
+        with contextlib.suppress(OSError):  # below current usage (v1 refuses): keep the previous limit
             self._write(slot, self._limit_file, str(limit_bytes))
-        except OSError:  # below current usage (v1 refuses): keep the previous limit
-            pass
         return os.path.join(self.dirs[slot], "cgroup.procs"), self.oom_kills(slot)
 
     def oom_kills(self, slot: int) -> int:

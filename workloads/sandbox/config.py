@@ -117,7 +117,8 @@ class SandboxConfig(ConfigModel):
         default=256, ge=1, le=1 << 20,
         description="Request bodies held at once (being read or admitted), MiB; beyond: 429. With "
                     "maxRequestMb this bounds the server's own memory whatever the request shapes.")
-    max_uploads: int = Field(default=128, ge=1, le=100000, description="Request bodies being read at once; beyond: 429.")
+    max_uploads: int = Field(default=128, ge=1, le=100000,
+                             description="Request bodies being read at once; beyond: 429.")
     read_timeout_s: float = Field(
         default=20.0, gt=0, le=3600, description="A request body must arrive within this time (else 408).")
     memory_budget_mb: int | None = Field(

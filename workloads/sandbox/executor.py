@@ -111,6 +111,10 @@ class Executor:
         """Host uid of a slot: its own when the server is root, else None (the server's uid)."""
         return self.config.sandbox_uid_base + slot if self._as_root else None
 
+    def session_uid(self, index: int) -> int | None:
+        """Host uid of live session ``index`` (after the slots' uids) when root, else None."""
+        return self.config.sandbox_uid_base + self.config.max_concurrency + index if self._as_root else None
+
     def close(self) -> None:
         """Release host resources (the slot cgroups); warm sandboxes die with the server (--die-with-parent)."""
         for z in self._zygotes:

@@ -250,7 +250,6 @@ class Zygote:
         err = _Capture(lim.max_output_bytes, overflow)
         for fd in (out_r, err_r, stdin_w):
             owned.remove(fd)
-        loop = asyncio.get_running_loop()
         tasks = [asyncio.ensure_future(_drain_fd(out_r, out)), asyncio.ensure_future(_drain_fd(err_r, err)),
                  asyncio.ensure_future(_feed_fd(stdin_w, ex.stdin))]
         backstop = lim.timeout_s + 15
@@ -263,7 +262,8 @@ class Zygote:
             done, _ = await asyncio.wait({reply, ovf}, timeout=backstop, return_when=asyncio.FIRST_COMPLETED)
             if reply not in done:
                 with contextlib.suppress(OSError):
-                    await loop.sock_sendall(job, b"k")  # over the output cap: the keeper kills the namespace
+                    # Over the output cap: EOF tells the keeper to kill the namespace (no data left unread).
+                    job.shutdown(socket.SHUT_WR)
                 done, _ = await asyncio.wait({reply}, timeout=backstop)
             ovf.cancel()
             if reply not in done:

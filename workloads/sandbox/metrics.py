@@ -26,4 +26,10 @@ class SandboxMetrics:
         self.in_flight = Gauge("codekiln_sandbox_requests_in_flight", "Requests admitted (running or queued).",
                                registry=r)
         self.busy = Gauge("codekiln_sandbox_busy_slots", "Execution slots in use.", registry=r)
+        self.sessions_live = Gauge("codekiln_sandbox_sessions_live", "Live sandbox sessions.", registry=r)
+        self.session_commands = Counter("codekiln_sandbox_session_commands_total", "Commands run in sessions.",
+                                        registry=r)
+        self.sessions_reaped = Counter("codekiln_sandbox_sessions_reaped_total",
+                                       "Sessions closed by the server (ttl, idle, dead sandbox).", ["reason"],
+                                       registry=r)
         self.rejections = Counter("codekiln_sandbox_rejections_total", "Requests refused.", ["reason"], registry=r)

@@ -32,6 +32,7 @@ from codekiln.workloads.sandbox.languages import canonical
 from codekiln.workloads.sandbox.memory import protect_server
 from codekiln.workloads.sandbox.metrics import SandboxMetrics
 from codekiln.workloads.sandbox.models import RunBatchRequest, RunCodeRequest
+from codekiln.workloads.sandbox.sessions import FileWrite, SessionCreate, SessionManager, SessionRun, reap_forever
 
 log = logging.getLogger("codekiln.sandbox")
 EXECUTOR = web.AppKey("executor", Executor)
@@ -39,6 +40,7 @@ METRICS = web.AppKey("metrics", SandboxMetrics)
 STATE = web.AppKey("state", dict)
 CONFIG = web.AppKey("config", SandboxConfig)
 BODY_LIMITS = web.AppKey("body_limits", BodyLimits)
+SESSIONS = web.AppKey("sessions", SessionManager)
 
 
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
@@ -182,6 +184,64 @@ def _count(metrics: SandboxMetrics, language: str, compile_result, *runs) -> Non
             metrics.exec_seconds.labels(language, "run").observe(run.execution_time)
 
 
+def _session_route(fn, model=None):
+    """A session endpoint: 503 until ready, typed 4xx errors, 500 without a traceback."""
+    async def handler(request: web.Request) -> web.Response:
+        app = request.app
+        if not app[STATE]["ready"]:
+            return _error(503, f"sandbox not ready: {app[STATE].get('error', 'starting')}")
+        try:
+            body = await read_request(request, model) if model is not None else None
+            status, payload = await fn(app[SESSIONS], request, body)
+            return web.json_response(payload, status=status)
+        except Exception as exc:
+            answer = typed_error(app[METRICS], exc)
+            if answer is not None:
+                return answer
+            log.exception("session request failed")
+            return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+        finally:
+            release(request)
+
+    return handler
+
+
+async def _s_create(mgr: SessionManager, request, body):
+    session, setup = await mgr.create(body)
+    return 201, {"session_id": session.session_id, "workdir": "/workspace", "expires_at": session.expires_at,
+                 "limits": session.info()["limits"], "setup": setup}
+
+
+async def _s_run(mgr, request, body):
+    return 200, await mgr.run(request.match_info["sid"], body)
+
+
+async def _s_read(mgr, request, body):
+    return 200, await mgr.read_file(request.match_info["sid"], request.query.get("path"))
+
+
+async def _s_write(mgr, request, body):
+    return 200, await mgr.write_file(request.match_info["sid"], body)
+
+
+async def _s_list(mgr, request, body):
+    return 200, await mgr.list_files(request.match_info["sid"], request.query.get("path"))
+
+
+async def _s_diff(mgr, request, body):
+    return 200, await mgr.diff(request.match_info["sid"])
+
+
+async def _s_close(mgr, request, body):
+    mgr.get(request.match_info["sid"])
+    await mgr.close(request.match_info["sid"])
+    return 200, {"closed": True}
+
+
+async def _s_index(mgr, request, body):
+    return 200, {"sessions": [s.info() for s in mgr.sessions.values()]}
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -242,6 +302,16 @@ def build_app(config: SandboxConfig) -> web.Application:
                                   max_depth=config.limits.max_json_depth, read_timeout_s=config.read_timeout_s)
     app.router.add_post("/run_code", _make_handler("run_code"))
     app.router.add_post("/run_batch", _make_handler("run_batch"))
+    app[SESSIONS] = SessionManager(config, app[EXECUTOR].isolator, app[EXECUTOR].session_uid,
+                                   app[EXECUTOR].plan.max_session_memory_mb, app[METRICS])
+    app.router.add_post("/sessions", _session_route(_s_create, SessionCreate))
+    app.router.add_get("/sessions", _session_route(_s_index))
+    app.router.add_post("/sessions/{sid}/run", _session_route(_s_run, SessionRun))
+    app.router.add_get("/sessions/{sid}/files", _session_route(_s_read))
+    app.router.add_put("/sessions/{sid}/files", _session_route(_s_write, FileWrite))
+    app.router.add_get("/sessions/{sid}/list", _session_route(_s_list))
+    app.router.add_get("/sessions/{sid}/diff", _session_route(_s_diff))
+    app.router.add_delete("/sessions/{sid}", _session_route(_s_close))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -251,9 +321,12 @@ def build_app(config: SandboxConfig) -> web.Application:
     async def on_startup(app: web.Application) -> None:
         app[STATE]["check"] = asyncio.ensure_future(_startup_check(app))
         app[STATE]["reaper"] = asyncio.ensure_future(_reap_forever(app[EXECUTOR]))
+        app[STATE]["session_reaper"] = asyncio.ensure_future(reap_forever(app[SESSIONS]))
 
     async def on_cleanup(app: web.Application) -> None:
         app[STATE]["reaper"].cancel()
+        app[STATE]["session_reaper"].cancel()
+        await app[SESSIONS].close_all()
         await app[EXECUTOR].aclose()
 
     app.on_startup.append(on_startup)

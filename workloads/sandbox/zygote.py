@@ -1,3 +1,4 @@
+# ruff: noqa: UP031, SIM115, E501 - runs as a stdlib-only script inside the sandbox
 """The warm sandbox: a trusted stdlib-only Python process inside a long-lived bubblewrap sandbox.
 
 The server starts one per execution slot (and one per session) with ``bwrap --unshare-all
@@ -170,9 +171,9 @@ class Zygote:
                     _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
                            "size=%dm,mode=%s,nr_inodes=%d" % (size, mode, max(1024, size * 256)))
                 socket.sethostname("sandbox")
-                if bundle >= 0:
-                    _unpack(bundle)
-            else:
+            if bundle >= 0:
+                _unpack(bundle)
+            if self.mode != "oneshot":
                 # Session command: the session's /workspace and /tmp persist; the snapshot stays hidden.
                 _mount("tmpfs", "/.ck", "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k")
             _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
