@@ -55,3 +55,19 @@ def test_example_is_a_valid_rlrun_resource_and_round_trips():
     plan = cfg.stage_plan()
     assert [(s.max_response_tokens, s.rollouts_per_prompt) for s in plan] == [(24, 8), (32, 12)]
     assert cfg.total_steps == sum(s.steps for s in plan)
+
+
+def test_every_policy_gradient_algorithm_has_the_estimator_the_trainer_looks_up():
+    """spec.rl.algorithm is the key the update path reads (DPO has no advantages; its loss is dpo_update)."""
+    import typing
+
+    import torch
+
+    from codekiln.workloads.rl.advantages import ADVANTAGE_ESTIMATORS, compute_advantages
+
+    algorithms = set(typing.get_args(RLConfig.model_fields["algorithm"].annotation))
+    assert algorithms - {"dpo"} == set(ADVANTAGE_ESTIMATORS)
+    rewards, groups = torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1])
+    assert compute_advantages("dr_grpo", rewards, groups).tolist() == [0.5, -0.5, 0.0, 0.0]
+    with pytest.raises(ValueError, match="algorithm 'dpo' has no advantage estimator"):
+        compute_advantages("dpo", rewards, groups)

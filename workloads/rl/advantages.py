@@ -1,4 +1,4 @@
-"""Group-relative advantage estimators, in a registry keyed by name.
+"""Group-relative advantage estimators, in a registry keyed by ``spec.rl.algorithm`` (the trainer's lookup).
 
 Rollouts of one prompt form a group (``group_ids``). GRPO: ``A = (r − mean) / (std + eps)``;
 Dr.GRPO drops the std. A group of one has no baseline and gets advantage 0, as does a

@@ -35,25 +35,33 @@ def sequence_logps(model, prompts, responses, packed: bool) -> torch.Tensor:
     return (logp * mask).sum(-1)
 
 
-def cached_ref_logps(trainer, prompts, responses) -> torch.Tensor:
-    """Reference log-probs, computed once per (prompt, response) and kept in ``trainer.dpo_ref_cache``."""
-    cache = trainer.dpo_ref_cache
+def cached_ref_logps(ref_model, cache: dict, prompts, responses, packed: bool) -> torch.Tensor:
+    """Reference log-probs, computed once per (prompt, response) and kept in ``cache``."""
     keys = [(tuple(p), tuple(r)) for p, r in zip(prompts, responses, strict=True)]
     missing = list(dict.fromkeys(k for k in keys if k not in cache))
     if missing:
         with torch.no_grad():
-            vals = sequence_logps(trainer.ref_model, [list(k[0]) for k in missing], [list(k[1]) for k in missing],
-                                  trainer.cfg.trie_packing)
+            vals = sequence_logps(ref_model, [list(k[0]) for k in missing], [list(k[1]) for k in missing], packed)
         cache.update({k: float(v) for k, v in zip(missing, vals.cpu(), strict=True)})
     return torch.tensor([cache[k] for k in keys], dtype=torch.float64)
 
 
-def dpo_step(trainer, stage, n_prompts: int, gen_stats: list) -> dict:
-    """Sample, label, pair and take one DPO optimizer step."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-    ids = trainer.sampler.next(n_prompts * world)[rank::world]
-    seed = trainer.cfg.seed * 1_000_003 + trainer.step * 1009 + rank
-    batch = trainer.generate_scored(ids, stage.rollouts_per_prompt, stage, seed, gen_stats)
+def dpo_update(
+    model, ref_model, optimizer, batch, ref_cache: dict, *, beta: float, grad_clip_norm: float | None, packed: bool,
+) -> dict:
+    """Pair a scored batch's passing and failing answers and take one DPO optimizer step on ``model``.
+
+    Args:
+        model: the policy (updated in place).
+        ref_model: the frozen reference policy.
+        optimizer: the policy's optimizer.
+        batch: scored rollouts (``passed`` set), grouped by prompt.
+        ref_cache: reference log-probs by (prompt, response), reused across steps.
+        beta: DPO β.
+        grad_clip_norm: global gradient-norm clip (None: off).
+        packed: trie-packed forwards.
+    """
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     pairs = build_pairs(batch)
     n = len(pairs)
     if world > 1:  # every rank must join the gradient all-reduce, even one without pairs
@@ -63,27 +71,26 @@ def dpo_step(trainer, stage, n_prompts: int, gen_stats: list) -> dict:
             return {"loss": 0.0, "pairs": 0, "skipped": True}
     elif not pairs:
         return {"loss": 0.0, "pairs": 0, "skipped": True}
-    trainer.optimizer.zero_grad()
+    optimizer.zero_grad()
     if pairs:
         chosen, rejected = [c for c, _ in pairs], [r for _, r in pairs]
         prompts = [batch.prompts[i] for i in chosen + rejected]
         responses = [batch.responses[i] for i in chosen + rejected]
-        ref = cached_ref_logps(trainer, prompts, responses)
-        pol = sequence_logps(trainer.model, prompts, responses, trainer.cfg.trie_packing)
-        loss = dpo_sigmoid_loss(pol[:n], pol[n:], ref[:n].to(pol), ref[n:].to(pol), trainer.cfg.dpo_beta)
+        ref = cached_ref_logps(ref_model, ref_cache, prompts, responses, packed)
+        pol = sequence_logps(model, prompts, responses, packed)
+        loss = dpo_sigmoid_loss(pol[:n], pol[n:], ref[:n].to(pol), ref[n:].to(pol), beta)
         loss.backward()
     if world > 1:  # mean over ranks of per-rank mean pair losses
-        for p in trainer.model.parameters():
+        for p in model.parameters():
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad /= world
-    if trainer.cfg.optimizer.grad_clip_norm:
-        torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.cfg.optimizer.grad_clip_norm)
-    trainer.optimizer.step()
-    trainer.engine.update_weights(trainer.model.state_dict())
+    if grad_clip_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    optimizer.step()
     if not pairs:
         return {"loss": 0.0, "pairs": 0, "skipped": False}
-    margin = trainer.cfg.dpo_beta * ((pol[:n] - ref[:n].to(pol)) - (pol[n:] - ref[n:].to(pol)))
+    margin = beta * ((pol[:n] - ref[:n].to(pol)) - (pol[n:] - ref[n:].to(pol)))
     return {"loss": float(loss.detach()), "pairs": n, "skipped": False, "reward_margin": float(margin.detach().mean()),
             "reward_accuracy": float((margin.detach() > 0).float().mean())}

@@ -1,4 +1,4 @@
-"""Policy losses (registry keyed by name) and the DPO loss.
+"""The policy loss (PPO-clip with clip-higher and dual clip; the update path calls it directly) and the DPO loss.
 
 All policy losses return a *per-token* loss [N, T]; :func:`aggregate` reduces it with a
 normaliser computed over the whole optimizer step (all micro-batches, accumulation steps
@@ -6,8 +6,6 @@ and data-parallel ranks), which makes the result independent of how the batch is
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +40,6 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Per-token k3 KL estimate ``exp(ref − logp) − (ref − logp) − 1`` (≥ 0)."""
     delta = ref_logp - logp
     return torch.exp(delta) - delta - 1
-
-
-POLICY_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"ppo_clip": ppo_clip_loss}
 
 
 # verl's names (``actor.loss_agg_mode``); the old names stay as aliases.

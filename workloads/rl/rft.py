@@ -41,29 +41,35 @@ def divergence(text: str, reference: str) -> float:
     return edit_distance(text, reference[: len(text)]) / len(text)
 
 
-def divergence_abort(trainer, tasks, rollouts_per_prompt: int, max_divergence: float | None = None):
-    """An ``abort_fn`` for the engine: stop rows whose text strays from their task's reference."""
-    limit = trainer.cfg.rft_max_divergence if max_divergence is None else max_divergence
+def divergence_abort(decode, tasks, rollouts_per_prompt: int, max_divergence: float):
+    """An ``abort_fn`` for the engine: stop rows whose text strays from their task's reference.
+
+    Args:
+        decode: token ids -> text.
+        tasks: the batch's tasks, one group of ``rollouts_per_prompt`` rows each.
+        rollouts_per_prompt: group size.
+        max_divergence: ``rftMaxDivergence``.
+    """
     refs = [t.reference or "" for t in tasks]
 
     def abort(row: int, token_ids: list[int]) -> bool:
-        text = trainer.tokenizer.decode(token_ids)
-        return len(text) >= MIN_CHARS and divergence(text, refs[row // rollouts_per_prompt]) > limit
+        text = decode(token_ids)
+        return len(text) >= MIN_CHARS and divergence(text, refs[row // rollouts_per_prompt]) > max_divergence
 
     return abort
 
 
-def add_reference_rollouts(trainer, batch: RolloutBatch, tasks) -> RolloutBatch:
-    """Append each task's reference answer to its group (old log-probs from the current policy)."""
+def add_reference_rollouts(
+    model, tokenizer, batch: RolloutBatch, tasks, *, temperature: float, packed: bool,
+) -> RolloutBatch:
+    """Append each task's reference answer to its group (old log-probs from ``model``, the current policy)."""
     rows = []
     for gi, task in enumerate(tasks):
         if task.reference is None:
             raise ValueError(f"algorithm 'rft' needs a reference answer for task {task.id!r}")
-        rows.append((gi, task, trainer.tokenizer.encode(task.prompt),
-                     trainer.tokenizer.encode(task.reference) + [trainer.tokenizer.eot_id]))
+        rows.append((gi, task, tokenizer.encode(task.prompt), tokenizer.encode(task.reference) + [tokenizer.eot_id]))
     with torch.no_grad():
-        logp, _ = response_logprobs(trainer.model, [r[2] for r in rows], [r[3] for r in rows],
-                                    trainer.cfg.temperature, packed=trainer.cfg.trie_packing)
+        logp, _ = response_logprobs(model, [r[2] for r in rows], [r[3] for r in rows], temperature, packed=packed)
     ref = RolloutBatch(
         prompts=[r[2] for r in rows], responses=[r[3] for r in rows], old_logp=logp.float().cpu(),
         group_ids=torch.tensor([r[0] for r in rows]), task_ids=[r[1].id for r in rows],

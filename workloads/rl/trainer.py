@@ -152,13 +152,15 @@ class RLTrainer:
         if self.agent is not None:  # multi-turn tool use in sandbox sessions (workloads/rl/agent)
             with self.clock.time("generate"):
                 return self._observe_groups(self.agent.generate_scored(tasks, rollouts, stage, seed, stats))
-        abort = rft.divergence_abort(self, tasks, rollouts) if self.cfg.algorithm == "rft" else None
+        abort = rft.divergence_abort(self.tokenizer.decode, tasks, rollouts, self.cfg.rft_max_divergence) \
+            if self.cfg.algorithm == "rft" else None
         with self.clock.time("generate"):
             batch = generate_groups(self.engine, self.tokenizer.encode, tasks, rollouts,
                                     self.sampling_params(stage, seed, abort))
         self.clock.count("generated_tokens", sum(len(r) for r in batch.responses))
         if self.cfg.algorithm == "rft":
-            batch = rft.add_reference_rollouts(self, batch, tasks)
+            batch = rft.add_reference_rollouts(self.model, self.tokenizer, batch, tasks,
+                                               temperature=self.cfg.temperature, packed=self.cfg.trie_packing)
         with self.clock.time("score"):
             stats.append(score_batch(
             batch, self.tasks_by_id, self.tokenizer.decode, self.scorer,
@@ -177,6 +179,19 @@ class RLTrainer:
             self.curriculum.observe(task_id, rate)
             self._step_observed[task_id] = rate
         return batch
+
+    def _dpo_step(self, stage: RLStageConfig, n_prompts: int, gen_stats: list) -> dict:
+        """Sample and score one batch, then one DPO update (explicit inputs) and a weight push."""
+        rank, world = _world()
+        ids = self.sampler.next(n_prompts * world)[rank::world]
+        seed = self.cfg.seed * 1_000_003 + self.step * 1009 + rank
+        batch = self.generate_scored(ids, stage.rollouts_per_prompt, stage, seed, gen_stats)
+        metrics = dpo.dpo_update(self.model, self.ref_model, self.optimizer, batch, self.dpo_ref_cache,
+                                 beta=self.cfg.dpo_beta, grad_clip_norm=self.cfg.optimizer.grad_clip_norm,
+                                 packed=self.cfg.trie_packing)
+        if not metrics["skipped"]:
+            self.engine.update_weights(self.model.state_dict())
+        return metrics
 
     def _old_policy_pass(self, batch) -> None:
         """Recompute old log-probs (non-torch engines) and mean entropies (KAT μ) with the trainer."""
@@ -201,7 +216,7 @@ class RLTrainer:
         gen_stats: list[dict] = []
         self._step_observed = {}
         if self.cfg.algorithm == "dpo":
-            metrics = dpo.dpo_step(self, stage, per_rank, gen_stats)
+            metrics = self._dpo_step(stage, per_rank, gen_stats)
         else:
             counter = iter(range(10**9))
 
