@@ -179,13 +179,14 @@ class LLMClient:
 
     def chat_many(self, conversations: Sequence[Sequence[Message]], **sampling: Any) -> list[LLMResult]:
         """Chat completions for many conversations, ``max_concurrency`` at a time, in order."""
-        return self._map(lambda m: self.chat(m, **sampling), conversations)
+        return self.map(lambda m: self.chat(m, **sampling), conversations)
 
     def complete_many(self, prompts: Sequence[str], **sampling: Any) -> list[LLMResult]:
         """Text completions for many prompts, ``max_concurrency`` at a time, in order."""
-        return self._map(lambda p: self.complete(p, **sampling), prompts)
+        return self.map(lambda p: self.complete(p, **sampling), prompts)
 
-    def _map(self, fn, items: Sequence) -> list[LLMResult]:
+    def map(self, fn, items: Sequence) -> list[LLMResult]:
+        """``fn`` over ``items`` on ``max_concurrency`` threads, in order."""
         if len(items) <= 1:
             return [fn(x) for x in items]
         with ThreadPoolExecutor(min(self.config.max_concurrency, len(items))) as pool:

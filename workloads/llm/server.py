@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from codekiln.workloads.special_tokens import EOT, IM_END, IM_START
+from codekiln.workloads.special_tokens import IM_END, IM_START
 
 GREEDY_TEMPERATURE = 1e-4
 
@@ -227,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"codekiln serve: {exc}", file=sys.stderr)
         return 2
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(served, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
     return 0
