@@ -28,6 +28,7 @@ class StepStats:
     bytes_out: int = 0
     time_s: float = 0.0
     rejects: Counter = field(default_factory=Counter)
+    counters: Counter = field(default_factory=Counter)  # step-specific totals (e.g. LLM tokens, cache hits)
 
     def merge(self, other: StepStats) -> None:
         self.docs_in += other.docs_in
@@ -36,6 +37,7 @@ class StepStats:
         self.bytes_out += other.bytes_out
         self.time_s += other.time_s
         self.rejects.update(other.rejects)
+        self.counters.update(other.counters)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class StepStats:
             "bytes_out": self.bytes_out,
             "time_s": round(self.time_s, 4),
             "rejects": dict(self.rejects),
+            "counters": dict(self.counters),
         }
 
     @classmethod
@@ -58,7 +61,16 @@ class StepStats:
             d["bytes_out"],
             d["time_s"],
             Counter(d.get("rejects", {})),
+            Counter(d.get("counters", {})),
         )
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A verdict to drop a document: the rule that fired and the value that tripped it (for the audit trail)."""
+
+    rule: str
+    value: Any = None
 
 
 @dataclass

@@ -116,6 +116,9 @@ def stats_table(totals: dict[str, list[StepStats]]) -> Table:
     table = Table(title="DataPipeline blocks")
     for col in ("stage", "block", "docs in", "docs out", "MB in", "MB out", "time s", "rejects by reason"):
         table.add_column(col, justify="right" if col not in ("stage", "block", "rejects by reason") else "left")
+    counters = any(s.counters for steps in totals.values() for s in steps)  # e.g. LLM tokens of synthesis steps
+    if counters:
+        table.add_column("counters", justify="left")
     for stage, steps in totals.items():
         for s in steps:
             rejects = ", ".join(f"{k}={v:,}" for k, v in s.rejects.most_common())
@@ -128,6 +131,7 @@ def stats_table(totals: dict[str, list[StepStats]]) -> Table:
                 f"{s.bytes_out / 1e6:.2f}",
                 f"{s.time_s:.2f}",
                 rejects,
+                *([", ".join(f"{k}={v:,}" for k, v in sorted(s.counters.items()))] if counters else []),
             )
     return table
 
