@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from codekiln.operator.kustomize import KustomizeError, kustomization_file, render
 from codekiln.operator.resources import RESOURCE_KINDS, Resource
 from codekiln.operator.version import GROUP_VERSION
 from codekiln.workloads.schema import error_lines
@@ -123,18 +124,42 @@ def iter_documents(text: str, source: str = "<input>") -> Iterator[tuple[str, An
 
 
 def validate_paths(paths: list[str | Path]) -> list[ValidationResult]:
-    """Validate files and folders (a folder: its ``*.yaml``/``*.yml`` files, sorted)."""
+    """Validate files and folders.
+
+    A folder with a ``kustomization.yaml`` is rendered (``operator/kustomize.py``); any other folder gives
+    its ``*.yaml``/``*.yml`` files, sorted, then its sub-folders that hold a kustomization (overlays).
+    """
     results: list[ValidationResult] = []
     for path in map(Path, paths):
-        if path.is_dir():
+        if path.is_dir() and kustomization_file(path) is not None:
+            results.extend(validate_kustomization(path))
+        elif path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-            if not files:
+            overlays = sorted(p for p in path.iterdir() if p.is_dir() and kustomization_file(p) is not None)
+            if not files and not overlays:
                 results.append(ValidationResult(errors=[f"{path}: no *.yaml files in this folder"], source=str(path)))
             for file in files:
                 results.extend(validate_file(file))
+            for overlay in overlays:
+                results.extend(validate_kustomization(overlay))
         else:
             results.extend(validate_file(path))
     check_related(results)
+    return results
+
+
+def validate_kustomization(folder: Path) -> list[ValidationResult]:
+    """Render a kustomization folder and validate each resource it produces."""
+    source = str(kustomization_file(folder))
+    try:
+        documents = render(folder)
+    except (KustomizeError, OSError, yaml.YAMLError) as exc:
+        return [ValidationResult(errors=[str(exc)], source=source)]
+    results = []
+    for index, doc in enumerate(documents, start=1):
+        result = validate_document(doc)
+        result.source = f"{source}#{index}"
+        results.append(result)
     return results
 
 

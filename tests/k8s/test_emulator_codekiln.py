@@ -9,8 +9,11 @@ import yaml
 from k8s_emulator.client import ApiError, KubeClient
 
 from codekiln.operator.crds import build_crds
+from codekiln.operator.kustomize import render
 
-EXAMPLES = sorted((pathlib.Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+EXAMPLES_DIR = pathlib.Path(__file__).resolve().parents[2] / "examples"
+# plain files and Kustomize folders (rendered as `kubectl kustomize` would)
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml")) + sorted(p.parent for p in EXAMPLES_DIR.glob("*/kustomization.yaml"))
 
 
 @pytest.fixture
@@ -19,6 +22,8 @@ def k8s_crds():
 
 
 def _load(path: pathlib.Path) -> dict[str, Any]:
+    if path.is_dir():
+        return render(path)[0]
     return next(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
 
 

@@ -11,10 +11,11 @@ from operator_factories import resource
 
 from codekiln.operator.builders import gang
 from codekiln.operator.builders.children import render_all
-from codekiln.operator.validation import validate_file
+from codekiln.operator.validation import validate_paths
 
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.yaml"))
 NOT_BUILTIN = {"scheduling.volcano.sh/v1beta1"}  # CRDs kubernetes-validate has no schema for
 
 
@@ -52,13 +53,13 @@ def _edge_cases():
 
 
 def _example_resources():
-    for path in EXAMPLES:
-        for result in validate_file(path):
-            assert result.ok, f"{result.source}: {result.errors}"
-            doc = result.wire()
-            doc["metadata"]["uid"] = str(uuid.uuid4())
-            doc["metadata"].setdefault("namespace", "default")
-            yield f"{path.name}:{doc['metadata']['name']}", type(result.resource).model_validate(doc)
+    for result in validate_paths([EXAMPLES_DIR]):  # files and Kustomize overlays, as `codekiln run -f examples/`
+        assert result.ok, f"{result.source}: {result.errors}"
+        doc = result.wire()
+        doc["metadata"]["uid"] = str(uuid.uuid4())
+        doc["metadata"].setdefault("namespace", "default")
+        yield f"{Path(result.source.split('#')[0]).name}:{doc['metadata']['name']}", \
+            type(result.resource).model_validate(doc)
 
 
 CASES = list(_edge_cases()) + list(_example_resources())
@@ -88,7 +89,8 @@ def test_strict_validation_catches_a_broken_manifest():
 
 
 def test_every_example_document_is_a_case():
-    """Each document of examples/*.yaml is rendered and validated (none silently dropped)."""
-    documents = sum(len(validate_file(path)) for path in EXAMPLES)
+    """Each document of examples/ (files and overlays) is rendered and validated (none silently dropped)."""
+    documents = len(validate_paths([EXAMPLES_DIR]))
+    assert documents >= len(EXAMPLES) + 2  # the two RLRuns live in Kustomize folders
     assert sum(1 for case, _ in CASES if ".yaml:" in case) == documents
     assert sum(1 for case, _ in CASES if ".yaml:" not in case) == 14

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from codekiln.workloads.rl.config import RLConfig
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rlrun.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rlrun" / "rlrun.yaml"
 
 
 def test_defaults_follow_the_references():
