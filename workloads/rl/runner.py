@@ -1,4 +1,4 @@
-"""Run an RLRun locally (``codekiln run --local -f examples/rlrun.yaml``) or in a pod."""
+"""Run an RLRun locally (``codekiln run --local -f examples/rlrun``) or in a pod."""
 
 from __future__ import annotations
 
