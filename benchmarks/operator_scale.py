@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import platform
@@ -59,7 +60,7 @@ def manifest(kind: str, index: int) -> dict:
     spec = {
         "SandboxPool": {"replicas": 1},
         "DataPipeline": {"pipeline": {"outputDir": "/data/out", "stages": [
-            {"name": "read", "shards": 1, "steps": [{"type": "read_files", "params": {"path": "/data"}}]}]}},
+            {"name": "read", "shards": 1, "steps": [{"readFiles": {"paths": ["/data"]}}]}]}},
         "PretrainRun": {"nodes": 1, "training": {"data": {"path": "/data/packed"}, "stages": [
             {"name": "s1", "steps": 10, "lr": 3e-4, "seqLen": 128}]}},
         "RLRun": {"nodes": 1, "sandboxPoolRef": {"name": f"pool-{group}"}, "rl": {"algorithm": "grpo"}},
@@ -240,11 +241,17 @@ async def ours(k8s: EmulatorThread, client: KubeClient, n: int, concurrency: int
 async def main_async(args: argparse.Namespace) -> dict:
     k8s = EmulatorThread(crds=build_crds(), namespaces=[NS, "baseline"])
     k8s.emulator.request_history = 50  # kmock scans its request log per request; keep it short
+    k8s.emulator.request_counts = collections.Counter()
     k8s.start()
-    client = KubeClient(KubeConfig(server=k8s.url), max_connections=args.concurrency)
+    client = KubeClient(KubeConfig(server=k8s.url), max_connections=args.concurrency,
+                        user_agent="codekiln-benchmark/0", field_manager="codekiln-benchmark")
     try:
         base_s = await baseline(client, args.resources, args.concurrency)
+        k8s.emulator.request_counts.clear()
         result = await ours(k8s, client, args.resources, args.concurrency, args.timeout_s)
+        breakdown = {" ".join(str(part) for part in key if part): count
+                     for key, count in sorted(k8s.emulator.request_counts.items(), key=lambda kv: -kv[1])
+                     if key[0] == "codekiln-operator"}
     finally:
         await client.close()
         k8s.stop()
@@ -264,6 +271,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "reconciles_per_resource": result["reconciles_per_resource"],
         "operator_api_requests_per_resource": result["api_requests_per_resource"],
         "mean_reconcile_ms": result["mean_reconcile_ms"],
+        "operator_requests_by_verb": breakdown,
         "resources": args.resources,
         "kinds": list(KINDS),
         "concurrency": args.concurrency,

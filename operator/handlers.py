@@ -12,12 +12,13 @@ from typing import Any
 import kopf
 
 from codekiln.operator.builders import names
+from codekiln.operator.reconcile.cache import ObjectCache
 from codekiln.operator.reconcile.core import Reconciler
 from codekiln.operator.reconcile.kube import KubeClient, KubeConfig
 from codekiln.operator.status import is_true
 from codekiln.operator.version import API_GROUP, API_VERSION
-
 from codekiln.workloads import contract
+
 PLURALS = contract.KIND_PLURALS
 # Safety-net pass per resource; the reconciler normally requeues itself precisely (deadline, TTL, polling).
 RESYNC_INTERVAL_S = float(os.environ.get("CODEKILN_RESYNC_INTERVAL_S", "120"))
@@ -52,7 +53,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     configure(settings)
     config = getattr(memo, "kube_config", None) or KubeConfig.from_kubernetes()
     memo.kube_config = config
-    memo.reconciler = Reconciler(KubeClient(config))
+    memo.reconciler = Reconciler(KubeClient(config), cache=ObjectCache())
     memo.reconciler.start_resync(RESYNC_INTERVAL_S)  # not kopf timers: those add a finalizer to every resource
 
 
@@ -80,12 +81,14 @@ def probe(memo: Any, **_: Any) -> int:
 @kopf.on.event(API_GROUP, API_VERSION, "pretrainruns")
 @kopf.on.event(API_GROUP, API_VERSION, "rlruns")
 @kopf.on.event(API_GROUP, API_VERSION, "sandboxpools")
-async def resource_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def resource_event(type: str | None, body: kopf.Body, event: Any, memo: Any, **_: Any) -> None:
     """Any change of a codekiln resource (created, spec or status changed, deleted)."""
     reconciler, key = _reconciler(memo), (body["kind"], body.metadata.namespace, body.metadata.name)
     if type == "DELETED":
         reconciler.forget(key)
     else:
+        if reconciler.cache is not None:
+            reconciler.cache.put_resource(event["object"])  # the pass reads this instead of a GET
         reconciler.trigger(*key, resource_version=body.metadata.get("resourceVersion"))
     if body["kind"] == "SandboxPool":
         ready = None if type == "DELETED" else is_true(body.get("status"), "Ready")
@@ -100,8 +103,11 @@ async def resource_event(type: str | None, body: kopf.Body, memo: Any, **_: Any)
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def child_event(type: str | None, body: kopf.Body, event: Any, memo: Any, **_: Any) -> None:
     """A Job, pod or Deployment of ours changed: reconcile its owner (pod failures are seen at once)."""
     kind, name = body.metadata.labels.get(names.LABEL_KIND), body.metadata.labels.get(names.LABEL_NAME)
     if kind in PLURALS and name:
-        _reconciler(memo).trigger(kind, body.metadata.namespace, name)
+        reconciler = _reconciler(memo)
+        if reconciler.cache is not None:
+            reconciler.cache.put_child(event["object"], deleted=type == "DELETED")
+        reconciler.trigger(kind, body.metadata.namespace, name)

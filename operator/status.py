@@ -69,6 +69,7 @@ class StatusDraft:
     new: dict[str, Any] = field(init=False)
     transitions: list[Transition] = field(default_factory=list)
     written_version: str | None = None  # resourceVersion our last status write produced
+    written_body: dict[str, Any] | None = None  # the object our last status write returned
 
     def __post_init__(self) -> None:
         self.new = copy.deepcopy(self.old or {})
@@ -139,12 +140,30 @@ async def write_status(client: KubeClient, body: dict[str, Any], draft: StatusDr
     if patched is None:
         return False
     draft.written_version = (patched.get("metadata") or {}).get("resourceVersion")
+    draft.written_body = patched
     transitions = list(draft.transitions)
     draft.mark_written()
-    for transition in transitions:
-        await post_event(client, body, transition.reason, transition.message or transition.type,
-                         transition.event_type)
+    event = summarize(transitions)
+    if event is not None:
+        await post_event(client, body, *event)
     return True
+
+
+def summarize(transitions: list[Transition]) -> tuple[str, str, str] | None:
+    """One Event per status write: (reason, message, type) of its transitions, the most telling first.
+
+    A Warning transition leads (Failed, Restarting); otherwise the last one to turn True (e.g.
+    StageRunning after StageStarted in the same pass, Ready over Progressing=False), else the last.
+    The other transitions' messages follow, so nothing is lost, at one API request per write
+    instead of one per condition.
+    """
+    if not transitions:
+        return None
+    truthy = [t for t in transitions if t.status == "True"]
+    lead = next((t for t in transitions if t.event_type == "Warning"), (truthy or transitions)[-1])
+    others = [f"{t.reason}: {t.message or t.type}" for t in transitions if t is not lead]
+    message = "; ".join([lead.message or lead.type, *others])
+    return lead.reason, message, lead.event_type
 
 
 async def post_event(client: KubeClient, body: dict[str, Any], reason: str, message: str,

@@ -222,8 +222,12 @@ class ProgressLog:
                                **{k: v for k, v in record.items() if v is not None}})
         else:
             line = self._text(event, record)
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # stdout closed (interpreter exit, a closed pipe): logs are best effort
+            self._done = True
+            return
         self.lines += 1
 
     @staticmethod

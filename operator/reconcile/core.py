@@ -16,6 +16,7 @@ from typing import Any
 
 from codekiln.operator import metrics
 from codekiln.operator.builders import names
+from codekiln.operator.reconcile.cache import ObjectCache
 from codekiln.operator.reconcile.children import ChildConflict, delete_owned
 from codekiln.operator.reconcile.context import Context, Memory
 from codekiln.operator.reconcile.gang import reconcile_gang
@@ -42,8 +43,10 @@ DEBOUNCE_S = 0.1  # triggers within this window (a burst of child events) fold i
 class Reconciler:
     """Owns per-resource memory, coalescing, requeue timers and metrics."""
 
-    def __init__(self, client: KubeClient, *, max_concurrent: int = 16, debounce_s: float = DEBOUNCE_S):
+    def __init__(self, client: KubeClient, *, max_concurrent: int = 16, debounce_s: float = DEBOUNCE_S,
+                 cache: ObjectCache | None = None):
         self.client = client
+        self.cache = cache  # fed by the kopf handlers; None: every pass reads through the API
         self.debounce_s = debounce_s
         self.memory: dict[Key, Memory] = {}
         self.phases = metrics.PhaseTracker()
@@ -110,6 +113,8 @@ class Reconciler:
                 if key[1] == namespace and (kind, name) in memory.waits_on]
 
     def forget(self, key: Key) -> None:
+        if self.cache is not None:
+            self.cache.drop_resource(key)
         self.memory.pop(key, None)
         self._failures.pop(key, None)
         self._written_versions.pop(key, None)
@@ -178,7 +183,12 @@ class Reconciler:
     async def reconcile_once(self, key: Key) -> float | None:
         """Read, validate, reconcile and write status for one resource; returns the requeue delay."""
         kind, namespace, name = key
-        body = await self.client.get(GROUP_VERSION, kind, namespace, name)
+        body = self.cache.resource(key) if self.cache is not None else None
+        from_cache = body is not None
+        if body is None:
+            body = await self.client.get(GROUP_VERSION, kind, namespace, name)
+            if body is not None and self.cache is not None:
+                self.cache.put_resource(body)
         if body is None:
             self.forget(key)
             return None
@@ -196,7 +206,7 @@ class Reconciler:
         if failed and failed.get("reason") == INVALID_SPEC and draft.phase == "Failed":
             draft.set(phase="Pending", message=None)
             draft.condition("Failed", False, "SpecValid", "the spec is valid again")
-        ctx = Context(self.client, body, validated.resource, draft, memory)
+        ctx = Context(self.client, body, validated.resource, draft, memory, cache=self.cache)
         try:
             await KIND_RECONCILERS[kind](ctx)
         except ChildConflict as exc:
@@ -206,14 +216,22 @@ class Reconciler:
             raise
         await self._write(key, body, draft)
         if ctx.created:
-            await self._drop_orphans(key, ctx.uid)
+            await self._drop_orphans(key, ctx.uid, from_cache)
         if ctx.restarted:
             metrics.GANG_RESTARTS.labels(kind, ctx.restarted).inc()
         self._failures.pop(key, None)
         return ctx.requeue_after
 
-    async def _drop_orphans(self, key: Key, uid: str) -> None:
-        """Children created while the resource was being deleted would dangle: delete them."""
+    async def _drop_orphans(self, key: Key, uid: str, watched: bool = False) -> None:
+        """Children created while the resource was being deleted would dangle: delete them.
+
+        With the watch cache the check costs nothing (a deletion seen meanwhile dropped the entry);
+        the garbage collector also removes children whose owner uid no longer exists.
+        """
+        if watched and self.cache is not None:
+            cached = self.cache.resource(key)
+            if cached is not None and cached["metadata"].get("uid") == uid:
+                return
         current = await self.client.get(GROUP_VERSION, *key)
         if current is None or current["metadata"].get("uid") != uid:
             selector = names.label_selector(names.owner_labels(key[0], key[2]))
@@ -224,6 +242,9 @@ class Reconciler:
         await write_status(self.client, body, draft)
         if draft.written_version:
             self._written_versions[key] = draft.written_version
+        if draft.written_body is not None and self.cache is not None and key in self.cache.resources:
+            self.cache.put_resource(draft.written_body)  # the next pass starts from what we wrote
+            draft.written_body = None
         self.phases.set(key, draft.phase)
 
 

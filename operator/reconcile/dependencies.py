@@ -28,7 +28,7 @@ async def dependencies_ready(ctx: Context) -> bool:
     waiting: list[str] = []
     found: dict[tuple[str, str], Resource] = {}
     for dep in after:
-        obj = await ctx.client.get(GROUP_VERSION, dep.kind, ctx.namespace, dep.name)
+        obj = await ctx.lookup(GROUP_VERSION, dep.kind, dep.name)
         parsed = validate_document(obj).resource if obj else None
         if parsed is not None:
             found[(dep.kind, dep.name)] = parsed

@@ -36,7 +36,7 @@ async def reconcile_gang(ctx: Context) -> None:
     job_name = names.gang_job_name(ctx.name, attempt)
     # Never started: no Job to look up (if a crash lost the startTime write, creating it answers 409 and
     # ``ensure`` adopts the existing Job).
-    job = await ctx.client.get("batch/v1", "Job", ctx.namespace, job_name) if draft.new.get("startTime") else None
+    job = await ctx.child("batch/v1", "Job", job_name) if draft.new.get("startTime") else None
 
     remaining = lifecycle.deadline_remaining(ctx)
     if remaining is not None and remaining <= 0 and not spec.suspend:
@@ -97,8 +97,7 @@ async def _observe_attempt(ctx: Context, job: dict, attempt: int, sandbox_url: s
         lifecycle.finish(ctx, True, "GangSucceeded", f"all {spec.nodes} pod(s) of {job['metadata']['name']} "
                          "completed")
         return
-    pods = await ctx.client.list("v1", "Pod", ctx.namespace,
-                                 f"{ctx.owner_selector},{names.LABEL_ATTEMPT}={attempt}")
+    pods = await ctx.owned("v1", "Pod", {names.LABEL_ATTEMPT: str(attempt)}, check_owner=False)
     failure = observe.failed_pod(pods)
     if outcome == "Failed" and observe.job_failure_reason(job) == "DeadlineExceeded":
         lifecycle.finish(ctx, False, "DeadlineExceeded",
@@ -196,8 +195,8 @@ async def _resume_if_suspended(ctx: Context, job: dict | None) -> None:
 
 async def _delete_stale_attempts(ctx: Context, attempt: int) -> None:
     """Jobs of older attempts left by a crash between 'status written' and 'old Job deleted'."""
-    for job in await ctx.client.list("batch/v1", "Job", ctx.namespace, ctx.owner_selector):
+    for job in await ctx.owned("batch/v1", "Job"):
         labels = job["metadata"].get("labels") or {}
-        if labels.get(names.LABEL_ATTEMPT) not in (None, str(attempt)) and observe.owned_by(job, ctx.uid):
+        if labels.get(names.LABEL_ATTEMPT) not in (None, str(attempt)):
             await ctx.client.delete("batch/v1", "Job", ctx.namespace, job["metadata"]["name"])
 

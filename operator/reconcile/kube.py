@@ -86,8 +86,10 @@ def api_path(api_version: str, plural: str, namespace: str | None, name: str | N
 class KubeClient:
     """CRUD on namespaced objects; every method raises :class:`ApiError` on failure (404 → None/False)."""
 
-    def __init__(self, config: KubeConfig, *, timeout_s: float = 30.0, max_connections: int = 32):
+    def __init__(self, config: KubeConfig, *, timeout_s: float = 30.0, max_connections: int = 32,
+                 user_agent: str = USER_AGENT, field_manager: str = FIELD_MANAGER):
         self.config = config
+        self.user_agent, self.field_manager = user_agent, field_manager
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -115,9 +117,9 @@ class KubeClient:
     async def request(self, method: str, path: str, *, body: Any = None, params: dict | None = None,
                       content_type: str = "application/json") -> dict[str, Any] | None:
         session = await self._ensure()
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         if method in ("POST", "PATCH", "PUT"):
-            params = {**(params or {}), "fieldManager": FIELD_MANAGER}
+            params = {**(params or {}), "fieldManager": self.field_manager}
         token = self.config.bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"

@@ -29,9 +29,7 @@ async def reconcile_pipeline(ctx: Context) -> None:
         return
     if not await dependencies_ready(ctx):
         return
-    jobs = {job["metadata"]["name"]: job
-            for job in await ctx.client.list("batch/v1", "Job", ctx.namespace, ctx.owner_selector)
-            if observe.owned_by(job, ctx.uid)}
+    jobs = {job["metadata"]["name"]: job for job in await ctx.owned("batch/v1", "Job")}
     job_names = data_builders.stage_job_names(ctx.resource)
 
     remaining = lifecycle.deadline_remaining(ctx)

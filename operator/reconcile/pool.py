@@ -21,7 +21,7 @@ async def reconcile_pool(ctx: Context) -> None:
     if ctx.memory.ensured_generation != ctx.generation:
         await ctx.ensure_all(desired_children(ctx.resource), update=True)
         ctx.memory.ensured_generation = ctx.generation
-    deployment = await ctx.client.get("apps/v1", "Deployment", ctx.namespace, ctx.name)
+    deployment = await ctx.child("apps/v1", "Deployment", ctx.name)
     replicas, ready = observe.deployment_counts(deployment)
     draft.set(replicas=replicas, readyReplicas=ready, selector=sandbox_builders.selector_string(ctx.resource))
     if not draft.new.get("startTime"):
@@ -29,20 +29,46 @@ async def reconcile_pool(ctx: Context) -> None:
     if spec.replicas == 0:
         draft.set(phase="Pending")
         draft.condition("Ready", False, "ScaledToZero", "spec.replicas is 0")
-    elif ready >= spec.replicas:
+        draft.clear("Progressing", "ScaledToZero", "spec.replicas is 0")
+        return
+    # Ready = serving: at least the minimum ready. Scaling up or down (an autoscaler, kubectl scale) moves
+    # Progressing, never Ready, so RLRuns on the pool keep running.
+    minimum = min_ready_replicas(spec)
+    counts = f"{ready}/{spec.replicas} sandbox server(s) ready"
+    serving = ready >= minimum
+    if serving:
         draft.set(phase="Running")
-        draft.condition("Ready", True, "AllReplicasReady", f"{ready}/{spec.replicas} sandbox server(s) ready")
+        draft.condition("Ready", True, "AllReplicasReady" if ready >= spec.replicas else "MinimumReplicasReady",
+                        f"{counts} (minimum {minimum})")
     else:
         draft.set(phase="Pending")
-        ctx.requeue(POLL_UNTIL_READY_S)
-        pods = await ctx.client.list("v1", "Pod", ctx.namespace, sandbox_builders.selector_string(ctx.resource))
-        unavailable = observe.sandbox_unavailable(pods, EXIT_SANDBOX_UNAVAILABLE)
-        if unavailable is not None:  # a configuration problem: replacing pods would not help
-            draft.condition("Ready", False, "SandboxUnavailable", f"{ready}/{spec.replicas} sandbox server(s) ready; "
-                            f"{unavailable}. {ISOLATION_HINT}")
-            return
-        draft.condition("Ready", False, "ReplicasNotReady", f"{ready}/{spec.replicas} sandbox server(s) ready")
-        await replace_stuck_sandboxes(ctx, pods)
+    if ready >= spec.replicas:
+        draft.clear("Progressing", "ScalingComplete", counts)
+        return
+    draft.condition("Progressing", True, "ScalingUp" if replicas <= spec.replicas else "ScalingDown", counts)
+    ctx.requeue(POLL_UNTIL_READY_S)
+    if deployment is None or not replicas:  # no pod reported yet: nothing to inspect or replace
+        if not serving:
+            draft.condition("Ready", False, "ReplicasNotReady", counts)
+        return
+    pods = await ctx.client.list("v1", "Pod", ctx.namespace, sandbox_builders.selector_string(ctx.resource))
+    unavailable = observe.sandbox_unavailable(pods, EXIT_SANDBOX_UNAVAILABLE)
+    if unavailable is not None:  # a configuration problem: replacing pods would not help
+        message = f"{counts}; {unavailable}. {ISOLATION_HINT}"
+        if serving:
+            draft.condition("Progressing", True, "SandboxUnavailable", message)
+        else:
+            draft.condition("Ready", False, "SandboxUnavailable", message)
+        return
+    if not serving:
+        draft.condition("Ready", False, "ReplicasNotReady", counts)
+    await replace_stuck_sandboxes(ctx, pods)
+
+
+def min_ready_replicas(spec) -> int:
+    """Ready servers a pool needs to count as serving: ``spec.minReadyReplicas`` (default 1), at most replicas."""
+    wanted = getattr(spec, "min_ready_replicas", None) or 1
+    return max(1, min(int(wanted), spec.replicas))
 
 
 async def replace_stuck_sandboxes(ctx: Context, pods: list[dict]) -> None:

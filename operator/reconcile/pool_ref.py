@@ -20,7 +20,7 @@ async def resolve_sandbox(ctx: Context) -> tuple[bool, str | None]:
     ctx.memory.pool_ref = ref.name if ref else None
     if ref is None:
         return True, None
-    pool = await ctx.client.get(GROUP_VERSION, "SandboxPool", ctx.namespace, ref.name)
+    pool = await ctx.lookup(GROUP_VERSION, "SandboxPool", ref.name)
     if pool is None:
         ctx.draft.condition("SandboxPoolReady", False, "SandboxPoolNotFound",
                             f"SandboxPool {ref.name!r} does not exist in namespace {ctx.namespace!r}; "

@@ -28,9 +28,23 @@ def test_sandbox_pool_children_status_and_scaling(cluster):
     # scale through the scale subresource (what an HPA does) → the Deployment follows
     cluster.patch("SandboxPool", "pool", {"spec": {"replicas": 5}}, sub="scale")
     cluster.wait(lambda: cluster.get("Deployment", "pool")["spec"]["replicas"] == 5, what="Deployment scaled")
-    cluster.wait(lambda: cluster.condition("SandboxPool", "pool", "Ready").get("status") == "False",
-                 what="Ready False while scaling")
+    # a serving pool stays Ready while it scales (no flapping for an autoscaler or the RLRuns on it);
+    # the scaling shows in Progressing and the counts
+    progressing = cluster.wait(lambda: cluster.condition("SandboxPool", "pool", "Progressing") or None,
+                               what="Progressing while scaling")
+    assert progressing["status"] == "True" and progressing["reason"] == "ScalingUp"
+    status = cluster.status("SandboxPool", "pool")
+    assert status["phase"] == "Running" and cluster.condition("SandboxPool", "pool", "Ready")["status"] == "True"
+    assert cluster.condition("SandboxPool", "pool", "Ready")["reason"] == "MinimumReplicasReady"
+    cluster.set_deployment("pool", ready=5)
+    cluster.wait(lambda: cluster.condition("SandboxPool", "pool", "Progressing").get("status") == "False",
+                 what="Progressing False once scaled")
+    assert cluster.condition("SandboxPool", "pool", "Ready")["reason"] == "AllReplicasReady"
     assert any(e["reason"] == "AllReplicasReady" for e in cluster.events("pool"))
+    # below the minimum (all servers gone) it is not serving
+    cluster.set_deployment("pool", ready=0)
+    cluster.wait_phase("SandboxPool", "pool", "Pending")
+    assert cluster.condition("SandboxPool", "pool", "Ready")["reason"] == "ReplicasNotReady"
 
 
 def test_sandbox_pod_stuck_unready_is_replaced(cluster):

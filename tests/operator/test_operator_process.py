@@ -11,8 +11,11 @@ import time
 import urllib.request
 import uuid
 
+import yaml
 from operator_cluster import Cluster
 from operator_factories import document
+
+from codekiln.operator.app import default_namespace
 
 
 def _port() -> int:
@@ -71,11 +74,38 @@ def test_operator_process_serves_metrics_and_liveness(k8s, tmp_path):
     assert process.returncode == 0, output[-3000:]
 
 
-def test_operator_without_namespaces_refuses_to_start():
-    result = subprocess.run(
-        [sys.executable, "-c", "from codekiln.operator.app import run_operator; "
-         "raise SystemExit(run_operator([], False, None, None))"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "--all-namespaces" in result.stderr
+def test_operator_without_flags_watches_the_kubeconfig_namespace(k8s, tmp_path):
+    """`codekiln operator` with no flag serves the namespace kubectl would use (the context's), like kopf."""
+    cluster = Cluster(k8s, f"p-{uuid.uuid4().hex[:8]}")
+    config = yaml.safe_load(k8s.write_kubeconfig(tmp_path / "kubeconfig").read_text())
+    for context in config["contexts"]:
+        context["context"]["namespace"] = cluster.ns
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "kubeconfig")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from codekiln.operator.cli import main; sys.exit(main())", "operator",
+         "--metrics-port", "0", "--liveness-port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        cluster.create(document("SandboxPool", "pool", replicas=1))
+        cluster.wait(lambda: cluster.get("Deployment", "pool"), what="Deployment from the flag-less operator")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert f"watching namespace '{cluster.ns}' (from the kubeconfig" in output
+
+
+def test_default_namespace_in_cluster_file_and_kubeconfig(tmp_path):
+    sa = tmp_path / "namespace"
+    sa.write_text("team-x\n")
+    assert default_namespace(sa_file=sa) == "team-x"
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "https://k"}}], "users": [{"name": "u", "user": {}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]}))
+    assert default_namespace(sa_file=tmp_path / "absent", kubeconfig=str(kubeconfig)) == "default"
+    assert default_namespace(sa_file=tmp_path / "absent", kubeconfig=str(tmp_path / "missing")) == "default"
 
 
 def _try(url: str) -> bool:

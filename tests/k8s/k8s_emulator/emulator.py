@@ -50,6 +50,8 @@ class Emulator(KubernetesEmulator):
     schemas: dict[resource, dict[str, Any]] = attrs.field(factory=dict, init=False)
     scales: dict[resource, crds.ScalePaths] = attrs.field(factory=lambda: dict(crds.BUILTIN_SCALE), init=False)
     request_history: int = 2000  # requests kept for kmock-style assertions (bounded: long runs stay small)
+    # Set to a Counter to count requests by (User-Agent product, verb, plural, subresource, field manager).
+    request_counts: Any = None
     builtins: Builtins = attrs.field(factory=Builtins, init=False)
     _by_uid: dict[str, ObjKey] = attrs.field(factory=dict, init=False)
     _by_res: dict[resource, dict[ObjKey, dict[str, Any]]] = attrs.field(factory=dict, init=False)  # live state
@@ -75,12 +77,24 @@ class Emulator(KubernetesEmulator):
             del self._requests[:-self.request_history]
             for payload in self._payloads:
                 del payload._requests[:-self.request_history]
+        if self.request_counts is not None:
+            self._count_request(request)
         # Fast path: kmock matches a request by filtering the whole request history through every view,
         # which is quadratic over a long run. Without user-defined reactions, dispatch object requests directly.
         if self._is_object_request(request) and all(id(p) in self._builtin_payloads for p in self._payloads):
             response = await self._dispatch(request)
             return await response(request)
         return await KubernetesScaffold._handle(self, request)
+
+    def _count_request(self, request: Request) -> None:
+        agent = (request.headers.get("User-Agent") or "").split("/")[0]
+        verb = str(request.method.value if hasattr(request.method, "value") else request.method).upper()
+        if verb == "GET" and request.params.get("watch") in ("1", "true"):
+            verb = "WATCH"
+        elif verb == "GET" and request.resource is not None and request.name is None:
+            verb = "LIST"
+        plural = request.resource.plural if request.resource is not None else request.url.path
+        self.request_counts[(agent, verb, plural, request.subresource, request.params.get("fieldManager"))] += 1
 
     async def _serve_version(self, request: Request) -> Any:
         listing = await super()._serve_version(request)
