@@ -78,11 +78,20 @@ def start_trajectory(task: SweTask, group: int, ct: ChatTokenizer, style: str) -
     return traj
 
 
-def append_observations(traj: Trajectory, ct: ChatTokenizer, observations: list[Observation]) -> None:
+def append_observations(traj: Trajectory, ct: ChatTokenizer, observations: list[Observation], budget: int) -> bool:
+    """Append tool messages; one that would overrun ``budget`` tokens is cut to fit (returns False then)."""
     for obs in observations:
         content = render_observation(obs.content)
+        header, body, tail = ct.header("tool"), ct.encode(content), [ct.im_end, *ct.newline]
+        room = budget - len(traj.tokens) - len(header) - len(tail)
+        if room < len(body):
+            if room >= 0:  # cut the observation to fit; without room for its header it is left out
+                traj.messages.append({"role": "tool", "content": ct.decode(body[:room])})
+                traj.extend(header + body[:room] + tail, False)
+            return False
         traj.messages.append({"role": "tool", "content": content})
-        traj.extend(ct.header("tool") + ct.encode(content) + [ct.im_end] + ct.newline, False)
+        traj.extend(header + body + tail, False)
+    return True
 
 
 async def score_session(session, task: SweTask, snapshot: dict[str, bytes], cfg: AgentConfig) -> tuple[bool, float,
@@ -135,7 +144,8 @@ class AgentRunner:
                          for s, t in zip(sessions, tasks, strict=True)]
             for turn in range(cfg.max_turns):
                 live = [i for i, t in enumerate(trajs) if not t.finish]
-                budgets = {i: min(max_turn_tokens, cfg.max_total_tokens - len(trajs[i].tokens) - 1) for i in live}
+                closing = 1 + len(ct.newline)  # <|im_end|> and newline after a truncated turn
+                budgets = {i: min(max_turn_tokens, cfg.max_total_tokens - len(trajs[i].tokens) - closing) for i in live}
                 for i in [i for i in live if budgets[i] < 1]:
                     trajs[i].finish = "token_budget"
                 live = [i for i in live if budgets[i] >= 1]
@@ -174,8 +184,8 @@ class AgentRunner:
                     if any(o.done for o in obs):
                         traj.finish = "submit"
                         continue
-                    append_observations(traj, ct, obs)
-                    if len(traj.tokens) + len(ct.header("assistant")) >= cfg.max_total_tokens:
+                    fits = append_observations(traj, ct, obs, cfg.max_total_tokens)
+                    if not fits or len(traj.tokens) + len(ct.header("assistant")) >= cfg.max_total_tokens:
                         traj.finish = "token_budget"
                     else:
                         traj.extend(ct.header("assistant"), False)

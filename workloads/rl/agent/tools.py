@@ -4,7 +4,7 @@ The session is the sandbox server's stateful workspace (``workloads/sandbox`` se
 ``run``, ``read_file``, ``write_file``, ``close``). A tool's own failure (missing file, an
 ``old_str`` that does not occur once, a command that is not found or times out) is an
 observation with ``failed=True`` — the signal error-masked SFT uses — never an exception;
-only transport failures (the sandbox is gone) propagate.
+only infrastructure failures (transport errors, 5xx: the sandbox is gone or broken) propagate.
 """
 
 from __future__ import annotations
@@ -45,10 +45,13 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
-def _transport_error(exc: BaseException) -> bool:
-    import aiohttp
+def _infrastructure_error(exc: BaseException) -> bool:
+    """Errors that are not the model's doing: transport failures and server-side (5xx) errors."""
+    import httpx
 
-    return isinstance(exc, aiohttp.ClientConnectionError | asyncio.TimeoutError | ConnectionError)
+    status = getattr(exc, "status", None)
+    return (isinstance(exc, httpx.TransportError | asyncio.TimeoutError | ConnectionError)
+            or (isinstance(status, int) and status >= 500))
 
 
 def clip(text: str, max_chars: int) -> str:
@@ -99,7 +102,7 @@ class ToolExecutor:
         try:
             obs = await getattr(self, f"_{call.name}")(**call.arguments)
         except Exception as exc:  # the session refused the call: a path outside the workspace, a missing file
-            if _transport_error(exc):
+            if _infrastructure_error(exc):
                 raise
             obs = Observation(f"error: {call.name}: {exc}", failed=True)
         obs.content = clip(obs.content, self.max_chars)
