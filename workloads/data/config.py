@@ -80,11 +80,17 @@ class _StepBase(ConfigModel):
         return getattr(self, self.type)
 
 
+def _step_description(name: str, model: type) -> str:
+    doc = (model.__doc__ or "").strip().splitlines()
+    own = doc[0] if doc and "__doc__" in vars(model) else ""
+    return f"The {to_camel(name)} step's params" + (f" ({own.rstrip('.')})." if own else ".")
+
+
 DataStepConfig = create_model(
     "DataStepConfig",
     __base__=_StepBase,
     __doc__="One step: exactly one key, the step type, holding its params ({} for the defaults).",
-    **{name: (model | None, Field(default=None, description=(model.__doc__ or name).strip().splitlines()[0]))
+    **{name: (model | None, Field(default=None, description=_step_description(name, model)))
        for name, model in STEP_PARAMS.items()},
 )
 

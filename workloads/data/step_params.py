@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from codekiln.workloads.data.synthesis.params import SYNTHESIS_STEP_PARAMS
 from codekiln.workloads.schema import ConfigModel
 
 # ---------------------------------------------------------------- shared defaults
@@ -37,7 +38,7 @@ class NoParams(ConfigModel):
 
 # ---------------------------------------------------------------- readers
 class SourceParams(ConfigModel):
-    """``read_files``: files under folders, language by extension."""
+    """Files under folders, language by extension."""
 
     paths: list[str] = Field(
         min_length=1,
@@ -55,7 +56,7 @@ class SourceParams(ConfigModel):
 
 
 class RepoParams(SourceParams):
-    """``read_repos``: every sub-directory of ``paths`` is a repository."""
+    """Every sub-directory of ``paths`` is a repository."""
 
     level: Literal["file", "repo"] = Field(
         default="file", description="`file`: a document per file; `repo`: one per repository."
@@ -329,6 +330,8 @@ STEP_PARAMS: dict[str, type[ConfigModel]] = {
     # sinks
     "train_tokenizer": TrainTokenizerParams,
     "pack": PackParams,
+    # post-training data: synthesis, LLM filters, verified answers, DPO pairs, decontamination, exports
+    **SYNTHESIS_STEP_PARAMS,
 }
 READER_STEPS = frozenset({"read_files", "read_repos", "read_jsonl", "read_parquet", "read_git_history"})
 INTERNAL_STEP_PARAMS: dict[str, type[ConfigModel]] = {
