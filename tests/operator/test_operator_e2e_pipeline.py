@@ -134,3 +134,15 @@ def test_a_pretrainrun_incompatible_with_its_pipeline_waits_with_a_condition(clu
         {"name": "s1", "steps": 10, "seqLen": 128}]}}})  # fixed: two packed sequences per sample
     cluster.wait(lambda: cluster.condition("PretrainRun", "train", "DependenciesReady").get("reason")
                  == "WaitingForDependencies", what="waiting for the pipeline instead")
+
+
+def test_a_stage_reading_a_later_stage_is_an_invalid_spec_naming_the_field(cluster):
+    # the CRD's CEL rule checks that `input` names a stage; the order is codekiln's validation (a condition)
+    cluster.create(document("DataPipeline", "order", pipeline={"stages": [
+        {"name": "pack", "input": "read", "steps": [{"pack": {"seqLen": 64}}]},
+        {"name": "read", "shards": 1, "steps": [{"readFiles": {"paths": ["/data/src"]}}]}]}))
+    cluster.wait_phase("DataPipeline", "order", "Failed")
+    failed = cluster.condition("DataPipeline", "order", "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.pipeline.stages[0].input: stage 'read' runs later (stages[1])" in failed["message"]
+    assert cluster.list("Job") == []
