@@ -251,6 +251,9 @@ class RLConfig(ConfigModel):
             )
         if self.engine == "vllm" and self.vllm.mode == "server" and not self.vllm.server_url:
             raise problems([("vllm.serverUrl", "required when vllm.mode is 'server'")])
+        if self.rollout_staleness and self.engine == "vllm" and self.vllm.mode == "colocate":
+            raise problems([("rolloutStaleness", "1 needs an engine that runs during training: engine torch or "
+                             "vllm.mode server (colocated vLLM sleeps while the trainer runs)")])
         if self.algorithm == "dapo" and not self.dynamic_sampling.enabled:
             raise ValueError("algorithm 'dapo' needs dynamicSampling.enabled")
         if (self.agent is None) != (self.tasks.source != "swe"):

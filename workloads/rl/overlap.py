@@ -66,7 +66,7 @@ class AsyncRollouts:
     def take(self, step: int, gen_stats: list[dict]):
         """The prefetched batch for ``step`` (None when nothing was prefetched for it)."""
         if self._future is None or self._for_step != step:
-            self.wait()
+            self.close_pending()
             return None
         batch = self._future.result()
         self._future = None
@@ -74,12 +74,16 @@ class AsyncRollouts:
         return batch
 
     def wait(self) -> None:
-        """Finish (and drop) a running prefetch: before weights change under it, or at the end."""
+        """Block until a running prefetch is done (before the engine's weights change under it)."""
         if self._future is not None:
             self._future.result()
-            self._future = None
+
+    def close_pending(self) -> None:
+        """Finish and drop a prefetch nobody will take (a resumed or re-planned step)."""
+        self.wait()
+        self._future = None
 
     def close(self) -> None:
-        self.wait()
+        self.close_pending()
         self._pool.shutdown(wait=True)
 

@@ -128,6 +128,7 @@ class RLTrainer:
             for p in self.ref_model.parameters():
                 p.requires_grad_(False)
         sharding.shard_trainer(self)
+        self.engine.update_weights(sharding.policy_weights(self.model))  # replicas / vLLM get the warm-started policy
 
     # ------------------------------------------------------------------ pieces
     def stage(self, step: int | None = None) -> tuple[int, RLStageConfig]:
