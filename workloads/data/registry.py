@@ -49,6 +49,21 @@ STEPS: dict[str, str] = {
     # sinks
     "train_tokenizer": "tokenizer:TrainTokenizer",
     "pack": "pack:PackStep",
+    # post-training data (synthesis/)
+    "seed_snippets": "synthesis.seeds:SeedSnippets",
+    "instruction_generation": "synthesis.generate:InstructionGeneration",
+    "response_generation": "synthesis.generate:ResponseGeneration",
+    "llm_rewrite": "synthesis.generate:LLMRewrite",
+    "code_block_filter": "synthesis.filters:CodeBlockFilter",
+    "llm_judge_filter": "synthesis.filters:LLMJudgeFilter",
+    "topic_difficulty": "synthesis.filters:TopicDifficulty",
+    "difficulty_weights": "synthesis.filters:DifficultyWeights",
+    "self_correction": "synthesis.verify:SelfCorrection",
+    "dpo_pairs": "synthesis.verify:DPOPairs",
+    "rejection_sampling": "synthesis.verify:RejectionSampling",
+    "decontaminate": "decontam:Decontaminate",
+    "export_sft": "synthesis.export:ExportSFT",
+    "export_dpo": "synthesis.export:ExportDPO",
 }
 
 

@@ -1,0 +1,1 @@
+"""Post-training data: instruction synthesis, LLM filters, sandbox-verified answers, DPO pairs."""
