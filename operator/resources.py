@@ -9,14 +9,15 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from codekiln.operator.pod_overrides import SPEC_ROLES, PodTemplateOverride, check_overrides
 from codekiln.operator.version import GROUP_VERSION
 from codekiln.workloads import contract
 from codekiln.workloads.data.config import DataPipelineConfig
 from codekiln.workloads.rl.config import RLConfig
 from codekiln.workloads.sandbox.config import SandboxConfig
-from codekiln.workloads.schema import ConfigModel
+from codekiln.workloads.schema import ConfigModel, problems
 from codekiln.workloads.train.config import TrainConfig
 
 DEFAULT_IMAGE = "ghcr.io/codekiln/workload:0.1.0"
@@ -114,6 +115,18 @@ class PodTemplateFields(ConfigModel):
     service_account_name: str | None = Field(
         default=None, pattern=NAME_PATTERN, description="ServiceAccount of the pods (default: the operator's)."
     )
+    pod_template_overrides: list[PodTemplateOverride] = Field(
+        default_factory=list, max_length=16,
+        description="Per-role pod settings (Secrets as env, volumes, pull secrets, affinity, tolerations, "
+        "security contexts, labels): roles trainer (PretrainRun, RLRun), dataShard (DataPipeline), sandbox.",
+    )
+
+    @model_validator(mode="after")
+    def _pod_overrides(self) -> PodTemplateFields:
+        found = check_overrides(self.pod_template_overrides, SPEC_ROLES.get(type(self).__name__, ()))
+        if found:
+            raise problems(found)
+        return self
 
 
 class Dependency(ConfigModel):

@@ -20,7 +20,8 @@ def desired_children(resource: Resource) -> list[dict[str, Any]]:
         ]
     if isinstance(resource, DataPipeline):
         return [config]
-    identity = [] if resource.spec.service_account_name else [common.build_service_account(resource)]
+    named = resource.spec.service_account_name or common.override_service_account(resource)
+    identity = [] if named else [common.build_service_account(resource)]
     return [
         config,
         *identity,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from codekiln.operator import pod_overrides
 from codekiln.operator.builders import names
 from codekiln.operator.resources import Resource
 from codekiln.operator.version import GROUP_VERSION
@@ -100,7 +101,37 @@ def build_service_account(resource: Resource) -> dict[str, Any]:
 
 
 def pod_service_account(resource: Resource) -> str:
-    return resource.spec.service_account_name or names.workload_service_account(resource.metadata.name)
+    """The gang pods' ServiceAccount: a trainer override's, else spec.serviceAccountName, else ``<name>-workload``."""
+    return override_service_account(resource) or resource.spec.service_account_name \
+        or names.workload_service_account(resource.metadata.name)
+
+
+def override_service_account(resource: Resource) -> str | None:
+    """The ServiceAccount the last applicable ``podTemplateOverrides`` entry names, if any."""
+    found = None
+    for role in pod_overrides.ROLES.get(resource.kind_name, ()):
+        for override in pod_overrides.applicable(resource.spec.pod_template_overrides, role):
+            found = override.spec.service_account_name or found
+    return found
+
+
+def finish_pod_template(resource: Resource, role: str, template_meta: dict[str, Any],
+                        pod_spec: dict[str, Any]) -> None:
+    """Last touches of every workload pod template: fsGroup for mounted claims, then ``podTemplateOverrides``.
+
+    Args:
+        resource: the validated resource.
+        role: trainer, dataShard or sandbox.
+        template_meta: the pod template's metadata (in place).
+        pod_spec: the pod spec (in place).
+    """
+    claims = resource.spec.storage is not None or any(
+        "persistentVolumeClaim" in (volume.model_extra or {})
+        for override in pod_overrides.applicable(resource.spec.pod_template_overrides, role)
+        for volume in override.spec.volumes)
+    if claims and role != "sandbox":
+        pod_overrides.storage_security_context(pod_spec)
+    pod_overrides.apply_overrides(resource.spec.pod_template_overrides, role, template_meta, pod_spec)
 
 
 def build_progress_role(resource: Resource) -> dict[str, Any]:

@@ -43,6 +43,9 @@ def build_stage_job(
         env=[*common.base_env(resource), {"name": contract.ENV_STAGE, "value": stage.name}],
         service_account=resource.spec.service_account_name,
     )
+    template_meta: dict[str, Any] = {"labels": {
+        **names.owner_labels(resource.kind_name, name), names.LABEL_COMPONENT: "shard", **stage_labels}}
+    common.finish_pod_template(resource, "dataShard", template_meta, pod_spec)
     parallelism = min(resource.spec.parallelism or stage.shards, stage.shards)
     spec: dict[str, Any] = {
         "completionMode": "Indexed",
@@ -55,11 +58,7 @@ def build_stage_job(
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]},
         "suspend": bool(suspend or resource.spec.scheduling.queue_name),
-        "template": {
-            "metadata": {"labels": {
-                **names.owner_labels(resource.kind_name, name), names.LABEL_COMPONENT: "shard", **stage_labels}},
-            "spec": pod_spec,
-        },
+        "template": {"metadata": template_meta, "spec": pod_spec},
     }
     return common.wrap_job(
         resource, job_name, component="stage", labels=stage_labels, spec=spec,

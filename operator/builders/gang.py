@@ -91,6 +91,7 @@ def build_gang_job(
     }
     if pod_annotations:
         template_meta["annotations"] = pod_annotations
+    common.finish_pod_template(resource, "trainer", template_meta, pod_spec)
     spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": resource.spec.nodes,

@@ -89,6 +89,8 @@ def build_sandbox_deployment(resource: SandboxPool) -> dict[str, Any]:
         pod_spec["hostUsers"] = resource.spec.host_users
     common.apply_scheduling(resource, pod_spec)
     selector = pool_selector(resource)
+    template_meta: dict[str, Any] = {"labels": dict(selector)}
+    common.finish_pod_template(resource, "sandbox", template_meta, pod_spec)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -97,7 +99,7 @@ def build_sandbox_deployment(resource: SandboxPool) -> dict[str, Any]:
             "replicas": resource.spec.replicas,
             "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
-            "template": {"metadata": {"labels": selector}, "spec": pod_spec},
+            "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }
 

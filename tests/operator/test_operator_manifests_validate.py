@@ -50,6 +50,12 @@ def _edge_cases():
                                serviceAccountName="sbx", scheduling={"nodeSelector": {"pool": "sandbox"}})
     for kind in ("DataPipeline", "PretrainRun", "RLRun", "SandboxPool"):
         yield f"default-{kind}", resource(kind)
+    from test_pod_overrides import FULL_OVERRIDE, SANDBOX_OVERRIDE
+
+    for kind in ("DataPipeline", "PretrainRun", "RLRun"):
+        yield f"overrides-{kind}", resource(kind, "ov", podTemplateOverrides=[FULL_OVERRIDE],
+                                            storage={"claimName": "data"})
+    yield "overrides-SandboxPool", resource("SandboxPool", "ov", podTemplateOverrides=[SANDBOX_OVERRIDE])
 
 
 def _example_resources():
@@ -93,4 +99,4 @@ def test_every_example_document_is_a_case():
     documents = len(validate_paths([EXAMPLES_DIR]))
     assert documents >= len(EXAMPLES) + 2  # the two RLRuns live in Kustomize folders
     assert sum(1 for case, _ in CASES if ".yaml:" in case) == documents
-    assert sum(1 for case, _ in CASES if ".yaml:" not in case) == 14
+    assert sum(1 for case, _ in CASES if ".yaml:" not in case) == 18  # 14 edge cases + 4 overrides
