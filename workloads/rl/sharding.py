@@ -160,6 +160,7 @@ def shard_trainer(trainer) -> None:
     if getattr(trainer, "sharded", False) or not sharding_wanted(trainer.cfg, world()[1]):
         return
     import copy
+    import inspect
 
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -176,7 +177,8 @@ def shard_trainer(trainer) -> None:
     if trainer.ref_model is not None:
         shard_reference(trainer.ref_model, cpu_offload=cfg.sharding.reference_cpu_offload and cuda)
     shard_model(model, cpu_offload=cfg.sharding.cpu_offload and cuda)
-    trainer.optimizer = type(old)(model.parameters(), **old.defaults)
+    accepted = inspect.signature(type(old).__init__).parameters
+    trainer.optimizer = type(old)(model.parameters(), **{k: v for k, v in old.defaults.items() if k in accepted})
     if full_osd is not None:
         set_optimizer_state_dict(model, trainer.optimizer, full_osd, options=StateDictOptions(full_state_dict=True))
     trainer.sharded = True
