@@ -47,11 +47,29 @@ def assert_healthy(http: httpx.Client) -> None:
 
 
 def is_warm_sandbox(proc: psutil.Process) -> bool:
-    """A warm sandbox (bwrap, or the zygote python3 bwrap runs): these stay between runs."""
+    """Part of a warm sandbox, which stays between runs: bwrap, the zygote python3 it runs, and the
+    zygote's pre-forked spare job (keeper → init → program process, idle, nothing else below it)."""
     try:
         name = proc.name()
         if name == "bwrap":
             return True
-        return name.startswith("python3") and psutil.Process(proc.ppid()).name() == "bwrap"
+        chain = [proc]
+        while len(chain) < 5:
+            parent = chain[-1].parent()
+            if parent is None:
+                return False
+            if parent.name() == "bwrap":
+                break
+            chain.append(parent)
+        else:
+            return False
+        if len(chain) == 1:
+            return name.startswith("python3")  # the zygote
+        keeper = chain[-2]  # the zygote's child
+        init = keeper.children()
+        if len(init) != 1:
+            return False
+        program = init[0].children()
+        return len(program) == 1 and not program[0].children() and proc in (keeper, init[0], program[0])
     except psutil.Error:
         return False

@@ -124,12 +124,12 @@ def test_fetched_files_cannot_be_substituted(hard):
         info = tarfile.TarInfo("out.txt")
         info.size = 6
         tar.addfile(info, io.BytesIO(b"forged"))
-    code = ("import os\nopen('out.txt','w').write('real')\nfake = bytes.fromhex(%r)\nn = 0\n"
-            "for fd in list(range(3, 256)) + ['/proc/1/fd/%%d' %% i for i in range(3, 64)]:\n"
+    code = ("import os\nopen('out.txt','w').write('real')\nfake = bytes.fromhex(FAKE)\nn = 0\n"
+            "for fd in list(range(3, 256)) + ['/proc/1/fd/' + str(i) for i in range(3, 64)]:\n"
             "    try:\n"
             "        f = os.open(fd, os.O_WRONLY) if isinstance(fd, str) else fd\n"
             "        os.write(f, fake); n += 1\n"
-            "    except OSError:\n        pass\nprint(n)\n") % fake.getvalue().hex()  # noqa: UP031
+            "    except OSError:\n        pass\nprint(n)\n").replace("FAKE", repr(fake.getvalue().hex()))
     body = http.post("/run_code", json={"code": code, "language": "python", "fetch_files": ["out.txt"]}).json()
     assert body["run_result"]["verdict"] == "OK", body
     assert body["run_result"]["stdout"] == "0\n"  # the program holds no descriptor but its stdio

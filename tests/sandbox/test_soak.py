@@ -28,7 +28,7 @@ def snapshot(server: psutil.Process, work_dir: str) -> dict:
     children = server.children(recursive=True)
     return {
         "children": sorted(p.pid for p in children if not is_warm_sandbox(p)),
-        "warm_sandboxes": sorted(p.pid for p in children if is_warm_sandbox(p)),
+        "warm_sandbox_processes": sum(1 for p in children if is_warm_sandbox(p)),
         "fds": server.num_fds(),
         "threads": server.num_threads(),
         "slot_processes": [p.pid for p in psutil.process_iter(["uids"])

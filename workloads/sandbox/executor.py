@@ -139,7 +139,12 @@ class Executor:
         for i in range(self.config.max_concurrency):
             if self._zygotes[i] is None:
                 with contextlib.suppress(SandboxUnavailable):
-                    self._zygotes[i] = await self.isolator.start("oneshot", uid=self.uid(i), slot=i)
+                    self._zygotes[i] = await self._start(i)
+
+    async def _start(self, slot: int) -> Zygote:
+        lim = self.limits
+        return await self.isolator.start("oneshot", uid=self.uid(slot), slot=slot, workspace_mb=lim.workspace_mb,
+                                         tmp_mb=lim.tmp_mb)
 
     async def execute(self, ex: Execution, slot: int, python_main: str | None = None,
                       env: dict[str, str] | None = None) -> ExecResult:
@@ -149,7 +154,7 @@ class Executor:
             if zyg is not None:
                 await zyg.close()
             self._zygotes[slot] = None
-            zyg = self._zygotes[slot] = await self.isolator.start("oneshot", uid=self.uid(slot), slot=slot)
+            zyg = self._zygotes[slot] = await self._start(slot)
         oom_before = None
         cg = self.isolator.cgroups
         if cg is not None and cg.enabled:

@@ -355,7 +355,8 @@ class Isolator:
         argv += ["--chdir", WORKSPACE, "--clearenv"]
         for key, value in base_env(env).items():
             argv += ["--setenv", key, value]
-        return argv + ["--", self.python, "-u", "-c", ZYGOTE_SOURCE, str(ctl_fd), str(seccomp_fd), mode]
+        return argv + ["--", self.python, "-u", "-c", ZYGOTE_SOURCE, str(ctl_fd), str(seccomp_fd), mode,
+                       str(workspace_mb), str(tmp_mb)]
 
     async def start(self, mode: str = "oneshot", *, uid: int | None = None, slot: int | None = None,
                     workspace_mb: int = 1, tmp_mb: int = 1, env: dict[str, str] | None = None) -> Zygote:

@@ -1,4 +1,4 @@
-# ruff: noqa: UP031, SIM115, E501 - runs as a stdlib-only script inside the sandbox
+# ruff: noqa: UP031, SIM105, SIM115, E501 - runs as a stdlib-only script inside the sandbox
 """The warm sandbox: a trusted stdlib-only Python process inside a long-lived bubblewrap sandbox.
 
 The server starts one per execution slot (and one per session) with ``bwrap --unshare-all
@@ -91,9 +91,11 @@ def _write(path, text):
 
 
 class Zygote:
-    def __init__(self, ctl_fd, seccomp_fd, mode):
-        self.ctl = socket.socket(fileno=ctl_fd)
+    def __init__(self, ctl_fd, seccomp_fd, mode, workspace_mb=16, tmp_mb=16):
+        self.ctl = socket.socket(fileno=int(ctl_fd))
+        seccomp_fd = int(seccomp_fd)
         self.mode = mode  # "oneshot" | "session"
+        self.workspace_mb, self.tmp_mb = int(workspace_mb), int(tmp_mb)
         self.seccomp = None
         if seccomp_fd >= 0:
             data = b""
@@ -109,12 +111,26 @@ class Zygote:
 
     # ------------------------------------------------------------ zygote loop
     def serve(self):
-        """Answer control messages until the server closes the socket. Returns only in a program (C)."""
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
+        """Answer control messages until the server closes the socket. Returns only in a program (C).
+
+        One job is always pre-forked (``spare``): its namespaces, mounts, init and program
+        process exist before the request arrives, so a run costs a message, not a set-up.
+        """
+        self.ctl.settimeout(1.0)
+        spare = None
         while True:
+            _reap()
+            if spare is None:
+                parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                pid = os.fork()
+                if pid == 0:
+                    parent_end.close()
+                    return self.keeper(child_end)
+                child_end.close()
+                spare = parent_end
             try:
                 msg, fds, _, _ = socket.recv_fds(self.ctl, MAX_MSG, 16)
-            except InterruptedError:
+            except (InterruptedError, TimeoutError):
                 continue
             if not msg:
                 os._exit(0)
@@ -126,19 +142,22 @@ class Zygote:
                 continue
             op = req.get("op")
             if op == "run":
-                pid = os.fork()
-                if pid == 0:
-                    return self.keeper(req, fds)
+                try:
+                    socket.send_fds(spare, [msg], fds)
+                except OSError:
+                    pass  # the spare died: the job socket closes and the server sees a setup failure
                 for fd in fds:
                     os.close(fd)
+                spare.close()
+                spare = None
             else:
                 try:
                     reply = self.file_op(req, fds)
                 except OSError as exc:
-                    reply = {"error": "{}: {}".format(req.get("path", ""), os.strerror(exc.errno or errno.EIO)),
+                    reply = {"error": "%s: %s" % (req.get("path", ""), os.strerror(exc.errno or errno.EIO)),
                              "errno": exc.errno}
                 except Exception as exc:  # noqa: BLE001 - answer, never die
-                    reply = {"error": f"{type(exc).__name__}: {exc}"}
+                    reply = {"error": "%s: %s" % (type(exc).__name__, exc)}
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -149,15 +168,12 @@ class Zygote:
         _send_frames(self.ctl, json.dumps(reply).encode(), body)
 
     # ------------------------------------------------------------ A: the job keeper
-    def keeper(self, req, fds):
-        """Runs in A; returns only in C (the program)."""
-        job = socket.socket(fileno=fds[0])
-        stdio = fds[1:4]
-        bundle = fds[4] if len(fds) > 4 else -1
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    def keeper(self, zsock):
+        """Runs in A (pre-forked); returns only in C (the program)."""
         _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         self.ctl.close()
-        ready_r = ready_w = -1
+        zsock.settimeout(None)
+        error = None
         try:
             flags = CLONE_NEWNS | CLONE_NEWPID
             if self.mode == "oneshot":
@@ -165,32 +181,54 @@ class Zygote:
             _unshare(flags)
             _mount(None, "/", None, MS_REC | MS_PRIVATE)
             if self.mode == "oneshot":
-                lim = req["limits"]
-                for path, size, mode in (("/workspace", lim["workspace_mb"], "0755"), ("/tmp", lim["tmp_mb"], "1777"),
-                                         ("/dev/shm", lim["tmp_mb"], "1777")):
+                for path, size, mode in (("/workspace", self.workspace_mb, "0755"), ("/tmp", self.tmp_mb, "1777"),
+                                         ("/dev/shm", self.tmp_mb, "1777")):
                     _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
                            "size=%dm,mode=%s,nr_inodes=%d" % (size, mode, max(1024, size * 256)))
                 socket.sethostname("sandbox")
-            if bundle >= 0:
-                _unpack(bundle)
-            if self.mode != "oneshot":
+            else:
                 # Session command: the session's /workspace and /tmp persist; the snapshot stays hidden.
                 _mount("tmpfs", "/.ck", "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k")
-            _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
             _mount(None, "/dev", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+            to_c, c_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+            b = os.fork()
+            if b == 0:
+                zsock.close()
+                to_c.close()
+                os.close(ready_r)
+                return self.init(c_end, ready_w)
+            c_end.close()
+            os.close(ready_w)
         except Exception as exc:  # noqa: BLE001
-            _send_json(job, {"ev": "setup_failed", "error": f"setup: {exc}"})
+            error = "setup: %s" % exc
+        # Wait for the job (or for the zygote to go away).
+        try:
+            msg, fds, _, _ = socket.recv_fds(zsock, MAX_MSG, 16)
+        except OSError:
             os._exit(0)
-        start = time.monotonic()
-        b = os.fork()
-        if b == 0:
-            os.close(ready_r)
-            job.close()
-            return self.init(req, stdio, ready_w)
-        os.close(ready_w)
+        if not msg:
+            os._exit(0)
+        req = json.loads(msg)
+        job = socket.socket(fileno=fds[0])
+        stdio, bundle = fds[1:4], (fds[4] if len(fds) > 4 else -1)
+        if error is None:
+            try:
+                if bundle >= 0:
+                    _unpack(bundle)
+                _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            except Exception as exc:  # noqa: BLE001
+                error = "setup: %s" % exc
+        if error is not None:
+            _send_json(job, {"ev": "setup_failed", "error": error})
+            os._exit(0)
+        try:
+            socket.send_fds(to_c, [msg], stdio)
+        except OSError:
+            pass
         for fd in stdio:
             os.close(fd)
+        to_c.close()
         status = b""
         while True:
             chunk = os.read(ready_r, 4096)
@@ -198,6 +236,7 @@ class Zygote:
                 break
             status += chunk
         os.close(ready_r)
+        start = time.monotonic()
         if status != b"ok":
             _kill(b)
             os.waitpid(b, 0)
@@ -235,13 +274,16 @@ class Zygote:
             except OSError as exc:
                 result["collect_error"] = str(exc)
         result["files"] = [[p, len(d), ex] for p, d, ex in files]
-        with contextlib.suppress(OSError):
+        try:
             _send_frames(job, json.dumps(result).encode(), b"".join(d for _, d, _ in files))
+        except OSError:
+            pass
         os._exit(0)
 
     # ------------------------------------------------------------ B: the namespace's init
-    def init(self, req, stdio, ready_w):
+    def init(self, c_end, ready_w):
         """Runs in B (pid 1); returns only in C."""
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         try:
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
             for sub in ("sys", "sysrq-trigger", "irq", "bus"):
@@ -250,14 +292,13 @@ class Zygote:
                     _mount("/proc/" + sub, "/proc/" + sub, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID
                            | MS_NODEV | MS_NOEXEC)
         except Exception as exc:  # noqa: BLE001
-            os.write(ready_w, (f"setup: {exc}").encode())
+            os.write(ready_w, ("setup: %s" % exc).encode())
             os._exit(1)
         c = os.fork()
         if c == 0:
-            return self.program(req, stdio, ready_w)
+            return self.program(c_end, ready_w)
         os.close(ready_w)
-        for fd in stdio:
-            os.close(fd)
+        c_end.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)
         while True:
@@ -272,18 +313,24 @@ class Zygote:
                 os._exit(code if code >= 0 else 128 - code)
 
     # ------------------------------------------------------------ C: the program
-    def program(self, req, stdio, ready_w):
+    def program(self, c_end, ready_w):
         try:
-            lim = req["limits"]
-            for i, fd in enumerate(stdio):
-                os.dup2(fd, i)
-                os.close(fd)
+            # Everything that does not depend on the job happens before it arrives.
             os.setsid()
             _write("/proc/self/oom_score_adj", "1000")
             _unshare(CLONE_NEWUSER)
             _write("/proc/self/setgroups", "deny")
             _write("/proc/self/uid_map", "%d 0 1" % SANDBOX_UID)
             _write("/proc/self/gid_map", "%d 0 1" % SANDBOX_UID)
+            msg, stdio, _, _ = socket.recv_fds(c_end, MAX_MSG, 8)
+            if not msg:
+                os._exit(1)
+            c_end.close()
+            req = json.loads(msg)
+            lim = req["limits"]
+            for i, fd in enumerate(stdio):
+                os.dup2(fd, i)
+                os.close(fd)
             mib = 1 << 20
             cpu = int(lim["timeout_s"]) + 2
             for res, value in ((resource.RLIMIT_DATA, lim["memory_mb"] * mib), (resource.RLIMIT_NPROC, lim["processes"]),
@@ -293,20 +340,18 @@ class Zygote:
                                (resource.RLIMIT_MSGQUEUE, 0)):
                 hard = value + 1 if res == resource.RLIMIT_CPU else value
                 resource.setrlimit(res, (value, hard))
-            cwd = req.get("cwd") or "/workspace"
-            os.chdir(cwd)
+            os.chdir(req.get("cwd") or "/workspace")
             env = req["env"]
             self._drop_caps()
             if self.seccomp is not None:
                 _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self.seccomp), 0, 0),
                        "seccomp")
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            for sig in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
             os.write(ready_w, b"ok")
             os.closerange(3, 1 << 16)
         except Exception as exc:  # noqa: BLE001
-            os.write(ready_w, (f"setup: {exc}").encode())
+            os.write(ready_w, ("setup: %s" % exc).encode())
             os._exit(1)
         if req.get("python_main"):
             # Python's own SIGPIPE/SIGXFSZ dispositions (ignored), as in a fresh interpreter.
@@ -319,7 +364,7 @@ class Zygote:
         try:
             os.execve(req["argv"][0], req["argv"], env)
         except OSError as exc:
-            os.write(2, ("exec {}: {}\n".format(req["argv"][0], exc.strerror)).encode())
+            os.write(2, ("exec %s: %s\n" % (req["argv"][0], exc.strerror)).encode())
             os._exit(127)
 
     def _drop_caps(self):
@@ -378,6 +423,16 @@ class Zygote:
 
 def _arch():
     return os.uname().machine
+
+
+def _reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _kill(pid):
@@ -629,11 +684,13 @@ def _run_python_main(job):
         etype, value, tb = sys.exc_info()
         while tb is not None and tb.tb_frame.f_code.co_filename != path:
             tb = tb.tb_next
+        if value is not None:
+            value.__traceback__ = tb
         sys.excepthook(etype, value, tb)
         sys.exit(1)
 
 
 if __name__ == "__main__":
-    _job = Zygote(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]).serve()
+    _job = Zygote(*sys.argv[1:]).serve()
     del Zygote
     _run_python_main(_job)
