@@ -1,4 +1,4 @@
-"""The ``codekiln`` command line: crds, validate, run --local, operator, sandbox, version."""
+"""The ``codekiln`` command line: crds, validate, run --local, operator, sandbox, serve, eval, version."""
 
 from __future__ import annotations
 
@@ -124,6 +124,50 @@ def cmd_sandbox_serve(args: argparse.Namespace) -> int:
     return sandbox_main(argv)
 
 
+def _forward(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """Flags set on the command line, as argv for a workload's own parser (repeatable flags repeated)."""
+    argv: list[str] = []
+    for name in names:
+        value = getattr(args, name)
+        if value is None or value is False:
+            continue
+        flag = "-n" if name == "samples_per_task" else f"--{name.replace('_', '-')}"
+        for v in value if isinstance(value, list) else [value]:
+            argv += [flag] if v is True else [flag, str(v)]
+    return argv
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve an exported model with OpenAI-compatible /v1/completions and /v1/chat/completions (torch, CPU).
+
+    For GPUs serve the same folder with `vllm serve MODEL_DIR`."""
+    from codekiln.operator.runners import LLM_SERVE, RunnerUnavailable, load_entry_point
+
+    try:
+        serve_main = load_entry_point(LLM_SERVE, "serve")
+    except RunnerUnavailable as exc:
+        _err(f"codekiln serve: {exc}")
+        return EXIT_FAILED
+    return serve_main([args.model_dir, *_forward(args, ("host", "port", "model_name", "threads"))])
+
+
+EVAL_FLAGS = ("model", "base_url", "model_name", "api_key_env", "tokenizer", "config", "benchmark", "limit", "mode",
+              "samples_per_task", "k", "temperature", "seed", "max_tokens", "fim", "needle", "sandbox_url", "out")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a model folder or an OpenAI-compatible endpoint: pass@k (HumanEval, task JSONL) in the sandbox,
+    FIM single-line exact match, Needle-in-the-Code; prints the results table."""
+    from codekiln.operator.runners import EVAL_MAIN, RunnerUnavailable, load_entry_point
+
+    try:
+        eval_main = load_entry_point(EVAL_MAIN, "eval")
+    except RunnerUnavailable as exc:
+        _err(f"codekiln eval: {exc}")
+        return EXIT_FAILED
+    return eval_main(_forward(args, EVAL_FLAGS))
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"codekiln {__version__} (API {GROUP_VERSION})")
     return EXIT_OK
@@ -168,6 +212,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--work-dir", help="where per-run work folders go (default /tmp/codekiln-sandbox)")
     s.add_argument("--config", help="a resource (spec.sandbox) or SandboxConfig file; flags override it")
     s.set_defaults(func=cmd_sandbox_serve)
+
+    p = sub.add_parser("serve", help="serve a model folder (OpenAI-compatible, CPU)", description=cmd_serve.__doc__)
+    p.add_argument("model_dir", help="Hugging Face export folder (config.json, model.safetensors, tokenizer.json)")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000; 0 = any free port)")
+    p.add_argument("--model-name", help="model name reported by /v1/models (default: the folder's name)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("eval", help="evaluate a model or an endpoint (pass@k, FIM, needle)",
+                       description=cmd_eval.__doc__)
+    p.add_argument("--model", help="Hugging Face export folder, evaluated in process")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint (.../v1)")
+    p.add_argument("--model-name", help="model name sent to the endpoint")
+    p.add_argument("--api-key-env", help="env var holding the endpoint's API key")
+    p.add_argument("--tokenizer", help="tokenizer.json of the endpoint's model (needle token counts)")
+    p.add_argument("--config", help="YAML EvalConfig, or a run resource with spec.*.eval")
+    p.add_argument("--benchmark", action="append", help="humaneval or jsonl:PATH (repeatable)")
+    p.add_argument("--limit", type=int, help="first N problems of each benchmark")
+    p.add_argument("--mode", choices=["greedy", "sampled"], help="greedy (pass@1) or sampled")
+    p.add_argument("-n", "--samples-per-task", type=int, help="samples per problem (sampled mode)")
+    p.add_argument("--k", action="append", type=int, help="k of pass@k (repeatable)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (sampled mode)")
+    p.add_argument("--seed", type=int, help="base seed (sample i uses seed + i)")
+    p.add_argument("--max-tokens", type=int, help="completion length limit")
+    p.add_argument("--fim", action="append", help="held-out files for FIM exact match (repeatable)")
+    p.add_argument("--needle", help="Needle-in-the-Code context lengths in tokens, comma-separated")
+    p.add_argument("--sandbox-url", help="sandbox server (default $CODEKILN_SANDBOX_URL or a local one)")
+    p.add_argument("--out", help="results folder (default eval-results)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("version", help="print the version", description="Print the codekiln version.")
     p.set_defaults(func=cmd_version)

@@ -21,6 +21,9 @@ LOCAL_RUNNERS: dict[str, str] = {
 
 # `codekiln sandbox serve ARGS` -> the sandbox server's command line (``main(argv) -> exit code``).
 SANDBOX_SERVE = "codekiln.workloads.sandbox.__main__:main"
+# `codekiln serve MODEL_DIR ...` / `codekiln eval ...` -> the LLM server / evaluation command lines.
+LLM_SERVE = "codekiln.workloads.llm.server:main"
+EVAL_MAIN = "codekiln.workloads.eval.cli:main"
 
 
 class RunnerUnavailable(RuntimeError):

@@ -79,5 +79,5 @@ def test_task_jsonl_and_files_as_benchmarks(tmp_path):
                             "    total *= 3\n    return total - 1\n"), Document("miss", "def other():\n    return 2\n")]
     kept, report, _ = _run(params, docs, tmp_path)
     assert [d.id for d in kept] == ["miss"] and report[0]["benchmark"] == "tasks.jsonl"
-    with pytest.raises(ValueError, match="path is required"):
+    with pytest.raises(ValueError, match="path: required"):
         DecontaminateParams(benchmarks=[{"source": "files"}])

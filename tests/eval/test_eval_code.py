@@ -110,7 +110,7 @@ def test_config_errors_name_the_field():
         EvalConfig(ks=[1, 5])
     with pytest.raises(ValueError, match="samplesPerTask"):
         EvalConfig(mode="sampled", ks=[10], samples_per_task=4)
-    with pytest.raises(ValueError, match="path is required"):
+    with pytest.raises(ValueError, match="path: required"):
         CodeBenchmarkConfig(source="jsonl")
     cfg = EvalConfig(every_steps=5)
     assert [s for s in range(0, 13) if cfg.due(s, 12)] == [0, 5, 10, 12]

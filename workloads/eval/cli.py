@@ -93,8 +93,9 @@ def config_from_args(args: argparse.Namespace):
     try:
         return EvalConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ValueError("; ".join(f"eval.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                                   for e in exc.errors())) from None
+        from codekiln.workloads.schema import error_lines
+
+        raise ValueError("; ".join(error_lines(exc, ("eval",)))) from None
 
 
 def build_generator(args: argparse.Namespace, cfg):

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from codekiln.workloads.llm.config import LLMConfig
-from codekiln.workloads.schema import ConfigModel
+from codekiln.workloads.schema import ConfigModel, problems
 
 
 class CodeBenchmarkConfig(ConfigModel):
@@ -22,7 +22,7 @@ class CodeBenchmarkConfig(ConfigModel):
     @model_validator(mode="after")
     def _path(self) -> CodeBenchmarkConfig:
         if self.source == "jsonl" and not self.path:
-            raise ValueError("path is required for source 'jsonl'")
+            raise problems([("path", "required for source 'jsonl'")])
         return self
 
     @property
@@ -57,9 +57,9 @@ class NeedleEvalConfig(ConfigModel):
     @model_validator(mode="after")
     def _depths(self) -> NeedleEvalConfig:
         if any(not 0.0 <= d <= 1.0 for d in self.depths):
-            raise ValueError("depths: every depth must be in [0, 1]")
+            raise problems([("depths", "every depth must be in [0, 1]")])
         if self.context_lengths is not None and any(n < 32 for n in self.context_lengths):
-            raise ValueError("contextLengths: every length must be >= 32 tokens")
+            raise problems([("contextLengths", "every length must be >= 32 tokens")])
         return self
 
 
@@ -90,9 +90,9 @@ class EvalConfig(ConfigModel):
     @model_validator(mode="after")
     def _ks(self) -> EvalConfig:
         if self.mode == "greedy" and any(k != 1 for k in self.ks):
-            raise ValueError("ks: greedy mode draws one sample per task, so only pass@1; use mode: sampled")
+            raise problems([("ks", "greedy mode draws one sample per task, so only pass@1; use mode: sampled")])
         if self.mode == "sampled" and max(self.ks) > self.samples_per_task:
-            raise ValueError(f"ks: k={max(self.ks)} needs samplesPerTask >= {max(self.ks)}")
+            raise problems([("ks", f"k={max(self.ks)} needs samplesPerTask >= {max(self.ks)}")])
         return self
 
     @property

@@ -6,7 +6,7 @@ import os
 
 from pydantic import Field, model_validator
 
-from codekiln.workloads.schema import ConfigModel
+from codekiln.workloads.schema import ConfigModel, problems
 
 DEFAULT_API_KEY_ENV = "CODEKILN_LLM_API_KEY"
 
@@ -52,7 +52,7 @@ class LLMConfig(ConfigModel):
     @model_validator(mode="after")
     def _endpoint(self) -> LLMConfig:
         if not self.base_url and not self.serve:
-            raise ValueError("llm: set baseUrl (an OpenAI-compatible server) or serve (a model folder, local runs)")
+            raise problems([("baseUrl", "set baseUrl (an OpenAI-compatible server) or serve (a model folder)")])
         return self
 
     def api_key(self) -> str | None:

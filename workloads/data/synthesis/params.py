@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from codekiln.workloads.llm.config import LLMConfig
-from codekiln.workloads.schema import ConfigModel
+from codekiln.workloads.schema import ConfigModel, problems
 
 # Seed-Coder-like meta styles: who asks, how, and what form the answer takes.
 META_STYLES = [
@@ -151,7 +151,7 @@ class DecontamBenchmark(ConfigModel):
     @model_validator(mode="after")
     def _path(self) -> DecontamBenchmark:
         if self.source != "humaneval" and not self.path:
-            raise ValueError(f"path is required for source {self.source!r}")
+            raise problems([("path", f"required for source {self.source!r}")])
         return self
 
 

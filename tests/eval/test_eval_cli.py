@@ -1,0 +1,55 @@
+"""``codekiln eval`` and ``codekiln serve`` through the real command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+
+from codekiln.operator.cli import build_parser, main
+from codekiln.workloads.eval.cli import build_parser as eval_parser
+
+
+def _flags(parser) -> set[str]:
+    return {max(a.option_strings, key=len) for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def test_the_operator_cli_and_the_eval_module_share_one_flag_set():
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert _flags(sub.choices["eval"]) == _flags(eval_parser())
+
+
+def test_codekiln_eval_on_a_model_folder_and_a_task_file(tiny_model_dir, sandbox_url, tmp_path, capsys):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps({"id": "t", "prompt": "def one():\n", "tests": ["assert one() == 1"]}) + "\n")
+    code = main(["eval", "--model", str(tiny_model_dir), "--benchmark", f"jsonl:{tasks}", "--max-tokens", "8",
+                 "--sandbox-url", sandbox_url, "--out", str(tmp_path / "out")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| tasks.jsonl | greedy | 1 | 0 |" in out
+    row = json.loads((tmp_path / "out" / "results.jsonl").read_text())
+    assert row["problems"] == 1 and row["pass@1"] in (0.0, 1.0) and row["seed"] == 0
+
+
+def test_codekiln_eval_bad_input_names_the_field(tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path), "--benchmark", "humaneval"]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path), "--k", "5"]) == 2
+    assert "eval.ks" in capsys.readouterr().err
+
+
+def test_codekiln_serve_answers_completions(tiny_model_dir):
+    proc = subprocess.Popen([sys.executable, "-m", "codekiln.operator.cli", "serve", str(tiny_model_dir), "--port", "0",
+                             "--threads", "1", "--model-name", "tiny"], stdout=subprocess.PIPE, text=True)
+    try:
+        event = json.loads(proc.stdout.readline())
+        url = f"http://127.0.0.1:{event['port']}/v1"
+        assert httpx.get(url + "/models", timeout=30).json()["data"][0]["id"] == "tiny"
+        r = httpx.post(url + "/completions", json={"prompt": "def f", "max_tokens": 3, "temperature": 0}, timeout=60)
+        assert r.status_code == 200 and r.json()["model"] == "tiny"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
