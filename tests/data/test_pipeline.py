@@ -167,7 +167,8 @@ def test_bad_step_params_name_the_field(tmp_path: Path) -> None:
                                               r"\.minChars: Input should be greater than or equal to 0"):
         parse_pipeline(resource)
     resource = pipeline_resource(tmp_path, [stage("s", 1, "read_filez")])
-    with pytest.raises(StepConfigError, match=r"steps\[0\]: unknown step type 'readFilez' \(did you mean 'readFiles'\?\)"):
+    did_you_mean = r"steps\[0\]: unknown step type 'readFilez' \(did you mean 'readFiles'\?\)"
+    with pytest.raises(StepConfigError, match=did_you_mean):
         parse_pipeline(resource)
     assert run_local(resource) == 2
 
