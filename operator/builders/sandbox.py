@@ -42,6 +42,9 @@ def _container(resource: SandboxPool) -> dict[str, Any]:
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "TMPDIR", "value": "/tmp"},
+                # Sessions are stateful: the server answers POST /sessions with its pod's own address
+                # so clients send the session's later calls there, past the Service's load balancing.
+                {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                 *common.user_env(resource)],
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "http"}},

@@ -38,7 +38,9 @@ def hard(tmp_path_factory):
                       max_inflight_mb=64, max_uploads=64, read_timeout_s=2.0, sandbox_uid_base=63100,
                       sessions=SessionLimits(max_sessions=3, disk_mb=16, max_disk_mb=32, memory_mb=256,
                                              max_upload_bytes=1 << 20, ttl_s=60, cpu_seconds=10))
-    with local_server_process(cfg) as (url, proc), httpx.Client(base_url=url, timeout=60) as http:
+    # POD_IP as in a SandboxPool pod: session calls then go to the endpoint the create answer names.
+    with local_server_process(cfg, env={"POD_IP": "127.0.0.1"}) as (url, proc), \
+            httpx.Client(base_url=url, timeout=60) as http:
         yield url, psutil.Process(proc.pid), http
 
 
@@ -204,6 +206,7 @@ def test_session_lifecycle_state_files_diff(hard):
     async def go():
         async with SessionClient(url) as sc:
             s = await sc.create(files={"pkg/mod.py": "def f():\n    return 1\n"}, setup_commands=["mkdir -p out"])
+            assert s.info["endpoint"] == url  # the pod's own address (POD_IP) and port
             r = await s.run("python3 -c 'import pkg.mod as m; print(m.f())' && echo state > out/s.txt && id -u")
             assert r.ok and r.stdout == "1\n1000\n", r
             r = await s.run("cat out/s.txt; cat", stdin="piped\n")

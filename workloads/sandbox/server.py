@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -208,8 +209,13 @@ def _session_route(fn, model=None):
 
 async def _s_create(mgr: SessionManager, request, body):
     session, setup = await mgr.create(body)
-    return 201, {"session_id": session.session_id, "workdir": "/workspace", "expires_at": session.expires_at,
-                 "limits": session.info()["limits"], "setup": setup}
+    out = {"session_id": session.session_id, "workdir": "/workspace", "expires_at": session.expires_at,
+           "limits": session.info()["limits"], "setup": setup}
+    pod_ip = os.environ.get("POD_IP")
+    if pod_ip:  # in a pool: later calls of this session must reach this pod (see sessions_client.py)
+        host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+        out["endpoint"] = f"http://{host}:{request.app[STATE].get('port') or request.app[CONFIG].port}"
+    return 201, out
 
 
 async def _s_run(mgr, request, body):
@@ -347,6 +353,7 @@ async def serve_async(config: SandboxConfig, ready: asyncio.Event | None = None,
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # the real port when config.port == 0
+    app[STATE]["port"] = port
     await app[STATE]["check"]
     state = app[STATE]
     print(json.dumps({"event": "listening", "host": config.host, "port": port, "ready": state["ready"],

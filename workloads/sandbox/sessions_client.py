@@ -9,6 +9,9 @@
         patch = await s.diff()
         await s.close()
 
+Behind a SandboxPool's Service, a session lives in one pod: the create answer names that pod's
+``endpoint`` and the handle sends every later call of the session there.
+
 A 4xx answer raises :class:`SessionRequestError` (``status``, ``field``, ``message``); 429 (the
 live-session cap) and transport errors are retried with backoff on ``create`` only.
 """
@@ -127,6 +130,8 @@ class Session:
 
     def __init__(self, client: SessionClient, session_id: str, info: dict):
         self.client, self.session_id, self.info = client, session_id, info
+        base = (info.get("endpoint") or client.base_url).rstrip("/")
+        self._prefix = f"{base}/sessions/{session_id}"
 
     async def __aenter__(self) -> Session:
         return self
@@ -144,19 +149,19 @@ class Session:
             body["timeout_seconds"] = timeout_seconds
         if max_output_bytes is not None:
             body["max_output_bytes"] = max_output_bytes
-        data = await self.client._call("POST", f"/sessions/{self.session_id}/run", json=body)
+        data = await self.client._call("POST", f"{self._prefix}/run", json=body)
         return CommandResult(data["status"], data.get("exit_code"), data.get("stdout") or "",
                              data.get("stderr") or "", data.get("duration_ms") or 0.0, bool(data.get("truncated")))
 
     async def read_file(self, path: str) -> str:
         """A file's text (binary files: use :meth:`read_bytes`)."""
-        data = await self.client._call("GET", f"/sessions/{self.session_id}/files", params={"path": path})
+        data = await self.client._call("GET", f"{self._prefix}/files", params={"path": path})
         if "content" in data:
             return data["content"]
         return base64.b64decode(data["content_b64"]).decode(errors="replace")
 
     async def read_bytes(self, path: str) -> bytes:
-        data = await self.client._call("GET", f"/sessions/{self.session_id}/files", params={"path": path})
+        data = await self.client._call("GET", f"{self._prefix}/files", params={"path": path})
         return data["content"].encode() if "content" in data else base64.b64decode(data["content_b64"])
 
     async def write_file(self, path: str, content: str | bytes) -> int:
@@ -166,20 +171,20 @@ class Session:
             body["content_b64"] = base64.b64encode(content).decode()
         else:
             body["content"] = content
-        return (await self.client._call("PUT", f"/sessions/{self.session_id}/files", json=body))["size"]
+        return (await self.client._call("PUT", f"{self._prefix}/files", json=body))["size"]
 
     async def list_files(self, path: str = ".") -> list[dict]:
         """Entries under ``path`` (recursive, bounded): ``{path, type, size}``."""
-        return (await self.client._call("GET", f"/sessions/{self.session_id}/list", params={"path": path}))["entries"]
+        return (await self.client._call("GET", f"{self._prefix}/list", params={"path": path}))["entries"]
 
     async def diff(self) -> str:
         """Unified diff of the workspace against its state right after creation."""
-        return (await self.client._call("GET", f"/sessions/{self.session_id}/diff"))["diff"]
+        return (await self.client._call("GET", f"{self._prefix}/diff"))["diff"]
 
     async def close(self) -> None:
         """Close the session (idempotent: an already closed or expired session is fine)."""
         try:
-            await self.client._call("DELETE", f"/sessions/{self.session_id}")
+            await self.client._call("DELETE", self._prefix)
         except SessionRequestError as exc:
             if exc.status != 404:
                 raise
