@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from codekiln.operator.resources import RESOURCE_KINDS, Resource
+from codekiln.operator.resources import NAME_PATTERN, RESOURCE_KINDS, Resource
 from codekiln.operator.version import API_GROUP, API_VERSION
 from codekiln.workloads.atomic_io import atomic_write_text
 
@@ -27,15 +27,20 @@ _KEEP = {
     "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-validations",
 }
 
-_COMMON_COLUMNS_HEAD = [{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}]
+_COMMON_COLUMNS_HEAD = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+     "description": "Ready condition: serving (SandboxPool) or running/succeeded (runs)."},
+]
 _COMMON_COLUMNS_TAIL = [
-    {"name": "Progress", "type": "string", "jsonPath": ".status.progress.percent", "description": "Percent done."},
+    {"name": "Progress", "type": "number", "jsonPath": ".status.progress.percent", "description": "Percent done."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
     "DataPipeline": [
         {"name": "Stage", "type": "string", "jsonPath": ".status.currentStage"},
-        {"name": "Stages", "type": "integer", "jsonPath": ".status.stages[*].name", "priority": 1},
+        {"name": "Done", "type": "integer", "jsonPath": ".status.stagesDone", "description": "Stages succeeded."},
+        {"name": "Stages", "type": "integer", "jsonPath": ".status.stagesTotal", "description": "Stages in all."},
         {"name": "Throughput", "type": "number", "jsonPath": ".status.progress.throughput", "priority": 1},
     ],
     "PretrainRun": [
@@ -57,10 +62,13 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
     ],
     "SandboxPool": [
         {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
-        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "Available", "type": "integer", "jsonPath": ".status.readyReplicas"},
         {"name": "Runtime", "type": "string", "jsonPath": ".spec.runtimeClassName", "priority": 1},
     ],
 }
+
+
+NAME_MAX = 40  # ObjectMeta.name's max_length in resources.py
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -169,6 +177,10 @@ def build_crd(cls: type[Resource]) -> dict[str, Any]:
     status_schema = model_schema(status_model)
     status_schema.pop("nullable", None)
     status_schema["x-kubernetes-preserve-unknown-fields"] = True
+    conditions = status_schema.get("properties", {}).get("conditions")
+    if conditions is not None:  # one entry per type; server-side apply merges by type
+        conditions["x-kubernetes-list-type"] = "map"
+        conditions["x-kubernetes-list-map-keys"] = ["type"]
     schema = {
         "type": "object",
         "description": f"{cls.kind_name} ({API_GROUP}/{API_VERSION}).",
@@ -180,6 +192,14 @@ def build_crd(cls: type[Resource]) -> dict[str, Any]:
             "spec": spec_schema,
             "status": status_schema,
         },
+        # The operator's name rules (child names append suffixes), enforced at `kubectl apply` time.
+        "x-kubernetes-validations": [
+            {"rule": f"self.metadata.name.size() <= {NAME_MAX}",
+             "message": f"metadata.name must be at most {NAME_MAX} characters (codekiln appends suffixes to "
+                        "child names)"},
+            {"rule": f"self.metadata.name.matches('{NAME_PATTERN}')",
+             "message": "metadata.name must be a DNS label: lowercase letters, digits and '-', no dots"},
+        ],
     }
     columns = _COMMON_COLUMNS_HEAD + PRINTER_COLUMNS[cls.kind_name] + _COMMON_COLUMNS_TAIL
     subresources: dict[str, Any] = {"status": {}}

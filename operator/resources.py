@@ -230,6 +230,8 @@ class StageStatus(ConfigModel):
 class DataPipelineStatus(StatusBase):
     stages: list[StageStatus] = Field(default_factory=list)
     current_stage: str | None = None
+    stages_done: int = Field(default=0, description="Stages succeeded (printer column Done).")
+    stages_total: int = Field(default=0, description="Stages that run, dedup blocks expanded (printer column).")
 
 
 class GangStatus(StatusBase):

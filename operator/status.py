@@ -21,6 +21,19 @@ log = logging.getLogger("codekiln.operator.status")
 TERMINAL_PHASES = ("Succeeded", "Failed")
 # Conditions whose turning True is worth a Warning event.
 WARNING_CONDITIONS = {"Failed", "Restarting"}
+# Conditions announced (an Event) even when they first appear False: a run starting to wait on spec.after.
+ANNOUNCE_WHEN_NEW = {"DependenciesReady"}
+RUN_READY_PHASES = ("Running", "Succeeded")
+
+
+def summarize_ready(kind: str, draft: StatusDraft) -> None:
+    """Runs get a ``Ready`` condition (the printer column, kstatus and Argo CD read it): True while
+    Running or after Succeeded. SandboxPool sets its own (serving). No Event: the phase's conditions have one.
+    """
+    if kind == "SandboxPool" or not draft.phase:
+        return
+    ready = draft.phase in RUN_READY_PHASES
+    draft.condition("Ready", ready, draft.phase, f"phase {draft.phase}", announce=False)
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -86,8 +99,14 @@ class StatusDraft:
         self.new.update(fields)
         return self
 
-    def condition(self, type_: str, status: bool | str, reason: str, message: str = "") -> StatusDraft:
-        """Set a condition; ``lastTransitionTime`` moves only when the status flips."""
+    def condition(self, type_: str, status: bool | str, reason: str, message: str = "", *,
+                  announce: bool = True) -> StatusDraft:
+        """Set a condition; ``lastTransitionTime`` moves only when the status flips.
+
+        Args:
+            type_, status, reason, message: the condition.
+            announce: post an Event for a transition (False for summary conditions such as a run's Ready).
+        """
         value = status if isinstance(status, str) else ("True" if status else "False")
         conditions: list[dict[str, Any]] = self.new["conditions"]
         current = next((c for c in conditions if c.get("type") == type_), None)
@@ -95,7 +114,8 @@ class StatusDraft:
             current = {"type": type_}
             conditions.append(current)
         flipped = current.get("status") != value
-        announce = value == "True" or current.get("status") is not None
+        announce = announce and (value == "True" or current.get("status") is not None
+                                 or type_ in ANNOUNCE_WHEN_NEW)
         if (flipped or current.get("reason") != reason) and announce:
             self.transitions.append(Transition(type_, value, reason, message))
         if flipped or "lastTransitionTime" not in current:

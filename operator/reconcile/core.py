@@ -24,7 +24,7 @@ from codekiln.operator.reconcile.kube import ApiError, KubeClient
 from codekiln.operator.reconcile.lifecycle import INVALID_SPEC
 from codekiln.operator.reconcile.pipeline import reconcile_pipeline
 from codekiln.operator.reconcile.pool import reconcile_pool
-from codekiln.operator.status import StatusDraft, find_condition, write_status
+from codekiln.operator.status import StatusDraft, find_condition, summarize_ready, write_status
 from codekiln.operator.validation import validate_document
 from codekiln.operator.version import GROUP_VERSION
 
@@ -239,6 +239,7 @@ class Reconciler:
             log.info("%s %s/%s was deleted during a pass: removed %d new child(ren)", *key, deleted)
 
     async def _write(self, key: Key, body: dict[str, Any], draft: StatusDraft) -> None:
+        summarize_ready(key[0], draft)
         await write_status(self.client, body, draft)
         if draft.written_version:
             self._written_versions[key] = draft.written_version

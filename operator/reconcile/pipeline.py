@@ -128,7 +128,8 @@ def _write_stages(ctx: Context, jobs: dict[str, dict], job_names: list[str]) -> 
         stages.append({k: v for k, v in entry.items() if v is not None})
         done += min(counts["succeeded"], stage.shards)
         total += stage.shards
-    ctx.draft.set(stages=stages)
+    ctx.draft.set(stages=stages, stagesTotal=len(stages),
+                  stagesDone=sum(1 for entry in stages if entry["phase"] == "Succeeded"))
     progress = dict(ctx.draft.new.get("progress") or {})
     progress.update(step=done, totalSteps=total, percent=round(100.0 * done / total, 2))
     if current:

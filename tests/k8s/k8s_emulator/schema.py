@@ -250,9 +250,15 @@ def validate_object(obj: dict[str, Any], schema: dict[str, Any]) -> list[FieldEr
     body = {k: v for k, v in obj.items() if k != "metadata"}
     local = {**schema, "properties": {k: v for k, v in (schema.get("properties") or {}).items() if k != "metadata"}}
     local.pop("required", None)
+    root_rules = local.pop("x-kubernetes-validations", None)
     required = [k for k in schema.get("required") or [] if k != "metadata"]
     errors = [FieldError(k, "FieldValueRequired", f"{k}: Required value") for k in required if k not in body]
-    return errors + validate(body, local, "")
+    errors += validate(body, local, "")
+    if root_rules and not errors:  # root CEL rules see metadata.name and metadata.generateName, as the API's do
+        meta = obj.get("metadata") or {}
+        visible = {k: meta[k] for k in ("name", "generateName") if k in meta}
+        errors += _check_cel({**body, "metadata": visible}, root_rules, "<root>")
+    return errors
 
 
 def unknown_fields(value: Any, schema: dict[str, Any], path: str = "") -> list[str]:
