@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from codekiln.workloads.eval.config import EvalConfig
 from codekiln.workloads.model.config import ModelConfig
 from codekiln.workloads.rl.agent.config import AgentConfig, SweGenerateConfig
 from codekiln.workloads.run_config import CheckpointConfig, OptimizerConfig
@@ -222,6 +223,9 @@ class RLConfig(ConfigModel):
         default=None, description="Sandbox URL (default: env CODEKILN_SANDBOX_URL, else a local server)."
     )
     reward_timeout_s: float = Field(default=10.0, gt=0, description="Per-execution run timeout.")
+    eval: EvalConfig | None = Field(
+        default=None, description="Benchmarks before, during and after RL: pass@k (HumanEval, task JSONL) in the "
+        "sandbox, FIM exact match, needle probe.")
     output_dir: str = Field(default="runs/rl", min_length=1, description="Where metrics, plot and summary go.")
     checkpoint: CheckpointConfig = Field(
         default_factory=CheckpointConfig,

@@ -80,7 +80,10 @@ def train(cfg: RLConfig, sandbox_url: str, out_dir: Path, name: str = "rlrun", c
     evals["end"] = trainer.evaluate(EVAL_SAMPLES_PER_TASK)
     console.print(f"end:   pass rate {evals['end']['pass_rate']:.3f}, mean reward {evals['end']['reward_mean']:.3f}")
     trainer.save()
-    summary = {"history": trainer.history, "evals": evals, "sandbox_executions": trainer.scorer.executions}
+    for bench, scores in trainer.evaluator.before_after().items():  # spec.rl.eval: e.g. HumanEval pass@1
+        console.print(f"{bench}: pass@1 before {scores['before']:.3f}, after {scores['after']:.3f}")
+    summary = {"history": trainer.history, "evals": evals, "sandbox_executions": trainer.scorer.executions,
+               "benchmarks": trainer.evaluator.before_after()}
     _write_json(metrics_path, summary)
     if _is_main_rank():
         png = plot_reward_curve(trainer.history, evals, out_dir / "reward_curve.png", title=f"{name}: {cfg.algorithm}")

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from codekiln.workloads import contract
+from codekiln.workloads.eval.hooks import RunEvaluator
 from codekiln.workloads.model.hf import load_hf_to_continue
 from codekiln.workloads.model.transformer import Transformer
 from codekiln.workloads.rl import dpo, rft, sharding
@@ -73,6 +74,9 @@ class RLTrainer:
         self.sampler = PromptSampler(self.curriculum, cfg.seed)
         self.settings = LossSettings.from_config(cfg)
         self.step, self.history = 0, []
+        self.evaluator = RunEvaluator(cfg.eval, self.out_dir, rank=_world()[0],  # spec.rl.eval benchmarks
+                                      sandbox_url=getattr(scorer, "url", None),
+                                      context_lengths=[self.model.cfg.max_seq_len])
         self._step_observed: dict[str, float] = {}
         self.ref_model = None
         self.dpo_ref_cache: dict = {}
@@ -129,6 +133,7 @@ class RLTrainer:
                 p.requires_grad_(False)
         sharding.shard_trainer(self)
         self.engine.update_weights(sharding.policy_weights(self.model))  # replicas / vLLM get the warm-started policy
+        self.evaluator.maybe(self.step, self.cfg.total_steps, self.model, self.tokenizer, sharded=self.sharded)
 
     # ------------------------------------------------------------------ pieces
     def stage(self, step: int | None = None) -> tuple[int, RLStageConfig]:
@@ -276,6 +281,7 @@ class RLTrainer:
             "step_time_s": time.perf_counter() - t0,
         })
         self.history.append(metrics)
+        self.evaluator.maybe(self.step, self.cfg.total_steps, self.model, self.tokenizer, sharded=self.sharded)
         return metrics
 
     def _with_prefetched(self, generate, gen_stats: list):

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from codekiln.workloads.eval.config import EvalConfig
 from codekiln.workloads.model.config import ModelConfig, RopeScalingConfig
 from codekiln.workloads.run_config import CheckpointConfig, OptimizerConfig
 from codekiln.workloads.schema import ConfigModel, problems
@@ -94,6 +95,8 @@ class TrainConfig(ConfigModel):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Dir relative to outputDir.")
     export: ExportConfig = Field(default_factory=ExportConfig)
     eval_every_steps: int = Field(default=0, ge=0, description="Evaluate held-out loss every N steps (0: at end).")
+    eval: EvalConfig | None = Field(
+        default=None, description="Benchmarks during training: pass@k in the sandbox, FIM exact match, needle probe.")
     log_every_steps: int = Field(default=10, ge=1, description="Metrics/progress interval.")
     peak_tflops: float | None = Field(
         default=None, gt=0, description="Per-device peak TFLOP/s for MFU (default: known GPUs; CPU: not reported)."

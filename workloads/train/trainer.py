@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from codekiln.workloads.data.packed import PackedReader, PackedSequence
+from codekiln.workloads.eval.hooks import RunEvaluator
 from codekiln.workloads.model.hf import export_hf, load_hf_to_continue
 from codekiln.workloads.model.transformer import Transformer
 from codekiln.workloads.special_tokens import EOT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, PAD, SPECIAL_TOKENS
@@ -115,6 +116,9 @@ class Trainer:
         self.engine = build_engine(LossModule(self.model), cfg, env)
         self.steps = [stage_steps(cfg, s, env.world_size) for s in cfg.stages]
         self.metrics = Metrics(self.out, env.rank == 0, sum(self.steps))
+        self.evaluator = RunEvaluator(cfg.eval, self.out, rank=env.rank,  # benchmarks in training (spec eval)
+                                      context_lengths=[s.seq_len for s in cfg.stages],
+                                      sharded=cfg.backend == "deepspeed" and cfg.zero_stage == 3)
         self.state = TrainState()
         self._unigram: np.ndarray | None = None
 
@@ -212,6 +216,7 @@ class Trainer:
         cfg, env = self.cfg, self.env
         self.maybe_resume()
         st = self.state
+        self.evaluator.maybe(st.global_step, sum(self.steps), self.model, self.tok_path)  # before training
         peak = device_peak_tflops(env.device, cfg.peak_tflops)
         eval_loss = unigram_loss = None
         for index in range(st.stage_index, len(cfg.stages)):
@@ -238,6 +243,7 @@ class Trainer:
                 if peak:
                     record["mfu"] = fpt * record["tokens_per_second"] / (peak * 1e12 * env.world_size)
                 st.history.append({"step": st.global_step, "loss": record["loss"]})
+                self.evaluator.maybe(st.global_step, sum(self.steps), self.model, self.tok_path)
                 stage_end = st.stage_step == n_steps
                 if stage_end or (cfg.eval_every_steps and st.global_step % cfg.eval_every_steps == 0):
                     evaluated = self.evaluate(stage.seq_len)
