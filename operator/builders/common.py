@@ -10,6 +10,7 @@ from codekiln.operator.builders import names
 from codekiln.operator.resources import Resource
 from codekiln.operator.version import GROUP_VERSION
 from codekiln.workloads import contract
+from codekiln.workloads.llm.config import secret_env_vars
 
 # Env the workload's progress reporter reads (workloads/progress.py, in-cluster backend).
 ENV_RESOURCE_KIND = contract.ENV_RESOURCE_KIND
@@ -178,7 +179,11 @@ def progress_env(resource: Resource) -> list[dict[str, Any]]:
 
 
 def user_env(resource: Resource) -> list[dict[str, Any]]:
-    return [{"name": var.name, "value": var.value} for var in resource.spec.env]
+    """``spec.env``, plus LLM API keys from Secrets named by ``apiKeySecretRef`` (as ``valueFrom.secretKeyRef``)."""
+    env = [{"name": var.name, "value": var.value} for var in resource.spec.env]
+    named = {e["name"] for e in env}
+    spec = resource.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return env + [e for e in secret_env_vars(spec) if e["name"] not in named]
 
 
 def compute_resources(resource: Resource) -> dict[str, Any]:

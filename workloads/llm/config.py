@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from pydantic import Field, model_validator
 
 from codekiln.workloads.schema import ConfigModel, problems
 
-DEFAULT_API_KEY_ENV = "CODEKILN_LLM_API_KEY"
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"  # not CODEKILN_*: users may set it in spec.env
 
 
 class SecretKeyRef(ConfigModel):
@@ -58,3 +59,25 @@ class LLMConfig(ConfigModel):
     def api_key(self) -> str | None:
         """The key from the environment (None when unset)."""
         return os.environ.get(self.api_key_env) or None
+
+
+def secret_env_vars(spec: Any) -> list[dict[str, Any]]:
+    """Container env for every LLM block in ``spec`` (a wire dict) naming ``apiKeySecretRef``:
+    ``{name: <apiKeyEnv>, valueFrom: {secretKeyRef: {name, key}}}``, one per env name (first wins)."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("apiKeySecretRef")
+            if isinstance(ref, dict) and ref.get("name") and ref.get("key"):
+                env = node.get("apiKeyEnv") or DEFAULT_API_KEY_ENV
+                found.setdefault(env, {"name": env, "valueFrom": {"secretKeyRef": {"name": ref["name"],
+                                                                                   "key": ref["key"]}}})
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    return list(found.values())
