@@ -45,7 +45,7 @@ def _resource(training: dict) -> dict:
 
 def test_run_local_reports_invalid_field(capsys):
     assert run_local(_resource({**BASE, "gradAccumSteps": 0})) == 2
-    assert "gradAccumSteps" in capsys.readouterr().err
+    assert "spec.training.gradAccumSteps: Input should be greater than or equal to 1" in capsys.readouterr().err
 
 
 def test_run_local_without_data_says_to_run_the_pipeline_first(tmp_path, capsys):

@@ -13,6 +13,7 @@ from codekiln.workloads import contract
 from codekiln.workloads.atomic_io import atomic_write_text
 from codekiln.workloads.progress import progress_reporter
 from codekiln.workloads.rl.config import RLConfig
+from codekiln.workloads.schema import error_lines
 
 EVAL_SAMPLES_PER_TASK = 16
 
@@ -109,8 +110,8 @@ def run_local(resource: dict) -> int:
     try:
         cfg = RLConfig.model_validate(resource["spec"]["rl"])
     except ValidationError as exc:
-        for err in exc.errors():
-            console.print(f"spec.rl.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}")
+        for line in error_lines(exc, ("spec", "rl")):
+            console.print(line, markup=False)
         return 2
     except KeyError:
         console.print("spec.rl: missing")

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from codekiln.workloads.atomic_io import atomic_write_text
+from codekiln.workloads.schema import error_lines
 from codekiln.workloads.train.config import TrainConfig
 
 
@@ -56,7 +57,7 @@ def train_in_process(cfg: TrainConfig) -> dict:
 
 
 def _errors(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return "; ".join(error_lines(exc, ("spec", "training")))
 
 
 def _checked_config(resource: dict) -> TrainConfig | None:
@@ -65,7 +66,7 @@ def _checked_config(resource: dict) -> TrainConfig | None:
         cfg = parse_config(resource)
         check_data(cfg)
     except ValidationError as exc:
-        print(f"PretrainRun spec.training invalid: {_errors(exc)}", file=sys.stderr)
+        print(f"PretrainRun invalid: {_errors(exc)}", file=sys.stderr)
         return None
     except (ValueError, DataMissing) as exc:
         print(f"PretrainRun: {exc}", file=sys.stderr)
