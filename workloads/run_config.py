@@ -23,9 +23,18 @@ class OptimizerConfig(ConfigModel):
 
 
 class CheckpointConfig(ConfigModel):
-    """Atomic checkpoints in ``<outputDir>/<dir>``: every N steps and at the end (pretraining: each stage end)."""
+    """Atomic checkpoints in ``<outputDir>/<dir>``: every N steps and at the end (pretraining: each stage end).
+
+    RLRun keeps one whole-state file (``rl_state.pt``, replaced atomically); PretrainRun keeps step folders
+    and adds ``keepLast`` (``TrainCheckpointConfig``).
+    """
 
     dir: str = Field(default="checkpoints", min_length=1, description="Checkpoint folder, relative to outputDir.")
     every_steps: int = Field(default=100, ge=0, description="Save every N optimizer steps (0: only at stage/run end).")
-    keep_last: int = Field(default=2, ge=1, description="Checkpoints kept; older ones deleted.")
     resume: bool = Field(default=True, description="Resume from the latest checkpoint if one exists.")
+
+
+class TrainCheckpointConfig(CheckpointConfig):
+    """PretrainRun's checkpoints: a ``step-NNNNNNNN`` folder each, the last ``keepLast`` kept."""
+
+    keep_last: int = Field(default=2, ge=1, description="Checkpoints kept; older ones deleted.")

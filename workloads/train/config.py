@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from codekiln.workloads.eval.config import EvalConfig
 from codekiln.workloads.model.config import ModelConfig, RopeScalingConfig
-from codekiln.workloads.run_config import CheckpointConfig, OptimizerConfig
+from codekiln.workloads.run_config import OptimizerConfig, TrainCheckpointConfig
 from codekiln.workloads.schema import ConfigModel, problems
 
 
@@ -92,7 +92,9 @@ class TrainConfig(ConfigModel):
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto: bf16 on GPU, fp32 on CPU.")
     seed: int = Field(default=0, ge=0, description="Seed of init, sampling order and FIM.")
     output_dir: str = Field(default="runs/pretrain", min_length=1, description="Where metrics, summary, export go.")
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Dir relative to outputDir.")
+    checkpoint: TrainCheckpointConfig = Field(
+        default_factory=TrainCheckpointConfig, description="Dir relative to outputDir."
+    )
     export: ExportConfig = Field(default_factory=ExportConfig)
     eval_every_steps: int = Field(default=0, ge=0, description="Evaluate held-out loss every N steps (0: at end).")
     eval: EvalConfig | None = Field(
