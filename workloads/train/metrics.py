@@ -19,10 +19,16 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """Training FLOPs per token: 6 x parameters (matmuls) + causal attention scores (PaLM appendix B)."""
-    per_layer = 2 * cfg.dim * cfg.head_dim * (cfg.n_heads + 2 * cfg.n_kv_heads) + 2 * cfg.dim * cfg.dim
-    per_layer += 3 * 2 * cfg.dim * cfg.ffn_dim
-    matmul_params = (cfg.n_layers * per_layer / 2) + cfg.dim * cfg.vocab_size
-    attention = 6 * cfg.n_layers * cfg.dim * seq_len  # 12·L·d·T halved for the causal mask
+    attn = 2 * cfg.dim * cfg.head_dim * (cfg.n_heads + 2 * cfg.n_kv_heads) + 2 * cfg.dim * cfg.head_dim * cfg.n_heads
+    dense_mlp = 3 * 2 * cfg.dim * cfg.ffn_dim
+    per_layer = [attn + dense_mlp] * cfg.n_layers
+    if cfg.moe is not None:  # MoE: only the top-k experts (and the shared expert, router) a token uses count
+        m = cfg.moe
+        sparse = attn + 3 * 2 * cfg.dim * (m.expert_ffn_dim * m.top_k + m.shared_expert_ffn_dim) + 2 * cfg.dim * (
+            m.num_experts + 1)
+        per_layer = [sparse if cfg.is_sparse_layer(i) else attn + dense_mlp for i in range(cfg.n_layers)]
+    matmul_params = (sum(per_layer) / 2) + cfg.dim * cfg.vocab_size
+    attention = 6 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len  # 12·L·d·T halved for the causal mask
     return 6 * matmul_params + attention
 
 
