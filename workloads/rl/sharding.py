@@ -84,6 +84,13 @@ def shard_reference(model: nn.Module, cpu_offload: bool = True) -> nn.Module:
     return shard_model(model.eval(), cpu_offload=cpu_offload)
 
 
+def release(model: nn.Module | None) -> None:
+    """Free the gathered root parameters after a no-grad forward (the root stays unsharded after its
+    forward, for the LM head; a backward would reshard it, a reference or old-policy pass never does)."""
+    if model is not None and is_sharded(model):
+        model.reshard()
+
+
 def iter_full_parameters(model: nn.Module, device: torch.device | str | None = None
                          ) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, full tensor) one parameter at a time: an all-gather per tensor, never the whole

@@ -207,6 +207,7 @@ class RLTrainer:
         with torch.no_grad():
             logp, ent = response_logprobs(self.model, batch.prompts, batch.responses, self.cfg.temperature,
                                           packed=self.cfg.trie_packing)
+        sharding.release(self.model)
         mask = batch.loss_mask(False)[:, : logp.shape[1]].to(ent)  # sampled tokens only (not observations)
         batch.mean_entropy = ((ent * mask).sum(-1) / mask.sum(-1).clamp(min=1)).cpu()
         if need_logp:

@@ -26,7 +26,7 @@ import torch
 from codekiln.workloads.rl.batch import RolloutBatch
 from codekiln.workloads.rl.logprobs import response_logprobs
 from codekiln.workloads.rl.losses import aggregate, kl_k3, loss_normalizer, ppo_clip_loss, resolve_loss_agg_mode
-from codekiln.workloads.rl.sharding import all_reduce_max, all_reduce_sum, is_sharded
+from codekiln.workloads.rl.sharding import all_reduce_max, all_reduce_sum, is_sharded, release
 from codekiln.workloads.rl.trie import plan_micro_batches
 
 
@@ -139,6 +139,7 @@ def accumulate_gradients(
                 raise ValueError("klCoef > 0 needs a reference model")
             with torch.no_grad():
                 ref_logp, _ = response_logprobs(ref_model, prompts, responses, settings.temperature, settings.packed)
+            release(ref_model)
             kl = kl_k3(logp, ref_logp.to(logp))
             kl_sum += float((kl.detach() * mask).sum())
             if settings.kl_coef > 0:
@@ -173,6 +174,7 @@ def _zero_weight_pass(model, batch: RolloutBatch, ref_model=None) -> None:
     if ref_model is not None:
         with torch.no_grad():
             response_logprobs(ref_model, [row], [row], 1.0, packed=False)
+        release(ref_model)
     (logp.sum() * 0.0).backward()
 
 
