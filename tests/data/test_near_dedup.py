@@ -12,7 +12,7 @@ from codekiln.workloads.data.base import StageContext
 from codekiln.workloads.data.corpora import vendored_python_files
 from codekiln.workloads.data.document import Document, read_jsonl
 from codekiln.workloads.data.jaccard import precision_recall, similar_pairs
-from codekiln.workloads.data.minhash import shingle_hashes
+from codekiln.workloads.data.minhash import MinHasher, batch_shingles, shingle_hashes
 from codekiln.workloads.data.near_dedup import MinhashParams, candidate_pairs
 from codekiln.workloads.data.registry import build_step
 from codekiln.workloads.data.runner import parse_pipeline, run_pipeline
@@ -35,13 +35,32 @@ def corpus() -> list[Document]:
 
 
 def test_signatures_equal_datasketch(corpus: list[Document]) -> None:
-    p = MinhashParams(num_perm=128, bands=16, rows=8)
     docs = corpus[:25]
-    sigs = p.hasher().signatures([d.text for d in docs])
+    sigs = MinHasher(num_perm=128, seed=1, engine="numpy").signatures([d.text for d in docs])
     for d, sig in zip(docs, sigs, strict=True):
         oracle = MinHash(num_perm=128, seed=1, hashfunc=lambda x: x, scheme="legacy")
         oracle.update_batch(shingle_hashes(d.text).tolist())
         assert np.array_equal(oracle.hashvalues.astype(np.uint32), sig)
+
+
+def test_batch_shingles_equal_one_at_a_time(corpus: list[Document]) -> None:
+    texts = [d.text for d in corpus[:40]] + ["", "a b c", "x " * 50, "é ü " * 10 + "foo bar baz qux quux corge"]
+    flat, offsets = batch_shingles(texts)
+    for i, t in enumerate(texts):
+        assert np.array_equal(flat[offsets[i] : offsets[i + 1]], shingle_hashes(t))
+    assert offsets[-4] == offsets[-3] and offsets[-2] - offsets[-3] == 1  # too short: none; one repeated 5-gram
+    assert shingle_hashes("Foo BAR baz qux quux") == shingle_hashes("foo.bar(baz, qux) + quux")
+
+
+def test_rensa_engine_recall_against_exact_jaccard(corpus: list[Document]) -> None:
+    shingles = [shingle_hashes(d.text) for d in corpus]
+    truth = similar_pairs(shingles, 0.8)
+    p = MinhashParams(num_perm=250, bands=25, rows=10, threshold=0.8)
+    sigs = MinHasher(num_perm=250, engine="rensa").signatures_from_shingles(shingles)
+    a, b = candidate_pairs(sigs, p)
+    precision, recall = precision_recall({(int(x), int(y)) for x, y in zip(a, b, strict=True)}, truth)
+    print(f"rensa engine at J>=0.8: {len(truth)} true pairs, precision {precision:.3f}, recall {recall:.3f}")
+    assert recall >= 0.98 and precision >= 0.9
 
 
 def test_precision_recall_against_exact_jaccard(corpus: list[Document]) -> None:

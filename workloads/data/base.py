@@ -83,6 +83,12 @@ class StageContext:
     world_size: int = 1
     stage_shards: dict[str, int] = field(default_factory=dict)
     rejects: AtomicJsonlWriter | None = None
+    dropped: Any = None  # rejects.RejectsWriter: one record per dropped document
+
+    def record_drop(self, doc_id: str, path: str | None, step: str, rule: str, value: Any = None) -> None:
+        """Append a drop record to this shard's audit trail (no-op without one)."""
+        if self.dropped is not None:
+            self.dropped.write(doc_id, path, step, rule, value)
 
     def stage_dir(self, name: str | None = None) -> Path:
         return self.output_dir / (name or self.stage)
@@ -118,6 +124,22 @@ class Step(abc.ABC):
     @abc.abstractmethod
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         """Documents of shard ``rank`` of ``world_size`` in, documents out."""
+
+    def drop(self, doc: Document | str, rule: str, value: Any = None, *, path: str | None = None) -> None:
+        """Count a dropped document under ``rule`` and record it in the audit trail.
+
+        Args:
+            doc: the document, or its id (a file a reader skipped).
+            rule: why (the stats key).
+            value: the value that tripped the rule (JSON-able, kept short).
+            path: the file path when ``doc`` is an id.
+        """
+        self.stats.rejects[rule] += 1
+        if isinstance(doc, Document):
+            doc_id, path = doc.id, path or doc.metadata.get("path")
+        else:
+            doc_id = doc
+        self.ctx.record_drop(doc_id, None if path is None else str(path), self.name, rule, value)
 
     def __call__(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         """Run with stats: docs/bytes in and out, and time spent in this step only."""
@@ -160,17 +182,19 @@ class Filter(Step):
     name = "filter"
 
     @abc.abstractmethod
-    def keep(self, doc: Document) -> bool | str:
-        """True to keep, False or a reject reason to drop."""
+    def keep(self, doc: Document) -> bool | str | Reject:
+        """True to keep; False, a reject reason or a ``Reject(rule, value)`` to drop."""
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         for doc in docs:
             try:
                 verdict = self.keep(doc)
             except Exception as exc:  # a document that breaks a rule is a reject, never a crashed shard
-                verdict = f"error_{type(exc).__name__}"
+                verdict = Reject(f"error_{type(exc).__name__}", str(exc)[:200])
                 self.ctx.reject(doc.id, f"{self.name}: {type(exc).__name__}: {exc}")
             if verdict is True:
                 yield doc
+            elif isinstance(verdict, Reject):
+                self.drop(doc, verdict.rule, verdict.value)
             else:
-                self.stats.rejects[verdict if isinstance(verdict, str) else self.name] += 1
+                self.drop(doc, verdict if isinstance(verdict, str) else self.name)

@@ -71,7 +71,7 @@ class ExactDedup(Step):
             if (0, i) in keep:
                 yield d
             else:
-                self.stats.rejects[f"exact_duplicate_{self.params.level}"] += 1
+                self.drop(d, f"exact_duplicate_{self.params.level}")
 
 
 class ExactDedupHashes(Step):
@@ -112,4 +112,4 @@ class ExactDedupFilter(Step):
             if (d.origin[1], d.origin[2]) in keep:
                 yield d
             else:
-                self.stats.rejects[f"exact_duplicate_{self.params.level}"] += 1
+                self.drop(d, f"exact_duplicate_{self.params.level}")

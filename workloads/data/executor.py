@@ -11,6 +11,7 @@ from codekiln.workloads.data.base import StageContext, StepStats
 from codekiln.workloads.data.config import DataPipelineConfig, PlannedStage
 from codekiln.workloads.data.document import AtomicJsonlWriter
 from codekiln.workloads.data.registry import build_step
+from codekiln.workloads.data.rejects import DROPPED_DIR, RejectsWriter
 
 
 def marker_path(output_dir: Path, stage: str, rank: int) -> Path:
@@ -61,6 +62,7 @@ def run_shard(
         for i, (type_name, params) in enumerate(stage.steps)
     ]
     ctx.rejects = AtomicJsonlWriter(out / stage_name / "rejects" / f"shard-{rank:05d}.jsonl")
+    ctx.dropped = RejectsWriter(out / stage_name / DROPPED_DIR / f"shard-{rank:05d}.jsonl.gz", stage_name)
     writer = AtomicJsonlWriter(out / stage_name / "data" / f"shard-{rank:05d}.jsonl")
     try:
         docs = iter(())
@@ -73,9 +75,11 @@ def run_shard(
     except BaseException:
         writer.discard()
         ctx.rejects.discard()
+        ctx.dropped.discard()
         raise
     writer.close()
     ctx.rejects.close()
+    ctx.dropped.close()
     stats = [s.stats for s in steps]
     atomic_write_text(marker, json.dumps({"stage": stage_name, "rank": rank, "steps": [s.to_dict() for s in stats]}))
     return stats, False

@@ -13,7 +13,6 @@ document.
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,22 +30,128 @@ def code_tokens(text: str) -> list[str]:
     return [t for t in _NON_ID.split(text.lower()) if t]
 
 
+# Vectorised tokenising and shingling over a whole batch of documents (bytes, numpy): a token is a
+# run of ASCII ``[A-Za-z0-9_]`` bytes (the same split as ``code_tokens``: non-ASCII characters separate
+# tokens), hashed by a polynomial over its lower-cased bytes computed from one prefix sum.
+_IS_ID = np.zeros(256, dtype=bool)
+for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
+    _IS_ID[_c] = True
+_LOWER = np.arange(256, dtype=np.uint32)
+_LOWER[65:91] += np.uint32(32)
+_P = 0x01000193  # FNV-32 prime: odd, so it has an inverse modulo 2^32
+_P_INV = pow(_P, -1, 1 << 32)
+_BATCH_BYTES = 1 << 21
+_powers_cache: dict[str, np.ndarray] = {}
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``P^i`` and ``P^-i`` (mod 2^32) for ``i < n`` (cached, grown geometrically)."""
+    have = _powers_cache.get("p")
+    if have is None or have.size < n:
+        size = max(n, _BATCH_BYTES, 0 if have is None else have.size * 2)
+        with np.errstate(over="ignore"):
+            p = np.empty(size, dtype=np.uint32)
+            p[0] = 1
+            p[1:] = np.uint32(_P)
+            _powers_cache["p"] = np.cumprod(p, dtype=np.uint32)
+            q = np.empty(size, dtype=np.uint32)
+            q[0] = 1
+            q[1:] = np.uint32(_P_INV)
+            _powers_cache["q"] = np.cumprod(q, dtype=np.uint32)
+    return _powers_cache["p"][:n], _powers_cache["q"][:n]
+
+
+def _shingle_batch(texts: list[str], ngram: int, min_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+    n_docs = len(encoded)
+    lens = np.fromiter((len(e) + 1 for e in encoded), dtype=np.int64, count=n_docs)
+    doc_start = np.zeros(n_docs, dtype=np.int64)
+    np.cumsum(lens[:-1], out=doc_start[1:])
+    raw = np.frombuffer(b"\x00".join(encoded) + b"\x00", dtype=np.uint8)
+    is_id = _IS_ID[raw]
+    edges = np.diff(is_id.view(np.int8), prepend=np.int8(0))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    pw, inv = _powers(raw.size)
+    with np.errstate(over="ignore"):
+        prefix = np.zeros(raw.size + 1, dtype=np.uint32)
+        np.cumsum(_LOWER[raw] * pw, out=prefix[1:], dtype=np.uint32)
+        th = ((prefix[ends] - prefix[starts]) * inv[starts]).astype(np.uint64)
+        th = (th << np.uint64(32)) | (ends - starts).astype(np.uint64)  # token length too
+        th ^= th >> np.uint64(29)
+        th *= _MIX
+        th ^= th >> np.uint64(32)
+    tok_doc = np.searchsorted(doc_start, starts, side="right") - 1
+    counts = np.bincount(tok_doc, minlength=n_docs)
+    keys: list[np.ndarray] = []
+    width = th.size - ngram + 1
+    if width > 0:
+        h = np.zeros(width, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for k in range(ngram):
+                h = h * _MULT + th[k : k + width] + np.uint64(k + 1)
+        ok = (tok_doc[:width] == tok_doc[ngram - 1 :]) & (counts[tok_doc[:width]] >= min_tokens)
+        keys.append(_key(tok_doc[:width][ok], h[ok]))
+    short = np.flatnonzero((counts < ngram) & (counts >= min_tokens) & (counts > 0))
+    if short.size:  # fewer tokens than the n-gram size: one shingle of all of them
+        first = np.searchsorted(tok_doc, short)
+        hs = np.zeros(short.size, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for k in range(int(counts[short].max())):
+                live = k < counts[short]
+                hs[live] = hs[live] * _MULT + th[first[live] + k] + np.uint64(k + 1)
+        keys.append(_key(short, hs))
+    allkeys = sorted_unique(np.concatenate(keys)) if keys else np.empty(0, dtype=np.uint64)
+    offsets = np.searchsorted(allkeys >> np.uint64(32), np.arange(n_docs + 1, dtype=np.uint64))
+    return allkeys & MAX_HASH, offsets.astype(np.int64)
+
+
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """``np.unique`` for 1-D arrays by sort + mask (numpy 2.x's hash-based ``unique`` is ~60× slower here)."""
+    s = np.sort(x)
+    if s.size < 2:
+        return s
+    keep = np.empty(s.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def _key(doc: np.ndarray, h: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> np.uint64(31))
+        h = h * _MIX
+        h ^= h >> np.uint64(29)
+    return (doc.astype(np.uint64) << np.uint64(32)) | (h & MAX_HASH)
+
+
+def batch_shingles(texts: list[str], ngram: int = 5, min_tokens: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Shingles of many documents at once: ``(flat, offsets)``, document ``i``'s sorted unique 32-bit
+    shingle hashes (as uint64) are ``flat[offsets[i]:offsets[i+1]]``; empty below ``min_tokens`` tokens.
+
+    Args:
+        texts: documents.
+        ngram: tokens per shingle.
+        min_tokens: documents with fewer tokens get no shingles.
+    """
+    flats, offsets, base, lo = [], [np.zeros(1, dtype=np.int64)], 0, 0
+    while lo < len(texts):
+        hi, size = lo, 0
+        while hi < len(texts) and (hi == lo or size + len(texts[hi]) <= _BATCH_BYTES):
+            size += len(texts[hi])
+            hi += 1
+        flat, off = _shingle_batch(texts[lo:hi], ngram, min_tokens)
+        flats.append(flat)
+        offsets.append(off[1:] + base)
+        base += flat.size
+        lo = hi
+    flat = np.concatenate(flats) if flats else np.empty(0, dtype=np.uint64)
+    return flat, np.concatenate(offsets)
+
+
 def shingle_hashes(text: str, ngram: int = 5, min_tokens: int = 5) -> np.ndarray:
     """Unique 32-bit hashes (as uint64) of the token ``ngram``-grams of ``text``; empty below ``min_tokens``."""
-    toks = code_tokens(text)
-    if len(toks) < min_tokens:
-        return np.empty(0, dtype=np.uint64)
-    th = np.fromiter((zlib.crc32(t.encode()) for t in toks), dtype=np.uint64, count=len(toks))
-    n = min(ngram, len(toks))
-    width = len(toks) - n + 1
-    h = np.zeros(width, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            h = h * _MULT + th[k : k + width] + np.uint64(k + 1)
-        h ^= h >> np.uint64(31)
-        h *= _MIX
-        h ^= h >> np.uint64(29)
-    return np.unique(h & MAX_HASH)
+    return batch_shingles([text], ngram, min_tokens)[0]
 
 
 def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -62,17 +167,50 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return ab[0].copy(), ab[1].copy()
 
 
+def _default_engine() -> str:
+    try:
+        import rensa  # noqa: F401
+    except ImportError:
+        return "numpy"
+    return "rensa"
+
+
 @dataclass
 class MinHasher:
-    """Signatures of many documents at once."""
+    """Signatures of many documents at once.
+
+    ``engine="rensa"`` (default when installed): rensa's Rust ``RMinHash`` over the same shingle
+    hashes (one flat buffer + row offsets, no per-document Python objects). ``engine="numpy"``:
+    datasketch's legacy permutations, signatures identical to ``datasketch.MinHash(scheme="legacy")``.
+    """
 
     num_perm: int = 250
     seed: int = 1
     ngram: int = 5
     min_tokens: int = 5
+    engine: str = ""
 
     def __post_init__(self) -> None:
+        self.engine = self.engine or _default_engine()
+        if self.engine not in ("rensa", "numpy"):
+            raise ValueError(f"engine {self.engine!r}: use 'rensa' or 'numpy'")
         self.a, self.b = permutations(self.num_perm, self.seed)
+
+    def signatures_flat(self, flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """``[n_docs, num_perm]`` uint32 from ``batch_shingles`` output; documents without shingles get ``2^32−1``."""
+        n = offsets.size - 1
+        if self.engine == "numpy":
+            return self.signatures_from_shingles([flat[offsets[i] : offsets[i + 1]] for i in range(n)])
+        from rensa import RMinHash
+
+        if n == 0:
+            return np.empty((0, self.num_perm), dtype=np.uint32)
+        matrix = RMinHash.digest_matrix_from_flat_token_hashes(
+            np.ascontiguousarray(flat, dtype=np.uint64), offsets.astype(np.uint64), self.num_perm, self.seed
+        )
+        sigs = np.array(matrix.to_rows(), dtype=np.uint32).reshape(n, self.num_perm)
+        sigs[np.diff(offsets) == 0] = np.uint32(MAX_HASH)
+        return sigs
 
     def _minimum(self, hv: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
@@ -80,6 +218,11 @@ class MinHasher:
 
     def signatures_from_shingles(self, shingles: list[np.ndarray]) -> np.ndarray:
         """``[len(shingles), num_perm]`` uint32; documents without shingles get all ``2^32−1``."""
+        if self.engine == "rensa":
+            offsets = np.zeros(len(shingles) + 1, dtype=np.int64)
+            np.cumsum([s.size for s in shingles], out=offsets[1:])
+            flat = np.concatenate(shingles) if shingles else np.empty(0, dtype=np.uint64)
+            return self.signatures_flat(flat, offsets)
         out = np.full((len(shingles), self.num_perm), MAX_HASH, dtype=np.uint64)
         batch: list[int] = []
         rows = 0
@@ -107,7 +250,8 @@ class MinHasher:
         out[idx] = np.minimum.reduceat(phv, starts, axis=0)
 
     def signatures(self, texts: list[str]) -> np.ndarray:
-        return self.signatures_from_shingles([shingle_hashes(t, self.ngram, self.min_tokens) for t in texts])
+        """Text → shingles → signatures for a batch of documents."""
+        return self.signatures_flat(*batch_shingles(texts, self.ngram, self.min_tokens))
 
 
 def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:

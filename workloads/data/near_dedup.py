@@ -77,7 +77,7 @@ class NearDedup(Step):
         )
         for i, d in enumerate(buffered):
             if i in drop:
-                self.stats.rejects["near_duplicate"] += 1
+                self.drop(d, "near_duplicate")
             else:
                 yield d
 
@@ -185,7 +185,7 @@ class MinhashFilter(_FromSignatures):
             if shard not in removed:
                 removed[shard] = set(np.load(folder / f"shard-{shard:05d}.npy").tolist())
             if d.origin[2] in removed[shard]:
-                self.stats.rejects["near_duplicate"] += 1
+                self.drop(d, "near_duplicate")
             else:
                 yield d
 

@@ -88,16 +88,16 @@ class ReadFiles(Step):
     def _read(self, root: Path, path: Path, repo: str | None = None) -> Document | None:
         rel = str(path.relative_to(root)) if path != root else path.name
         lang = language_of(rel)
-        if lang is None and path.suffix == "":
-            with open(path, "rb") as fh:
-                head = fh.read(200).decode("utf-8", "replace")
-            lang = language_of(rel, head)
+        if lang is None or lang == "c":  # shebang for any unknown name (dots included); `.h` by content
+            text, _ = load_source(path, self.params.max_file_bytes)
+            if text is not None:
+                lang = language_of(rel, text, fallback=getattr(self.params, "detect_fallback", False))
         if lang is None or (self.params.languages and lang not in self.params.languages):
-            self.stats.rejects["language"] += 1
+            self.drop(str(path), "language", lang, path=rel)
             return None
         text, why = load_source(path, self.params.max_file_bytes)
         if text is None:
-            self.stats.rejects[why] += 1
+            self.drop(str(path), why, path=rel)
             self.ctx.reject(str(path), why)
             return None
         name = repo or root.name
@@ -222,7 +222,7 @@ class ReadJsonl(Step):
                             rec, text_key=self.params.text_key, id_key=self.params.id_key, default_id=f"{f.name}:{n}"
                         )
                     except ValueError as exc:
-                        self.stats.rejects["malformed"] += 1
+                        self.drop(f"{f}:{n}", "malformed", str(exc), path=str(f))
                         self.ctx.reject(f"{f}:{n}", str(exc), line.rstrip()[:2000])
 
 
@@ -254,7 +254,7 @@ class ReadParquet(Step):
                             rec, text_key=self.params.text_key, id_key=self.params.id_key, default_id=f"{f.name}:{n}"
                         )
                     except ValueError as exc:
-                        self.stats.rejects["malformed"] += 1
+                        self.drop(f"{f}:{n}", "malformed", str(exc), path=str(f))
                         self.ctx.reject(f"{f}:{n}", str(exc), rec)
 
 

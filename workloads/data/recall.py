@@ -108,7 +108,7 @@ class HtmlToText(Step):
         for d in docs:
             text = html_to_text(d.text)
             if len(text) < self.params.min_chars:
-                self.stats.rejects["empty_after_extraction"] += 1
+                self.drop(d, "empty_after_extraction", len(text))
                 continue
             yield Document(d.id, text, {**d.metadata, "format": "text"})
 
