@@ -168,6 +168,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_main(_forward(args, EVAL_FLAGS))
 
 
+def cmd_data_explain(args: argparse.Namespace) -> int:
+    """Why was a file dropped? Reads the run's per-shard audit trail (<stage>/dropped/*.jsonl.gz)."""
+    from codekiln.workloads.data.rejects import explain_main
+
+    return explain_main(args.run, args.path)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"codekiln {__version__} (API {GROUP_VERSION})")
     return EXIT_OK
@@ -242,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sandbox-url", help="sandbox server (default $CODEKILN_SANDBOX_URL or a local one)")
     p.add_argument("--out", help="results folder (default eval-results)")
     p.set_defaults(func=cmd_eval)
+
+    from codekiln.operator.kubectl_plugin import add_commands  # render, get, describe, logs, wait
+
+    add_commands(sub)
+
+    p = sub.add_parser("data", help="DataPipeline tools", description="DataPipeline tools.")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    s = dsub.add_parser("explain", help="why was a file dropped?", description=cmd_data_explain.__doc__)
+    s.add_argument("run", metavar="RUN", help="the DataPipeline's outputDir (or a name under runs/)")
+    s.add_argument("path", metavar="PATH", help="a file path or document id (a path suffix works)")
+    s.set_defaults(func=cmd_data_explain)
 
     p = sub.add_parser("version", help="print the version", description="Print the codekiln version.")
     p.set_defaults(func=cmd_version)
