@@ -197,3 +197,70 @@ def test_vllm_colocated_sleep_wake_and_streamed_weight_sync():
     logp, _ = response_logprobs_unpacked(model, prompts, [o.token_ids for o in outs])
     for i, o in enumerate(outs):
         torch.testing.assert_close(logp[i, : len(o.logprobs)].cpu(), torch.tensor(o.logprobs), atol=2e-2, rtol=0)
+
+
+@pytest.mark.vllm
+@pytest.mark.gpu
+@pytest.mark.skipif(not _vllm_available(), reason="needs the vllm package and a CUDA GPU")
+def test_vllm_server_mode_against_a_real_vllm_server(tmp_path):
+    """`vllm serve` on an exported policy; weight pushes need a second GPU (NCCL cannot pair two processes
+    on one device), so with one GPU only generation is checked."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from codekiln.workloads.model.hf import char_tokenizer_json, export_hf
+
+    model = _vllm_model()
+    tok = char_tokenizer_json([chr(32 + i % 95) + str(i // 95) if i >= 95 else chr(32 + i) for i in range(510)],
+                              ("<pad>", "<eot>"), tmp_path / "tokenizer.json")
+    folder = export_hf(model, model.cfg, tmp_path / "hf", tokenizer_json=tok, dtype=torch.float32)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--port", str(port),
+           "--gpu-memory-utilization", "0.25", "--dtype", "float32", "--max-model-len", "512", "--enforce-eager",
+           "--weight-transfer-config", '{"backend": "nccl"}']
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "1"} if torch.cuda.device_count() > 1 else None  # own GPU
+    with open(log_path, "w") as log, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env) as server:
+        try:
+            _check_server_mode(model, server, port, tmp_path)
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+def _check_server_mode(model, server, port: int, tmp_path) -> None:
+    import time
+    import urllib.request
+
+    from codekiln.workloads.rl.config import VLLMConfig
+
+    deadline = time.time() + 240
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            break
+        except OSError:
+            assert server.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            time.sleep(2)
+    engine = build_engine("vllm", model, config=VLLMConfig(mode="server", server_url=f"http://127.0.0.1:{port}",
+                                                            dtype="float32"))
+    prompts = [[1, 2, 3]] * 4 + [[7, 8]] * 2
+    outs = engine.generate(prompts, SamplingParams(max_tokens=8, seed=0))
+    assert len(outs) == 6 and len({tuple(o.token_ids) for o in outs[:4]}) > 1
+    logp, _ = response_logprobs_unpacked(model, prompts, [o.token_ids for o in outs])
+    for i, o in enumerate(outs):
+        torch.testing.assert_close(logp[i, : len(o.logprobs)].cpu(), torch.tensor(o.logprobs), atol=2e-2, rtol=0)
+    if torch.cuda.device_count() > 1:  # the server runs on GPU 1, the trainer pushes from GPU 0
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        engine.update_weights(model.state_dict())
+        outs = engine.generate(prompts, SamplingParams(max_tokens=8, seed=0))
+        logp, _ = response_logprobs_unpacked(model, prompts, [o.token_ids for o in outs])
+        for i, o in enumerate(outs):
+            torch.testing.assert_close(logp[i, : len(o.logprobs)].cpu(), torch.tensor(o.logprobs), atol=2e-2,
+                                       rtol=0)

@@ -94,7 +94,7 @@ class VLLMEngine:
         if self.tp > 1:
             self.tp_group, _ = dist.new_subgroups_by_enumeration(tp_groups(world, self.tp))
         os.environ.setdefault("RANK", str(rank))
-        os.environ.setdefault("LOCAL_RANK", os.environ.get("LOCAL_RANK", "0"))
+        os.environ.setdefault("LOCAL_RANK", "0")
         os.environ.setdefault("WORLD_SIZE", str(world))
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29500")
