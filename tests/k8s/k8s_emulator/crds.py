@@ -38,6 +38,7 @@ class ServedVersion:
     info: ResourceInfo
     schema: dict[str, Any] | None
     scale: ScalePaths | None
+    columns: list[dict[str, Any]] | None = None  # additionalPrinterColumns (server-side printing)
 
 
 def served_versions(crd: dict[str, Any]) -> list[ServedVersion]:
@@ -63,7 +64,11 @@ def served_versions(crd: dict[str, Any]) -> list[ServedVersion]:
         schema = (version.get("schema") or {}).get("openAPIV3Schema")
         paths = ScalePaths(scale["specReplicasPath"], scale["statusReplicasPath"],
                            scale.get("labelSelectorPath")) if scale else None
-        out.append(ServedVersion(resource(group, version["name"], names.get("plural")), info, schema, paths))
+        columns = list(version.get("additionalPrinterColumns") or [])
+        if not any(c.get("jsonPath") == ".metadata.creationTimestamp" for c in columns):
+            columns.append({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})
+        out.append(ServedVersion(resource(group, version["name"], names.get("plural")), info, schema, paths,
+                                 columns))
     return out
 
 

@@ -22,7 +22,7 @@ import yaml
 from kmock import KubernetesEmulator, KubernetesError, KubernetesScaffold, Request, Response, resource
 from kmock._internal import enums
 
-from . import crds, meta, openapi, patches, paths, schema, watching
+from . import crds, meta, openapi, patches, paths, schema, tables, watching
 from .builtins import Builtins
 from .journal import Journal
 
@@ -52,6 +52,9 @@ class Emulator(KubernetesEmulator):
     request_history: int = 2000  # requests kept for kmock-style assertions (bounded: long runs stay small)
     # Set to a Counter to count requests by (User-Agent product, verb, plural, subresource, field manager).
     request_counts: Any = None
+    # Container output served by GET pods/<name>/log (tests play the kubelet): (namespace, pod) -> text.
+    pod_logs: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False)
+    printer_columns: dict[resource, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
     builtins: Builtins = attrs.field(factory=Builtins, init=False)
     _by_uid: dict[str, ObjKey] = attrs.field(factory=dict, init=False)
     _by_res: dict[resource, dict[ObjKey, dict[str, Any]]] = attrs.field(factory=dict, init=False)  # live state
@@ -100,6 +103,10 @@ class Emulator(KubernetesEmulator):
         listing = await super()._serve_version(request)
         if listing.get("groupVersion", "").startswith("/"):  # kmock writes "/v1" for the core group
             listing["groupVersion"] = listing["groupVersion"][1:]
+        for entry in listing.get("resources") or []:  # short names and categories belong to the main resource only
+            if "/" in entry.get("name", ""):
+                entry.pop("shortNames", None)
+                entry.pop("categories", None)
         return listing
 
     async def _serve_openapi(self, request: Request) -> dict[str, Any]:
@@ -138,27 +145,38 @@ class Emulator(KubernetesEmulator):
         assert res is not None
         info = self.info(res)
         ns, name, sub, method = request.namespace, request.name, request.subresource, request.method
-        if request.action == enums.action.WATCH:
-            return watching.watch(self, request, res, info)
+        if request.action == enums.action.WATCH:  # a JSON stream (client-go refuses application/octet-stream)
+            return Response(status=200, headers={"Content-Type": "application/json"},
+                            payload=watching.watch(self, request, res, info))
         if not info.namespaced:
             ns = None
         if request.params.get("fieldValidation") == "Strict" and isinstance(request.data, dict) and (
                 method in (enums.method.POST, enums.method.PUT)
                 or patches.APPLY_PATCH in request.headers.get("Content-Type", "")):
             self._strict_fields(res, request.data)
+        table = method == enums.method.GET and sub is None and tables.wants_table(request.headers.get("Accept"))
         if name is None:
             if method == enums.method.GET:
-                return watching.list_objects(self, request, res, info)
+                listing = watching.list_objects(self, request, res, info)
+                if table:
+                    return tables.to_table(listing["items"], self.printer_columns.get(res),
+                                           listing["metadata"]["resourceVersion"], request.params.get("includeObject"))
+                return listing
             if method == enums.method.POST:
                 return Response(status=201, payload=self.create(res, request.data, namespace=ns))
             if method == enums.method.DELETE:
                 return self.delete_collection(request, res, info, ns)
         else:
+            if sub == "log" and res.plural == "pods" and method == enums.method.GET:
+                return self._pod_log(res, ns, name, request)
             if sub not in (None, "status", "scale") or (sub and sub not in info.subresources):
                 raise _status_error(404, "NotFound", f"the server could not find the requested resource "
                                                      f"({res.plural}/{sub})")
             if method == enums.method.GET:
                 obj = self.get(res, ns, name)
+                if table:
+                    return tables.to_table([obj], self.printer_columns.get(res), obj["metadata"]["resourceVersion"],
+                                           request.params.get("includeObject"))
                 return crds.scale_of(obj, self.scales[res]) if sub == "scale" else obj
             if method == enums.method.PUT:
                 return self._put(res, ns, name, sub, request.data)
@@ -168,6 +186,16 @@ class Emulator(KubernetesEmulator):
                 return self.delete(res, ns, name, options=request.data, params=request.params)
         raise _status_error(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
                                                      f"resource ({method} {request.url.path})")
+
+    def _pod_log(self, res: resource, ns: str | None, name: str, request: Request) -> Response:
+        """``kubectl logs``: the text a test stored in :attr:`pod_logs` (``tailLines`` honoured)."""
+        self.get(res, ns, name)  # 404 for a pod that does not exist
+        text = self.pod_logs.get((ns or "", name), "")
+        tail = request.params.get("tailLines")
+        if tail is not None and tail.lstrip("-").isdigit() and int(tail) >= 0:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[len(lines) - int(tail):]) if int(tail) else ""
+        return Response(status=200, payload=text.encode(), headers={"Content-Type": "text/plain"})
 
     # ----------------------------------------------------------------------------------------- reading
 
@@ -532,6 +560,7 @@ class Emulator(KubernetesEmulator):
                 self.schemas[version.res] = version.schema
             if version.scale is not None:
                 self.scales[version.res] = version.scale
+            self.printer_columns[version.res] = version.columns
 
     def _unserve_crd(self, crd: dict[str, Any]) -> None:
         for version in crds.served_versions(crd):
@@ -540,6 +569,7 @@ class Emulator(KubernetesEmulator):
             self.resources._resources.pop(version.res, None)
             self.schemas.pop(version.res, None)
             self.scales.pop(version.res, None)
+            self.printer_columns.pop(version.res, None)
 
     def ensure_namespace(self, name: str) -> dict[str, Any]:
         """Create a Namespace unless it exists (returns it)."""
