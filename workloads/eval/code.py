@@ -101,9 +101,10 @@ async def _score(url: str, jobs: list[tuple[str, Any, str]], concurrency: int) -
 
 def sandbox_languages(url: str) -> set[str]:
     """Languages (and aliases' canonical names) whose toolchain the sandbox at ``url`` has."""
-    import httpx
+    import urllib.request
 
-    data = httpx.get(url.rstrip("/") + "/languages", timeout=30).json()
+    with urllib.request.urlopen(url.rstrip("/") + "/languages", timeout=30) as resp:
+        data = json.loads(resp.read())
     items = data.get("languages", data) if isinstance(data, dict) else data
     return {x["name"] if isinstance(x, dict) else str(x) for x in items}
 
