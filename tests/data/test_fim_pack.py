@@ -138,3 +138,21 @@ def test_pack_removes_temp_files_left_by_a_killed_attempt(tmp_path: Path, tokeni
     reader = _pack(tmp_path, path, [Document("0", texts[0])], seq_len=64)
     assert not stale.exists() and len(reader) > 0
     assert not [p.name for p in (tmp_path / "packed").iterdir() if ".tmp-" in p.name]
+
+
+def test_tokenizer_reservoir_is_bounded_uniform_and_order_free() -> None:
+    import random
+
+    from codekiln.workloads.data.document import Document
+    from codekiln.workloads.data.tokenizer import reservoir_sample
+
+    docs = [Document(f"doc-{i}", f"text {i}") for i in range(5000)]
+    a = reservoir_sample(iter(docs), 300)
+    shuffled = docs[:]
+    random.Random(1).shuffle(shuffled)
+    b = reservoir_sample(iter(shuffled), 300)
+    assert [d.id for d in a] == [d.id for d in b] and len(a) == 300
+    assert a == sorted(a, key=lambda d: d.id)
+    idx = sorted(int(d.id.split("-")[1]) for d in a)
+    assert idx[0] < 500 and idx[-1] > 4500  # spread over the stream, not its head
+    assert len(reservoir_sample(iter(docs[:10]), 300)) == 10

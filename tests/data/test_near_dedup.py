@@ -102,3 +102,24 @@ def test_distributed_four_stages_equal_in_process(corpus: list[Document], tmp_pa
     in_process = {d.id for d in step(iter(docs), 0, 1)}
     assert kept == in_process
     assert len(kept) < len(docs)
+
+
+def test_components_match_union_find_oracle() -> None:
+    """scipy connected components == the reference union-find on random graphs (survivor = lowest rank)."""
+    from codekiln.workloads.data.minhash import UnionFind, components_to_remove
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        n, m = int(rng.integers(1, 60)), int(rng.integers(0, 80))
+        a, b, rank = rng.integers(0, n, m), rng.integers(0, n, m), rng.permutation(n)
+        uf = UnionFind(n)
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
+            uf.union(x, y)
+        roots = uf.roots()
+        expected = []
+        for root in set(roots.tolist()):
+            members = np.flatnonzero(roots == root)
+            if members.size > 1:
+                best = members[np.argmin(rank[members])]
+                expected += [int(i) for i in members if i != best]
+        assert components_to_remove(n, a, b, rank).tolist() == sorted(expected)

@@ -331,16 +331,22 @@ class UnionFind:
 
 
 def components_to_remove(n: int, pairs_a: np.ndarray, pairs_b: np.ndarray, rank_of: np.ndarray) -> np.ndarray:
-    """Indices to drop: every member of a duplicate component except the one with the lowest ``rank_of``."""
-    uf = UnionFind(n)
-    for a, b in zip(pairs_a.tolist(), pairs_b.tolist(), strict=True):
-        uf.union(a, b)
-    roots = uf.roots()
-    best: dict[int, int] = {}
-    for i in np.flatnonzero(roots != np.arange(n)).tolist() + np.unique(roots[roots != np.arange(n)]).tolist():
-        r = int(roots[i])
-        if r not in best or rank_of[i] < rank_of[best[r]]:
-            best[r] = i
-    members = np.flatnonzero(np.isin(roots, list(best)))
-    keep = np.fromiter(best.values(), dtype=np.int64, count=len(best))
-    return np.setdiff1d(members, keep)
+    """Indices to drop: every member of a duplicate component except the one with the lowest ``rank_of``.
+
+    Connected components by ``scipy.sparse.csgraph.connected_components`` (C, linear in pairs), then one
+    vectorised pass: sort members by (component, rank) and keep the first of each component.
+    """
+    if n == 0 or pairs_a.size == 0:
+        return np.empty(0, dtype=np.int64)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix(
+        (np.ones(pairs_a.size, dtype=np.int8), (pairs_a.astype(np.int64), pairs_b.astype(np.int64))), shape=(n, n)
+    ).tocsr()
+    _, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels)
+    members = np.flatnonzero(sizes[labels] > 1)
+    order = members[np.lexsort((rank_of[members], labels[members]))]
+    first = np.r_[True, labels[order][1:] != labels[order][:-1]]
+    return np.sort(order[~first])

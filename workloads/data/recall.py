@@ -97,6 +97,63 @@ def html_to_text(html: str) -> str:
     return "\n".join(text).strip()
 
 
+def extract_main(html: str) -> str:
+    """Main content of a web page by trafilatura (markdown: <pre> as fenced code, <code> inline), with any
+    <pre> block trafilatura dropped appended in a fence; the builtin extractor when trafilatura finds nothing.
+
+    Args:
+        html: the page.
+    """
+    import trafilatura
+
+    text = trafilatura.extract(
+        html,
+        output_format="markdown",
+        include_formatting=True,
+        include_comments=False,
+        include_tables=True,
+        favor_precision=True,
+        deduplicate=False,
+    )
+    if not text:
+        return html_to_text(html)
+    missing = []
+    for block in _pre_blocks(html):
+        lines = [x.strip() for x in block.splitlines() if x.strip()]
+        if lines and not all(x in text for x in lines[:3]):
+            missing.append(block.strip("\n"))
+    return text + "".join(f"\n\n```\n{b}\n```" for b in missing)
+
+
+class _PreCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[str] = []
+        self.depth = 0
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag == "pre":
+            self.depth += 1
+            if self.depth == 1:
+                self.blocks.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "pre":
+            self.depth = max(0, self.depth - 1)
+
+    def handle_data(self, data: str) -> None:
+        if self.depth:
+            self.blocks[-1] += data
+
+
+def _pre_blocks(html: str) -> list[str]:
+    """The text of every top-level <pre> element."""
+    p = _PreCollector()
+    p.feed(html)
+    p.close()
+    return p.blocks
+
+
 class HtmlToText(Step):
     """Replace HTML documents' text with extracted text (code blocks kept)."""
 
@@ -105,8 +162,9 @@ class HtmlToText(Step):
     Params = step_params.HtmlToTextParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        extract = extract_main if self.params.extractor == "trafilatura" else html_to_text
         for d in docs:
-            text = html_to_text(d.text)
+            text = extract(d.text)
             if len(text) < self.params.min_chars:
                 self.drop(d, "empty_after_extraction", len(text))
                 continue

@@ -254,6 +254,11 @@ class LLMQualityParams(KeepRule):
 
 class HtmlToTextParams(ConfigModel):
     min_chars: int = Field(default=1, ge=0)
+    extractor: Literal["trafilatura", "builtin"] = Field(
+        default="trafilatura",
+        description="`trafilatura`: main content (navigation, menus, footers dropped) with <pre>/<code> kept as "
+        "fenced/inline code; `builtin`: every visible text.",
+    )
 
 
 # ---------------------------------------------------------------- transforms
@@ -292,6 +297,12 @@ class TrainTokenizerParams(ConfigModel):
     vocab_size: int = Field(default=32000, ge=300, description="Vocabulary size including special tokens.")
     min_frequency: int = Field(default=2, ge=1)
     max_chars: int = Field(default=500_000_000, ge=1, description="Train on at most this many characters.")
+    sample_docs: int = Field(
+        default=200_000,
+        ge=1,
+        description="Reservoir size: train on the documents with the smallest id hashes (a uniform sample that "
+        "does not depend on sharding); memory is bounded by this many documents.",
+    )
     output: str = Field(default="tokenizer/tokenizer.json", description="Path relative to outputDir.")
 
 

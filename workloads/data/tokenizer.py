@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -58,12 +60,34 @@ class TrainTokenizer(Step):
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         if world_size != 1:
             raise ValueError("train_tokenizer must run in a stage with shards: 1")
-        # sorted by id so the result does not depend on how the input was sharded
+        sample = reservoir_sample(docs, self.params.sample_docs)
         texts, budget = [], self.params.max_chars
-        for d in sorted(docs, key=lambda d: d.id):
+        for d in sample:  # sorted by id: the result does not depend on how the input was sharded
             if budget > 0:
                 texts.append(d.text)
                 budget -= len(d.text)
         tok = train_bpe(texts, self.params.vocab_size, self.params.min_frequency)
         save_tokenizer(tok, self.ctx.resolve(self.params.output))
         return iter(())
+
+
+def _id_hash(doc_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+def reservoir_sample(docs: Iterable[Document], size: int) -> list[Document]:
+    """The ``size`` documents with the smallest id hashes (bottom-k: uniform, order- and shard-independent),
+    sorted by id; holds at most ``size`` documents.
+
+    Args:
+        docs: the stream.
+        size: how many to keep.
+    """
+    heap: list[tuple[int, str, Document]] = []  # max-heap on the hash (negated)
+    for d in docs:
+        key = _id_hash(d.id)
+        if len(heap) < size:
+            heapq.heappush(heap, (-key, d.id, d))
+        elif key < -heap[0][0]:
+            heapq.heapreplace(heap, (-key, d.id, d))
+    return sorted((d for _, _, d in heap), key=lambda d: d.id)
