@@ -8,11 +8,13 @@ server's memory bounded and still healthy afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gzip
 import json
 import socket
+import threading
 import time
 from urllib.parse import urlparse
 
@@ -277,3 +279,31 @@ def test_sessions_are_isolated_and_bad_inputs_name_the_field(hard):
     expect(resp, 404, "session_id")
     expect(http.post("/sessions", content=json.dumps({"ttl_seconds": "x"}),
                      headers={"Content-Type": "application/json"}), 422, "ttl_seconds")
+
+
+def test_a_killed_server_leaks_no_processes(tmp_path):
+    """SIGKILL the server while a session command and a run are in flight: every sandbox process dies with it."""
+    cfg = make_config(str(tmp_path / "w"), max_concurrency=1, sandbox_uid_base=63300,
+                      sessions=SessionLimits(max_sessions=1, disk_mb=8, max_disk_mb=8, memory_mb=128))
+    with local_server_process(cfg) as (url, proc):
+        server = psutil.Process(proc.pid)
+
+        http = httpx.Client(base_url=url, timeout=60)
+        sid = http.post("/sessions", json={"files": {"a.txt": "x"}}).json()["session_id"]
+
+        def command() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # the server dies under the running command
+                http.post(f"/sessions/{sid}/run", json={"command": "(sleep 300 &) ; sleep 300",
+                                                        "timeout_seconds": 600})
+
+        worker = threading.Thread(target=command, daemon=True)
+        worker.start()
+        time.sleep(1.5)
+        tree = server.children(recursive=True)
+        assert len(tree) >= 6  # two warm sandboxes (bwrap, zygote, spare job) and the running command
+        server.kill()
+        server.wait(10)
+        gone, alive = psutil.wait_procs(tree, timeout=10)
+        assert alive == [], alive
+        worker.join(10)
+        http.close()

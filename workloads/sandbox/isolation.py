@@ -199,8 +199,11 @@ class Zygote:
                 fds.append(_memfd("ck-data", data, owned))
                 req = {**req, "size": len(data)}
             async with self.lock:
-                socket.send_fds(self.ctl, [json.dumps(req).encode()], fds)
-                return await asyncio.wait_for(recv_frame(self.ctl, max_body), 60)
+                try:
+                    socket.send_fds(self.ctl, [json.dumps(req, ensure_ascii=False).encode()], fds)
+                    return await asyncio.wait_for(recv_frame(self.ctl, max_body), 60)
+                except (OSError, EOFError, TimeoutError, ValueError) as exc:
+                    raise SetupError(f"the warm sandbox failed: {type(exc).__name__}: {exc}") from exc
         finally:
             for fd in owned:
                 with contextlib.suppress(OSError):
@@ -225,7 +228,10 @@ class Zygote:
                    "collect_bytes": lim.max_collect_bytes, "collect_files": spec.get("collect_files", 1024),
                    "cwd": spec.get("cwd")}
             start = time.monotonic()
-            socket.send_fds(self.ctl, [json.dumps(req).encode()], fds)
+            try:
+                socket.send_fds(self.ctl, [json.dumps(req, ensure_ascii=False).encode()], fds)
+            except OSError as exc:
+                raise SetupError(f"the warm sandbox did not take the job: {exc}") from exc
             self.jobs += 1
             job_child.close()
             for fd in (stdin_r, out_w, err_w):
@@ -392,7 +398,7 @@ class Isolator:
         zyg = Zygote(proc=proc, ctl=srv, mode=mode, slot=slot)
         try:
             head, _ = await asyncio.wait_for(zyg.op({"op": "ping"}), 30)
-        except (TimeoutError, EOFError, OSError, ValueError) as exc:
+        except (TimeoutError, EOFError, OSError, ValueError, SetupError) as exc:
             await zyg.close()
             err = b""
             with contextlib.suppress(Exception):

@@ -45,7 +45,7 @@ SESSIONS = web.AppKey("sessions", SessionManager)
 
 
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
-    body = {"status": "SandboxError", "message": message}
+    body = {"status": "SandboxError", "message": message, "error": message}
     if field:
         body["field"] = field
     return web.json_response(body, status=status)

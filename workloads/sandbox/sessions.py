@@ -59,7 +59,8 @@ class SessionCreate(_Wire):
 class SessionRun(_Wire):
     """``POST /sessions/{id}/run``."""
 
-    command: str = Field(min_length=1, max_length=1 << 20)
+    command: str = Field(min_length=1, max_length=32000,
+                         description="bash -lc argument (one execve string: at most 128 KiB once UTF-8 encoded).")
     stdin: str | None = None
     timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_output_bytes: int | None = Field(default=None, gt=0)
@@ -155,7 +156,7 @@ class SessionManager:
                 if out["status"] != "Finished" or out["exit_code"] != 0:
                     raise RequestError(f"setup_commands[{i}]: exited with {out['exit_code']} ({out['status']}): "
                                        f"{(out['stderr'] or out['stdout'])[-500:]}", 422, "setup_commands")
-            head, _ = await zyg.op({"op": "snapshot"})
+            head, _ = await self._op(session, {"op": "snapshot"})
             if head.get("error"):
                 raise RequestError(f"files: the initial snapshot failed: {head['error']}", 413)
         except BaseException:
@@ -240,8 +241,8 @@ class SessionManager:
     async def read_file(self, session_id: str, path: str) -> dict:
         session = self.get(session_id)
         rel = session_path(path)
-        head, data = await session.zygote.op({"op": "read", "path": rel, "max_bytes": self.cfg.max_file_bytes},
-                                             max_body=self.cfg.max_file_bytes)
+        head, data = await self._op(session, {"op": "read", "path": rel, "max_bytes": self.cfg.max_file_bytes},
+                                    max_body=self.cfg.max_file_bytes)
         _raise_op_error(head, "path")
         out = {"path": rel, "size": len(data)}
         try:
@@ -258,24 +259,33 @@ class SessionManager:
         data = req.content.encode() if req.content is not None else _b64(req.content_b64, "content_b64")
         if len(data) > self.cfg.max_file_bytes:
             raise RequestError(f"content: {len(data)} bytes exceed the limit of {self.cfg.max_file_bytes}", 413)
-        head, _ = await session.zygote.op({"op": "write", "path": rel}, data)
+        head, _ = await self._op(session, {"op": "write", "path": rel}, data)
         _raise_op_error(head, "path")
         return {"path": rel, "size": head.get("size", len(data))}
 
     async def list_files(self, session_id: str, path: str | None) -> dict:
         session = self.get(session_id)
         rel = session_path(path) if path not in (None, "", ".", "/workspace", "/workspace/") else "."
-        head, _ = await session.zygote.op({"op": "list", "path": rel, "max_entries": 10000})
+        head, _ = await self._op(session, {"op": "list", "path": rel, "max_entries": 10000})
         _raise_op_error(head, "path")
         return {"entries": head["entries"]}
 
     async def diff(self, session_id: str) -> dict:
         session = self.get(session_id)
-        head, data = await session.zygote.op({"op": "diff", "max_bytes": 4 << 20}, max_body=8 << 20)
+        head, data = await self._op(session, {"op": "diff", "max_bytes": 4 << 20}, max_body=8 << 20)
         _raise_op_error(head, "session_id")
         return {"diff": data.decode(errors="replace")}
 
     # ------------------------------------------------------------ helpers
+    async def _op(self, session: Session, req: dict, data: bytes | None = None,
+                  max_body: int = 64 << 20) -> tuple[dict, bytes]:
+        """A file operation of the session's sandbox; a dead sandbox closes the session (404 from then on)."""
+        try:
+            return await session.zygote.op(req, data, max_body)
+        except SetupError as exc:
+            await self.close(session.session_id, "dead")
+            raise SessionError(f"session_id: the session's sandbox ended ({exc})", 404, "session_id") from exc
+
     def _limits(self, req: SessionLimitsRequest) -> Limits:
         cfg, base = self.cfg, self.config.limits
         memory = req.memory_mb or min(cfg.memory_mb, self.max_memory_mb)

@@ -28,6 +28,7 @@ closed before user code runs; the job socket never reaches C). Run with ``python
 import contextlib
 import ctypes
 import errno
+import gc
 import json
 import os
 import resource
@@ -96,6 +97,8 @@ class Zygote:
         seccomp_fd = int(seccomp_fd)
         self.mode = mode  # "oneshot" | "session"
         self.workspace_mb, self.tmp_mb = int(workspace_mb), int(tmp_mb)
+        # Jobs forked ahead: two for one-shot slots (one can be set up while the other is used).
+        self.spares = 2 if mode == "oneshot" else 1
         self.seccomp = None
         if seccomp_fd >= 0:
             data = b""
@@ -117,17 +120,20 @@ class Zygote:
         process exist before the request arrives, so a run costs a message, not a set-up.
         """
         self.ctl.settimeout(1.0)
-        spare = None
+        spares = []
         while True:
             _reap()
-            if spare is None:
+            while len(spares) < self.spares:
+                gc.freeze()  # the children's collections skip the zygote's objects
                 parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 pid = os.fork()
                 if pid == 0:
+                    for other in spares:
+                        other.close()
                     parent_end.close()
                     return self.keeper(child_end)
                 child_end.close()
-                spare = parent_end
+                spares.append(parent_end)
             try:
                 msg, fds, _, _ = socket.recv_fds(self.ctl, MAX_MSG, 16)
             except (InterruptedError, TimeoutError):
@@ -142,6 +148,7 @@ class Zygote:
                 continue
             op = req.get("op")
             if op == "run":
+                spare = spares.pop(0)  # the oldest: its set-up is done
                 try:
                     socket.send_fds(spare, [msg], fds)
                 except OSError:
@@ -149,7 +156,6 @@ class Zygote:
                 for fd in fds:
                     os.close(fd)
                 spare.close()
-                spare = None
             else:
                 try:
                     reply = self.file_op(req, fds)
@@ -660,8 +666,17 @@ def _text(path):
 
 
 def _run_python_main(job):
-    """Run /workspace/main.py as ``python3 -u main.py`` would, in this forked interpreter (C)."""
+    """Run /workspace/main.py as ``python3 -u main.py`` would, in this forked interpreter (C); never returns.
+
+    The interpreter is not finalized at the end: tearing down the modules it shares with the
+    zygote would copy most of its heap page by page (copy-on-write), tens of ms. What a program
+    can observe of an exit still happens: non-daemon threads are joined, ``atexit`` handlers run,
+    the program's own globals are released (closing and flushing its files), stdio is flushed.
+    """
+    import atexit
+    import gc
     import random
+    import threading
     import types
 
     random.seed()
@@ -673,24 +688,72 @@ def _run_python_main(job):
     main.__builtins__ = __builtins__
     main.__cached__ = None
     sys.modules["__main__"] = main
-    with open(path, "rb") as fh:
-        source = fh.read()
+    code = 0
     try:
-        code = compile(source, path, "exec")
-        exec(code, main.__dict__)  # noqa: S102 - the sandboxed program
-    except SystemExit:
-        raise
+        with open(path, "rb") as fh:
+            source = fh.read()
+        exec(compile(source, path, "exec"), main.__dict__)  # noqa: S102 - the sandboxed program
+    except SystemExit as exc:
+        code = _exit_code(exc)
     except BaseException:  # noqa: BLE001 - report as the interpreter would, without our frames
-        etype, value, tb = sys.exc_info()
-        while tb is not None and tb.tb_frame.f_code.co_filename != path:
-            tb = tb.tb_next
-        if value is not None:
-            value.__traceback__ = tb
+        code = _report(path)
+    for step in (threading._shutdown, atexit._run_exitfuncs):
+        try:
+            step()
+        except SystemExit as exc:
+            code = _exit_code(exc)
+        except BaseException:  # noqa: BLE001
+            code = _report(path)
+    try:
+        main.__dict__.clear()
+        gc.collect()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except BaseException:  # noqa: BLE001
+        pass
+    os._exit(code)
+
+
+def _exit_code(exc):
+    """The process exit status of a SystemExit, as the interpreter computes it."""
+    value = exc.code
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value & 0xFF
+    try:
+        sys.stderr.write(str(value) + "\n")
+    except BaseException:  # noqa: BLE001
+        pass
+    return 1
+
+
+def _report(path):
+    etype, value, tb = sys.exc_info()
+    while tb is not None and tb.tb_frame.f_code.co_filename != path:
+        tb = tb.tb_next
+    if value is not None:
+        value.__traceback__ = tb
+    try:
         sys.excepthook(etype, value, tb)
-        sys.exit(1)
+    except BaseException:  # noqa: BLE001
+        pass
+    return 1
+
+
+def _preload():
+    """Warm the interpreter: modules most programs (and the test harness) import, loaded once per sandbox."""
+    for name in ("random", "types", "ast", "traceback", "collections", "datetime", "decimal", "fractions", "re",
+                 "math", "itertools", "functools", "typing", "string", "heapq", "bisect", "copy", "dataclasses"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
 
 
 if __name__ == "__main__":
+    _preload()
     _job = Zygote(*sys.argv[1:]).serve()
     del Zygote
     _run_python_main(_job)
