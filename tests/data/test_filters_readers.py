@@ -218,3 +218,30 @@ def test_read_paths_expand_python_stdlib_and_env(monkeypatch) -> None:
     monkeypatch.setenv("CODEKILN_TEST_ROOT", "/srv/code")
     assert expand_path("{python_stdlib}") == Path(sysconfig.get_paths()["stdlib"])
     assert expand_path("$CODEKILN_TEST_ROOT/repos") == Path("/srv/code/repos")
+
+
+def test_sharded_exact_dedup_equals_in_memory(tmp_path: Path) -> None:
+    """The sharded SHA-256 join picks the same survivors as the all-records reference, for any shard count."""
+    import random
+
+    from codekiln.workloads.data.exact_dedup import file_level_survivors, hash_record, survivors
+
+    texts = [(STDLIB / "json" / f).read_text() for f in ("decoder.py", "encoder.py", "scanner.py", "tool.py")]
+    rng = random.Random(0)
+    docs = [
+        Document(f"d{i}", rng.choice(texts) if i % 3 else f"unique {i}\n", {"path": f"p{i}.py", "stars": i % 7})
+        for i in range(90)
+    ]
+    for shards in (1, 3, 4):
+        out = tmp_path / f"s{shards}"
+        ctx_shards = {"h": shards}
+        parts = [docs[r::shards] for r in range(shards)]
+        for r, part in enumerate(parts):
+            ctx = StageContext(out, "h", rank=r, world_size=shards, stage_shards=ctx_shards)
+            list(build_step("exact_dedup_hashes", {}, ctx)(iter(part), r, shards))
+        folder = out / "h" / "exact_hashes"
+        got = {(r, i) for r in range(shards) for i in file_level_survivors(folder, shards, r)}
+        records = [hash_record(d, r, i) for r, part in enumerate(parts) for i, d in enumerate(part)]
+        reference = survivors(records, "file")
+        assert got == reference
+        assert len(got) == 30 + len(texts)  # every unique doc + one copy of each shared text

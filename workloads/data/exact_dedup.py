@@ -17,6 +17,9 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
+
+from codekiln.workloads.atomic_io import atomic_path
 from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import AtomicJsonlWriter, Document, priority_key
@@ -74,26 +77,99 @@ class ExactDedup(Step):
                 self.drop(d, f"exact_duplicate_{self.params.level}")
 
 
+def sha64(hexdigest: str) -> int:
+    """The first 8 bytes of a SHA-256 as an unsigned int (the sharded filter's join key)."""
+    return int(hexdigest[:16], 16)
+
+
 class ExactDedupHashes(Step):
-    """Stage A: pass documents through and write their hash records to ``<stage>/exact_hashes/``."""
+    """Stage A: pass documents through; per shard write hash records (JSONL), their byte offsets and a
+    compact ``uint64`` array of SHA-256 prefixes in document order (``<stage>/exact_hashes/``)."""
 
     name = "exact_dedup_hashes"
     Params = ExactParams
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
-        writer = AtomicJsonlWriter(self.ctx.stage_dir() / "exact_hashes" / f"{self.ctx.shard_name()}.jsonl")
+        folder = self.ctx.stage_dir() / "exact_hashes"
+        shard = self.ctx.shard_name()
+        writer = AtomicJsonlWriter(folder / f"{shard}.jsonl")
+        keys: list[int] = []
+        offsets: list[int] = [0]
         try:
             for i, d in enumerate(docs):
-                writer.write(hash_record(d, rank, i))
+                rec = hash_record(d, rank, i)
+                line = json.dumps(rec, ensure_ascii=False)
+                writer.write_line(line)
+                keys.append(sha64(rec["sha"]))
+                offsets.append(offsets[-1] + len(line.encode("utf-8")) + 1)
                 yield d
         except BaseException:
             writer.discard()
             raise
         writer.close()
+        _save_npy(folder / f"{shard}.sha64.npy", np.array(keys, dtype=np.uint64))
+        _save_npy(folder / f"{shard}.offsets.npy", np.array(offsets, dtype=np.int64))
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_path(path, keep_suffix=True) as tmp:
+        np.save(tmp, arr)
+
+
+def _read_records(path: Path, offsets: np.ndarray, rows: np.ndarray) -> list[dict]:
+    out = []
+    with open(path, "rb") as fh:
+        for r in rows.tolist():
+            fh.seek(int(offsets[r]))
+            out.append(json.loads(fh.readline()))
+    return out
+
+
+def file_level_survivors(folder: Path, shards: int, shard: int) -> set[int]:
+    """Indices of shard ``shard``'s documents that survive file-level exact dedup.
+
+    Sharded join: the shard's own SHA-256 prefixes are matched against every shard's compact ``uint64``
+    array (memory-mapped, 8 bytes per document); only the records of hashes seen more than once are read.
+    No shard holds every hash record.
+    """
+    own = np.load(folder / f"shard-{shard:05d}.sha64.npy")
+    uniq = np.sort(own)
+    counts = np.zeros(uniq.size, dtype=np.int64)
+    hits: dict[int, np.ndarray] = {}
+    for s in range(shards):
+        other = np.load(folder / f"shard-{s:05d}.sha64.npy", mmap_mode="r")
+        if not other.size or not uniq.size:
+            continue
+        pos = np.searchsorted(uniq, other)
+        pos[pos == uniq.size] = 0
+        match = uniq[pos] == other
+        np.add.at(counts, pos[match], 1)
+        hits[s] = np.flatnonzero(match)
+    dup_keys = uniq[counts > 1]
+    if not dup_keys.size:
+        return set(range(own.size))
+    best: dict[str, tuple] = {}
+    for s, rows in hits.items():
+        other = np.load(folder / f"shard-{s:05d}.sha64.npy", mmap_mode="r")
+        rows = rows[np.isin(other[rows], dup_keys)]
+        if not rows.size:
+            continue
+        offsets = np.load(folder / f"shard-{s:05d}.offsets.npy")
+        for r in _read_records(folder / f"shard-{s:05d}.jsonl", offsets, rows):
+            cand = (r["key"], r["shard"], r["index"])
+            if r["sha"] not in best or cand < best[r["sha"]]:
+                best[r["sha"]] = cand
+    losers = set(np.flatnonzero(np.isin(own, dup_keys)).tolist())
+    winners = {idx for _, sh, idx in best.values() if sh == shard}
+    return (set(range(own.size)) - losers) | winners
 
 
 class ExactDedupFilter(Step):
-    """Stage B: drop documents (read with ``read_stage`` from stage A) that lost to a higher-priority copy."""
+    """Stage B: drop documents (read with ``read_stage`` from stage A) that lost to a higher-priority copy.
+
+    File level: a sharded join on SHA-256 prefixes (``file_level_survivors``); repository level needs every
+    repository's file list and reads all hash records.
+    """
 
     name = "exact_dedup_filter"
 
@@ -101,15 +177,26 @@ class ExactDedupFilter(Step):
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         folder: Path = self.ctx.stage_dir(self.params.hashes_stage) / "exact_hashes"
-        records = []
-        for f in sorted(folder.glob("shard-*.jsonl")):
-            with open(f, encoding="utf-8") as fh:
-                records.extend(json.loads(line) for line in fh if line.strip())
-        keep = survivors(records, self.params.level)
+        n_shards = self.ctx.stage_shards.get(self.params.hashes_stage) or len(list(folder.glob("shard-*.jsonl")))
+        keep: dict[int, set[int]] = {}
+        repo_keep: set[tuple[int, int]] | None = None
         for d in docs:
             if d.origin is None or d.origin[0] != self.params.hashes_stage:
                 raise ValueError("exact_dedup_filter: documents must come from read_stage of params.hashes_stage")
-            if (d.origin[1], d.origin[2]) in keep:
+            shard, index = d.origin[1], d.origin[2]
+            if self.params.level == "file":
+                if shard not in keep:
+                    keep[shard] = file_level_survivors(folder, n_shards, shard)
+                kept = index in keep[shard]
+            else:
+                if repo_keep is None:
+                    records = []
+                    for f in sorted(folder.glob("shard-*.jsonl")):
+                        with open(f, encoding="utf-8") as fh:
+                            records.extend(json.loads(line) for line in fh if line.strip())
+                    repo_keep = survivors(records, "repo")
+                kept = (shard, index) in repo_keep
+            if kept:
                 yield d
             else:
                 self.drop(d, f"exact_duplicate_{self.params.level}")
