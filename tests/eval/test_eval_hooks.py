@@ -39,3 +39,27 @@ def test_schedule_rank_and_disabled():
     assert [s for s in range(10) if cfg.due(s, 9)] == [3, 6, 9]
     assert RunEvaluator(None, "/x").maybe(0, 9, None, None) is None
     assert RunEvaluator(EvalConfig(enabled=False), "/x").maybe(0, 9, None, None) is None
+
+
+def test_pretrainrun_sft_from_an_export_evaluates_before_and_at_the_end(tiny_model_dir, sandbox_url, tmp_path):
+    from codekiln.workloads.train.engine import init_distributed
+    from codekiln.workloads.train.runner import parse_config
+    from codekiln.workloads.train.trainer import Trainer
+
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"add {a}"},
+                                                     {"role": "assistant", "content": f"return {a} + 1"}]}) + "\n"
+                            for a in range(8)))
+    resource = {"apiVersion": "codekiln.dev/v1alpha1", "kind": "PretrainRun", "metadata": {"name": "t"},
+                "spec": {"training": {
+                    "objective": "sft", "initFrom": str(tiny_model_dir), "model": {"preset": "tiny"},
+                    "data": {"path": str(data), "tokenizer": str(tiny_model_dir / "tokenizer.json")},
+                    "stages": [{"name": "sft", "steps": 2, "lr": 1e-3, "seqLen": 160}], "microBatchSize": 2,
+                    "outputDir": str(tmp_path / "sft"), "export": {"enabled": False},
+                    "eval": {"benchmarks": [{"source": "humaneval", "limit": 2}], "maxTokens": 8,
+                             "sandboxUrl": sandbox_url, "needle": {"depths": [0.5], "trials": 1}}}}}
+    Trainer(parse_config(resource), init_distributed()).run()
+    rows = [json.loads(line) for line in (tmp_path / "sft" / "eval" / "results.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["benchmark"]) for r in rows] == [(0, "humaneval"), (0, "needle_in_code"),
+                                                           (2, "humaneval"), (2, "needle_in_code")]
+    assert rows[1]["examples"] == 1 and "accuracy@160" in rows[1]  # the needle runs at the run's sequence lengths

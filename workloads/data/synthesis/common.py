@@ -58,10 +58,12 @@ class LLMStep(Step):
 
     def failed(self, doc: Document, result) -> bool:
         """Count a failed call; True when the document should still go on (``onError: keep``)."""
-        reason = (result.error or "llm_error").split(":", 1)[0]
-        self.drop(doc, f"llm_error_{reason}") if self.params.on_error == "drop" else \
-            self.stats.counters.update({f"llm_error_{reason}": 1})
-        return self.params.on_error == "keep"
+        reason = f"llm_error_{(result.error or 'error').split(':', 1)[0]}"
+        if self.params.on_error == "keep":
+            self.stats.counters[reason] += 1
+            return True
+        self.drop(doc, reason)
+        return False
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         try:
