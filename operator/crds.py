@@ -18,7 +18,7 @@ from codekiln.operator.resources import NAME_PATTERN, RESOURCE_KINDS, Resource
 from codekiln.operator.version import API_GROUP, API_VERSION
 from codekiln.workloads.atomic_io import atomic_write_text
 
-CRD_FOLDERS = (Path("crds"), Path("helm/codekiln/crds"))
+CRD_FOLDERS = (Path("crds"), Path("helm/codekiln/crds"), Path("config/crd"))  # config/crd: the Kustomize base
 SECCOMP_PROFILE_FILE = Path("helm/codekiln/files/seccomp/sandbox.json")  # SandboxPool node profile
 _KEEP = {
     "type", "description", "properties", "items", "required", "enum", "pattern", "format",

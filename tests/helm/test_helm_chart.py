@@ -186,6 +186,36 @@ def test_metrics_service_and_service_monitor_select_the_operator() -> None:
     assert find(render(), "ServiceMonitor") == []
 
 
+def test_pod_monitor_scrapes_the_workload_pods_the_operator_builds() -> None:
+    """Off by default; when on, its selector matches gang, shard and sandbox pods and names their metric ports."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "operator"))
+    from operator_factories import resource
+
+    from codekiln.operator.builders.children import render_all
+
+    assert find(render(), "PodMonitor") == []
+    (monitor,) = find(render({"metrics": {"podMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+                              "watch": {"namespaces": ["team-a", "team-b"]}}), "PodMonitor")
+    spec = monitor["spec"]
+    assert spec["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    (cluster_wide,) = find(render({"metrics": {"podMonitor": {"enabled": True}}, "watch": {"allNamespaces": True}}),
+                           "PodMonitor")
+    assert cluster_wide["spec"]["namespaceSelector"] == {"any": True}
+    ports = {e["port"] for e in spec["podMetricsEndpoints"]}
+    wanted = {k: v for k, v in spec["selector"]["matchLabels"].items()}
+    (expression,) = spec["selector"]["matchExpressions"]
+    for kind in ("PretrainRun", "RLRun", "DataPipeline", "SandboxPool"):
+        (workload,) = [m for m in render_all(resource(kind)) if m["kind"] in ("Job", "Deployment")][:1]
+        template = workload["spec"]["template"]
+        labels = template["metadata"]["labels"]
+        assert wanted.items() <= labels.items() and labels[expression["key"]] in expression["values"], kind
+        container_ports = {p["name"] for p in template["spec"]["containers"][0]["ports"]}
+        assert container_ports & ports, (kind, container_ports)
+
+
 def test_non_default_ports_and_external_service_account() -> None:
     docs = render(VARIANTS["external-sa"])
     container = _operator_container(docs)
