@@ -175,6 +175,20 @@ def cmd_data_explain(args: argparse.Namespace) -> int:
     return explain_main(args.run, args.path)
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Agentic RL data: `codekiln agent generate-tasks --out DIR` makes verified SWE-style tasks from modules on
+    disk; `codekiln agent collect --tasks T.jsonl --out traj.jsonl [--policy reference|HF_DIR|CKPT.pt]` runs a
+    policy through the tool loop in sandbox sessions and keeps verified trajectories (SFT/CPT data)."""
+    from codekiln.operator.runners import AGENT_MAIN, RunnerUnavailable, load_entry_point
+
+    try:
+        agent_main = load_entry_point(AGENT_MAIN, "agent")
+    except RunnerUnavailable as exc:
+        _err(f"codekiln agent: {exc}")
+        return EXIT_FAILED
+    return agent_main(args.agent_args)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"codekiln {__version__} (API {GROUP_VERSION})")
     return EXIT_OK
@@ -260,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", metavar="RUN", help="the DataPipeline's outputDir (or a name under runs/)")
     s.add_argument("path", metavar="PATH", help="a file path or document id (a path suffix works)")
     s.set_defaults(func=cmd_data_explain)
+
+    p = sub.add_parser("agent", help="agentic RL data: generate SWE-style tasks, collect trajectories",
+                       description=cmd_agent.__doc__)
+    p.add_argument("agent_args", nargs=argparse.REMAINDER, help="generate-tasks ... | collect ... (--help for each)")
+    p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("version", help="print the version", description="Print the codekiln version.")
     p.set_defaults(func=cmd_version)

@@ -24,6 +24,7 @@ SANDBOX_SERVE = "codekiln.workloads.sandbox.__main__:main"
 # `codekiln serve MODEL_DIR ...` / `codekiln eval ...` -> the LLM server / evaluation command lines.
 LLM_SERVE = "codekiln.workloads.llm.server:main"
 EVAL_MAIN = "codekiln.workloads.eval.cli:main"
+AGENT_MAIN = "codekiln.workloads.rl.agent.__main__:main"
 
 
 class RunnerUnavailable(RuntimeError):

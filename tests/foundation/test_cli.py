@@ -22,6 +22,7 @@ SURFACE = {
     "operator": ["--all-namespaces", "--liveness-port", "--metrics-port", "--namespace"],
     "sandbox serve": ["--config", "--host", "--max-concurrency", "--max-queue", "--port", "--work-dir"],
     "version": [],
+    "agent": [],
     "serve": ["--host", "--model-name", "--port", "--threads"],
     "eval": ["--api-key-env", "--base-url", "--benchmark", "--config", "--fim", "--k", "--limit", "--max-tokens",
              "--mode", "--model", "--model-name", "--needle", "--out", "--samples-per-task", "--sandbox-url",
