@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -84,8 +85,10 @@ def run_pipeline(
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
     )
+    stage_times: dict[str, float] = {}  # wall seconds per stage (this run; resumed shards are fast)
     with Progress(*columns, console=console, transient=False) as progress:
         for stage in plan:
+            stage_t0 = time.perf_counter()
             tracker = _StageTracker(progress, progress.add_task(stage.name, total=stage.shards, info=""))
             if processes > 1 and stage.shards > 1:
                 with ProcessPoolExecutor(max_workers=min(processes, stage.shards)) as pool:
@@ -103,10 +106,12 @@ def run_pipeline(
                     done_shards += 1
                     reporter.update(step=done_shards, total_steps=total_shards, stage=stage.name)
             totals[stage.name] = tracker.merged
+            stage_times[stage.name] = round(time.perf_counter() - stage_t0, 2)
     atomic_write_text(
         Path(config.output_dir) / "stats.json",
         json.dumps({k: [s.to_dict() for s in v] for k, v in totals.items()}, indent=1),
     )
+    atomic_write_text(Path(config.output_dir) / "stage_times.json", json.dumps(stage_times, indent=1))
     reporter.update(force=True, step=total_shards, total_steps=total_shards, message="pipeline finished")
     return totals
 
