@@ -49,7 +49,7 @@ def response_logprobs_unpacked(
     rows_t, src_t = torch.cat(rows).to(device), torch.cat(src).to(device)
     h = hidden[rows_t, src_t]
     logp, ent = token_logprobs_entropy(
-        h, model.lm_head.weight, torch.cat(labels).to(device), temperature, model.cfg.kernels
+        h, model.output_weight(), torch.cat(labels).to(device), temperature, model.cfg.kernels
     )
     lengths = [len(r) for r in responses]
     width_r = max(lengths) if lengths else 0
@@ -109,7 +109,7 @@ def response_logprobs_packed(
     flat = torch.cat(resp_nodes) if resp_nodes else torch.zeros(0, dtype=torch.long)
     nodes, gather = torch.unique(flat, return_inverse=True)
     node_logp, node_ent = token_logprobs_entropy(
-        hidden[trie.parent[nodes].to(device)], model.lm_head.weight, trie.input_ids[nodes].to(device),
+        hidden[trie.parent[nodes].to(device)], model.output_weight(), trie.input_ids[nodes].to(device),
         temperature, model.cfg.kernels,
     )
     gather = gather.to(device)
