@@ -17,6 +17,7 @@ its reaped children vs this process's reaped children) is the load-independent v
 Last line: one JSON object (headline: executions/s for the HumanEval run at concurrency 8).
 
     python benchmarks/sandbox.py [--runs 160] [--levels 1,8,32] [--out FILE]
+    python benchmarks/sandbox.py --memory   # the server's RSS growth per request shape (issue 18)
 """
 
 from __future__ import annotations
@@ -230,12 +231,77 @@ async def bench(url: str, server_pid: int, runs: int, levels: list[int]) -> list
     return results
 
 
+def _post_json(http, path: str, body: bytes) -> int:
+    return http.post(path, content=body, headers={"Content-Type": "application/json"}).status_code
+
+
+def memory_bench() -> dict:
+    """Peak RSS growth of a default-config server over idle, per request shape (polled every 5 ms)."""
+    import concurrent.futures
+    import threading
+
+    import httpx
+
+    cfg = SandboxConfig(work_dir=os.path.join(tempfile.gettempdir(), f"ck-mem-{secrets.token_hex(4)}"),
+                        max_concurrency=4)
+    big = b'{"code":"print(1)","language":"python","junk":"' + b"a" * (60 << 20) + b'"}'
+    results: dict = {}
+    with local_server_process(cfg) as (url, proc), httpx.Client(base_url=url, timeout=300) as http:
+        server = psutil.Process(proc.pid)
+        http.post("/run_code", json={"code": "print(1)", "language": "python"})
+        time.sleep(1)
+        base = server.memory_info().rss
+        peak, stop = [base], threading.Event()
+
+        def poll() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(psutil.Error):
+                    peak[0] = max(peak[0], server.memory_info().rss)
+                time.sleep(0.005)
+
+        def upload(_):
+            with httpx.Client(base_url=url, timeout=300) as h:
+                return _post_json(h, "/run_code", big)
+
+        files = {f"d/f{i}.bin": base64.b64encode(bytes([i]) * (1 << 20)).decode() for i in range(31)}
+        copy = "import shutil,os\nfor f in os.listdir('d'):\n    shutil.copy('d/'+f, 'out_'+f)\n"
+        shapes = {
+            "32MiB_files_in_and_fetched": lambda: http.post("/run_code", json={
+                "code": copy, "language": "python", "files": files,
+                "fetch_files": [f"out_f{i}.bin" for i in range(31)]}).status_code,
+            "60MiB_nested_arrays": lambda: _post_json(
+                http, "/run_code", b'{"code":"print(1)","language":"python","junk":[' + b"[]," * (20 << 20) + b"[]]}"),
+            "60MiB_ignored_string": lambda: _post_json(http, "/run_code", big),
+            "batch_1024_cases_x_1MiB_output": lambda: http.post("/run_batch", json={
+                "code": "import sys\nsys.stdout.write('y' * 1048000)\n", "language": "python",
+                "cases": [{}] * 1024}).status_code,
+            "8_concurrent_60MiB_uploads":
+                lambda: sorted(concurrent.futures.ThreadPoolExecutor(8).map(upload, range(8))),
+        }
+        watcher = threading.Thread(target=poll)
+        watcher.start()
+        for name, fn in shapes.items():
+            status = fn()
+            time.sleep(0.2)
+            results[name] = {"status": status, "peak_growth_mib": round((peak[0] - base) / 2**20, 1)}
+            print(name, results[name], flush=True)
+        stop.set()
+        watcher.join()
+    return {"name": "sandbox_server_memory", "unit": "MiB above idle (cumulative peak)",
+            "idle_rss_mib": round(base / 2**20, 1), "results": results,
+            "params": {"max_request_mb": cfg.max_request_mb, "max_inflight_mb": cfg.max_inflight_mb}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=160, help="Executions per (workload, concurrency, system).")
     parser.add_argument("--levels", default="1,8,32", help="Client concurrency levels.")
     parser.add_argument("--out", help="Also write the JSON here.")
+    parser.add_argument("--memory", action="store_true", help="Measure the server's RSS per request shape instead.")
     args = parser.parse_args()
+    if args.memory:
+        print(json.dumps(memory_bench()))
+        return
     levels = [int(x) for x in args.levels.split(",")]
     config = SandboxConfig(max_concurrency=max(levels), max_queue=4 * max(levels),
                            sessions=SessionLimits(max_sessions=max(8, max(levels))),

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _BRACKETS = re.compile(rb"[^\[\]{}]+")
@@ -36,7 +37,7 @@ class BodyLimits:
     read_timeout_s: float
 
 
-async def read_body(request: web.Request, limits: BodyLimits, charge=None) -> bytes:
+async def read_body(request: web.Request, limits: BodyLimits, charge=None) -> bytearray:
     """The (decompressed) body, at most ``max_bytes``, within ``read_timeout_s``.
 
     ``charge(n)`` is called for every chunk received (a shared budget of bytes held); it may raise.
@@ -44,18 +45,15 @@ async def read_body(request: web.Request, limits: BodyLimits, charge=None) -> by
     declared = request.content_length
     if declared is not None and declared > limits.max_bytes:
         raise BodyError(f"body: Content-Length {declared} exceeds the limit of {limits.max_bytes} bytes", 413)
-    parts: list[bytes] = []
-    size = 0
+    buf = bytearray()  # grows in place (mremap): about one copy of the body at its peak
 
     async def pump() -> None:
-        nonlocal size
         async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limits.max_bytes:
+            if len(buf) + len(chunk) > limits.max_bytes:
                 raise BodyError(f"body: more than {limits.max_bytes} bytes (after decompression)", 413)
             if charge is not None:
-                charge(len(chunk))
-            parts.append(chunk)
+                charge(len(chunk))  # may raise (the server's budget of bytes in flight: 429)
+            buf.extend(chunk)
 
     try:
         await asyncio.wait_for(pump(), limits.read_timeout_s)
@@ -63,18 +61,18 @@ async def read_body(request: web.Request, limits: BodyLimits, charge=None) -> by
         raise BodyError(f"body: not received within {limits.read_timeout_s}s", 408) from exc
     except web.HTTPRequestEntityTooLarge as exc:
         raise BodyError("body: too large", 413) from exc
-    except (ConnectionError, OSError) as exc:  # the peer went away, or a broken compressed stream
+    except HttpProcessingError as exc:  # a broken compressed stream or chunked encoding
+        raise BodyError(f"body: could not be read ({type(exc).__name__}: {exc.message})", 400) from exc
+    except (ConnectionError, OSError) as exc:  # the peer went away
         raise BodyError(f"body: could not be read ({type(exc).__name__})", 400) from exc
-    except Exception as exc:  # aiohttp raises its own payload errors (bad gzip, bad chunking)
-        if isinstance(exc, BodyError):
-            raise
-        raise BodyError(f"body: could not be read ({type(exc).__name__}: {exc})", 400) from exc
-    return b"".join(parts)
+    return buf
 
 
-def check_shape(body: bytes, limits: BodyLimits) -> None:
+def check_shape(body: bytes | bytearray, limits: BodyLimits) -> None:
     """Refuse (413) a JSON body with too many values or too deep a nesting, without parsing it."""
     skeleton = _STRING.sub(b'""', body)
+    if not isinstance(skeleton, bytes):
+        skeleton = bytes(skeleton)
     items = skeleton.count(b",") + skeleton.count(b"[") + skeleton.count(b"{") + 1
     if items > limits.max_items:
         raise BodyError(f"body: about {items} JSON values exceed the limit of {limits.max_items}", 413)
