@@ -61,12 +61,17 @@ def linear_cross_entropy(
 ) -> torch.Tensor:
     """Cross-entropy of ``hidden @ weight.T`` against ``labels`` (hidden [N, D], labels [N]).
 
-    The Triton path never materialises the full logits; ``reduction`` is "mean", "sum" or "none".
+    Neither path materialises the full logits for "mean"/"sum" (torch: row chunks with the gradient computed in
+    the forward pass); ``reduction`` is "mean", "sum" or "none".
     """
     if _triton(kernels):
         from codekiln.kernels import linear_cross_entropy as fused
 
         return fused(hidden, weight, labels, ignore_index=ignore_index, reduction=reduction)
+    if reduction in ("sum", "mean"):  # chunked, gradient in the forward pass (codekiln.workloads.model.fused)
+        from codekiln.workloads.model import fused as torch_fused
+
+        return torch_fused.linear_cross_entropy(hidden, weight, labels, ignore_index=ignore_index, reduction=reduction)
     return reference.linear_cross_entropy(hidden, weight, labels, ignore_index=ignore_index, reduction=reduction)
 
 

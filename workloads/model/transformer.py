@@ -104,12 +104,17 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, mask, kv_cache: KVCache | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         hd, nh, nkv = self.cfg.head_dim, self.cfg.n_heads, self.cfg.n_kv_heads
-        q, k = self.q_proj(x).view(b, t, nh, hd), self.k_proj(x).view(b, t, nkv, hd)
-        if self.cfg.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)
-        v = self.v_proj(x).view(b, t, nkv, hd).transpose(1, 2)
-        q, k = ops.apply_rope(q, cos, sin, self.cfg.kernels), ops.apply_rope(k, cos, sin, self.cfg.kernels)
+        # one matmul for q, k and v (the weights stay separate parameters, named as transformers names them)
+        bias = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        qkv = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]), bias)
+        qkv = qkv.view(b, t, nh + 2 * nkv, hd)
+        v = qkv[:, :, nh + nkv :].transpose(1, 2)
+        if self.cfg.qk_norm:  # Qwen3: per-head RMSNorm before RoPE
+            q, k = self.q_norm(qkv[:, :, :nh]).transpose(1, 2), self.k_norm(qkv[:, :, nh : nh + nkv]).transpose(1, 2)
+            q, k = ops.apply_rope(q, cos, sin, self.cfg.kernels), ops.apply_rope(k, cos, sin, self.cfg.kernels)
+        else:  # q and k rotated in one pass
+            qk = ops.apply_rope(qkv[:, :, : nh + nkv].transpose(1, 2), cos, sin, self.cfg.kernels)
+            q, k = qk[:, :nh], qk[:, nh:]
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
         if isinstance(mask, torch.Tensor) or mask is None:  # SDPA; GQA without copying k/v per query head
@@ -134,7 +139,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(ffn_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x), self.kernels))
+        gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)  # one matmul
+        return self.down_proj(ops.swiglu(gate, up, self.kernels))
 
 
 class Block(nn.Module):
