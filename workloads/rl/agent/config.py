@@ -26,7 +26,8 @@ class AgentConfig(ConfigModel):
         "one line (tiny demo models).")
     command_timeout_s: float = Field(default=30.0, gt=0, description="Time limit of one bash command.")
     test_timeout_s: float = Field(default=60.0, gt=0, description="Time limit of one test run.")
-    max_parallel_rollouts: int = Field(default=64, ge=1, description="Rollouts (sandbox sessions) in flight at once.")
+    max_parallel_rollouts: int = Field(default=16, ge=1, description="Rollouts (sandbox sessions) in flight at once; "
+                                       "at most the sandbox's live-session cap (SandboxPool sessions.maxSessions).")
     session_ttl_s: float = Field(default=900.0, gt=0, description="Session time to live (a crashed trainer's "
                                  "sessions are reaped by the server).")
     reward: Literal["resolved", "fail_to_pass_fraction"] = Field(

@@ -45,4 +45,11 @@ class SandboxSessions:
                   "ttl_seconds": self.ttl_s}
         if self.limits:
             kwargs["limits"] = self.limits
-        return await self._client.create(**kwargs)
+        try:
+            return await self._client.create(**kwargs)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 429:
+                raise ValueError(f"sandbox {self.url}: {getattr(exc, 'message', exc)} — lower "
+                                 "agent.maxParallelRollouts to the sandbox's live-session cap (or raise the "
+                                 "SandboxPool's sessions.maxSessions)") from None
+            raise
