@@ -33,6 +33,10 @@ run bench-trie-packing 90 "$PY" benchmarks/trie_packing.py --case standard --dev
     --ffn-dim 1024 --vocab 512 --repeats 5 --no-memory
 grep -h '^{' "$OUT/bench-trie-packing.log" > "$OUT/trie_packing-gpu.json" 2>/dev/null || true
 
+# ---- models (issue 12): bf16 train step of a ~1.1B Llama and a ~0.9B-total Qwen3-MoE vs transformers, with MFU
+run bench-train-step-gpu 240 "$PY" benchmarks/train_step.py --case gpu --rounds 1 --steps 3 --warmup 2 \
+    --out "$OUT/train_step-gpu.json"
+
 # ---- other areas: append `run <name> <limit> <command>` lines here
 
 echo "total $(( $(date +%s) - start )) s; logs in $OUT"

@@ -58,6 +58,7 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, counts: torch.Tensor, 
         counts: rows per expert.
         offsets: ``cumsum(counts)`` as int32 (group ends).
     """
+    weight = weight.to(x.dtype)  # autocast does not cover grouped_mm: match the activations (bf16 on GPU)
     if _use_grouped_mm(x):
         return _DenseGrad.apply(torch._grouped_mm(x, weight.transpose(1, 2), offs=offsets))
     outs = [F.linear(chunk, weight[e]) for e, chunk in enumerate(torch.split(x, counts.tolist())) if chunk.numel()]
