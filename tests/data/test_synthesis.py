@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 from aiohttp import web
@@ -16,13 +15,8 @@ from codekiln.workloads.data.registry import build_step
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap (bwrap) is not installed: the sandbox cannot isolate programs")
-    from codekiln.workloads.sandbox.local import local_server
-
-    with local_server() as url:
-        yield url
+def sandbox(local_sandbox_url):
+    return local_sandbox_url
 
 
 def _step(name: str, params: dict, tmp_path, url: str | None = None):

@@ -7,10 +7,8 @@ The example's ``llm.serve`` (the demo's export) is pointed at a tiny random expo
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 from llm.helpers import tiny_export
 from rich.console import Console
@@ -31,9 +29,7 @@ def _retarget(node, model_dir: str):
     return node
 
 
-def test_synthesis_example_runs_every_stage_against_the_served_model(tmp_path, monkeypatch):
-    if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap (bwrap) is not installed: the sandbox cannot isolate programs")
+def test_synthesis_example_runs_every_stage_against_the_served_model(tmp_path, monkeypatch, local_sandbox_url):
     resource = _retarget(yaml.safe_load(EXAMPLE.read_text()), str(tiny_export()))
     pipeline = resource["spec"]["pipeline"]
     pipeline["outputDir"] = str(tmp_path / "out")
@@ -44,6 +40,7 @@ def test_synthesis_example_runs_every_stage_against_the_served_model(tmp_path, m
             if "readFiles" in step:
                 step["readFiles"]["limit"] = 3  # three stdlib json modules: a few seeds, quick on CPU
     monkeypatch.setenv("CODEKILN_DATA_PROCESSES", "1")
+    monkeypatch.setenv("CODEKILN_SANDBOX_URL", local_sandbox_url)  # steps without sandboxUrl use the session's
     assert run_local(resource) == 0
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     flat = {(stage, s["name"]): s for stage, steps in stats.items() if isinstance(steps, list) for s in steps}

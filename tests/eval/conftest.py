@@ -1,31 +1,10 @@
-"""A real sandbox server and a tiny served model shared by the evaluation tests."""
+"""Evaluation tests score in the session's sandbox (tests/conftest.py: ``local_sandbox_url``)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-from llm.helpers import tiny_export
 
 
 @pytest.fixture(scope="session")
-def sandbox_url():
-    if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap (bwrap) is not installed: the sandbox cannot isolate programs")
-    from codekiln.workloads.sandbox.local import local_server
-
-    with local_server() as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir():
-    return tiny_export()
-
-
-@pytest.fixture(scope="session")
-def served_url(tiny_model_dir):
-    from codekiln.workloads.llm.local import local_llm_server
-
-    with local_llm_server(tiny_model_dir, threads=1) as url:
-        yield url
+def sandbox_url(local_sandbox_url):
+    return local_sandbox_url

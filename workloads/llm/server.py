@@ -47,8 +47,6 @@ class ServedModel:
     """An export folder loaded into our Transformer, with its tokenizer and a torch engine."""
 
     def __init__(self, folder: str | Path, name: str | None = None):
-        import torch
-
         from codekiln.workloads.model.hf import load_hf
         from codekiln.workloads.rl.engines.torch_engine import TorchEngine
         from codekiln.workloads.rl.tokenizer import FileTokenizer
@@ -56,8 +54,7 @@ class ServedModel:
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise ValueError(f"MODEL_DIR {folder}: no config.json (give a PretrainRun's export folder)")
-        torch.set_grad_enabled(False)
-        self.model, self.cfg = load_hf(folder)
+        self.model, self.cfg = load_hf(folder)  # generation runs under torch.no_grad (TorchEngine)
         self.model.eval()
         self.tokenizer = FileTokenizer(folder)
         self.engine = TorchEngine(self.model, max_batch_size=32)
