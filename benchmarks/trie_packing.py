@@ -156,6 +156,14 @@ def _child(job: dict, bound_mb: int | None = None, timeout: float = 3000) -> dic
 
 
 def _peak_mb() -> float:
+    """This process's peak RSS (VmHWM: fresh after exec, unlike ru_maxrss, which children inherit)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
