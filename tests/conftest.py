@@ -25,10 +25,10 @@ def tiny_model_dir():
 
 @pytest.fixture(scope="session")
 def served_url(tiny_model_dir):
-    """``codekiln serve`` of ``tiny_model_dir`` over HTTP (base URL ending in /v1)."""
+    """``codekiln serve`` (the real command line) of ``tiny_model_dir`` over HTTP (base URL ending in /v1)."""
     from codekiln.workloads.llm.local import local_llm_server
 
-    with local_llm_server(tiny_model_dir, threads=1) as url:
+    with local_llm_server(tiny_model_dir, threads=1, module="codekiln.operator.cli") as url:
         yield url
 
 

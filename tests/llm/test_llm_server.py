@@ -47,7 +47,8 @@ def test_bad_fields_are_400_naming_the_field(served_url):
     assert r.status_code == 400 and "messages[0]" in r.json()["error"]["message"]
     r = httpx.post(served_url + "/completions", json={"prompt": "def " * 2000}, timeout=30)
     assert r.status_code == 400 and "context" in r.json()["error"]["message"]
-    assert httpx.get(served_url + "/models", timeout=30).json()["data"][0]["max_model_len"] == 640
+    model = httpx.get(served_url + "/models", timeout=30).json()["data"][0]
+    assert model["max_model_len"] == 640 and model["id"] == "hf"  # `codekiln serve DIR` names it after the folder
 
 
 def test_chat_prompt_is_the_sft_format():

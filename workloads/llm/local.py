@@ -15,9 +15,13 @@ from pathlib import Path
 
 
 def start_server(model_dir: str | Path, *, startup_timeout_s: float = 120.0, threads: int = 0,
-                 model_name: str | None = None) -> tuple[str, subprocess.Popen]:
-    """Start the server; return (base URL ending in /v1, process) once it listens."""
-    argv = [sys.executable, "-m", "codekiln.workloads.llm", "serve", str(model_dir), "--port", "0"]
+                 model_name: str | None = None, module: str = "codekiln.workloads.llm") -> tuple[str, subprocess.Popen]:
+    """Start the server; return (base URL ending in /v1, process) once it listens.
+
+    ``module`` is what ``python -m`` runs with ``serve MODEL_DIR``: this package, or the CLI
+    (``codekiln.operator.cli``, i.e. ``codekiln serve``).
+    """
+    argv = [sys.executable, "-m", module, "serve", str(model_dir), "--port", "0"]
     if threads:
         argv += ["--threads", str(threads)]
     if model_name:
