@@ -95,7 +95,7 @@ def test_packed_output_is_readable_with_document_starts(runs: dict[str, Path]) -
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    skip = ("_markers", "stats.json", "rejects")
+    skip = ("_markers", "stats.json", "stage_times.json", "rejects")
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
@@ -187,7 +187,7 @@ def test_in_pod_entry_runs_one_shard(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    report = json.loads(res.stdout.strip().splitlines()[-1])
+    report = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith('{"stage"')][-1])  # progress lines too
     assert report["shard"] == 1 and not report["skipped"]
     assert (tmp_path / "out" / "read" / "_markers" / "shard-00001.done").exists()
     assert not (tmp_path / "out" / "read" / "_markers" / "shard-00000.done").exists()

@@ -12,6 +12,7 @@ from codekiln.workloads.data.config import DataPipelineConfig, PlannedStage
 from codekiln.workloads.data.document import AtomicJsonlWriter
 from codekiln.workloads.data.registry import build_step
 from codekiln.workloads.data.rejects import DROPPED_DIR, RejectsWriter
+from codekiln.workloads.data.storage import StageMirror, is_url
 
 
 def marker_path(output_dir: Path, stage: str, rank: int) -> Path:
@@ -44,10 +45,21 @@ def run_shard(
     stage = find_stage(config, stage_name)
     if not 0 <= rank < stage.shards:
         raise ValueError(f"shard index {rank} out of range for stage {stage_name!r} with {stage.shards} shards")
-    out = Path(config.output_dir)
+    mirror = None
+    if is_url(config.output_dir):  # object storage: run on a local mirror, upload on success, marker last
+        mirror = StageMirror(config.output_dir)
+        rel_marker = f"{stage_name}/_markers/shard-{rank:05d}.done"
+        if mirror.marker_exists(rel_marker):
+            return [StepStats.from_dict(s) for s in json.loads(mirror.read_marker(rel_marker))["steps"]], True
+        (mirror.local / rel_marker).unlink(missing_ok=True)  # only the remote marker counts
+        mirror.fetch(skip_stage=stage_name)
+        out = mirror.local
+    else:
+        out = Path(config.output_dir)
     marker = marker_path(out, stage_name, rank)
     if marker.exists():
         return [StepStats.from_dict(s) for s in json.loads(marker.read_text())["steps"]], True
+    before = mirror.snapshot() if mirror else {}
     for stale in (out / stage_name).glob(f"**/.shard-{rank:05d}*.tmp-*"):  # left by a killed attempt
         stale.unlink(missing_ok=True)
     ctx = StageContext(
@@ -82,4 +94,6 @@ def run_shard(
     ctx.dropped.close()
     stats = [s.stats for s in steps]
     atomic_write_text(marker, json.dumps({"stage": stage_name, "rank": rank, "steps": [s.to_dict() for s in stats]}))
+    if mirror is not None:
+        mirror.upload_changed(before, last=rel_marker)
     return stats, False

@@ -11,10 +11,11 @@ import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from codekiln.workloads.data import step_params
+from codekiln.workloads.data import step_params, storage
 from codekiln.workloads.data.base import Filter, Step
 from codekiln.workloads.data.document import Document
 from codekiln.workloads.data.lang import language_of
+from codekiln.workloads.data.storage import is_url
 from codekiln.workloads.special_tokens import FILE_SEP, REPO_NAME
 
 DEFAULT_EXCLUDES = step_params.DEFAULT_EXCLUDES
@@ -202,28 +203,47 @@ class ReadJsonl(Step):
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         yield from docs
-        files = sorted(
-            f
-            for p in self.params.paths
-            for f in list_files(Path(p), [])
-            if f.name.endswith((".jsonl", ".jsonl.gz", ".json"))
-        )
+        files = _input_files(self.params.paths, (".jsonl", ".jsonl.gz", ".json"))
         for i, f in enumerate(files):
             if i % world_size != rank:
                 continue
-            opener = gzip.open if f.name.endswith(".gz") else open
-            with opener(f, "rt", encoding="utf-8", errors="replace") as fh:
+            name = f.rsplit("/", 1)[-1]
+            with _open_text(f) as fh:
                 for n, line in enumerate(fh, 1):
                     if not line.strip():
                         continue
                     try:
                         rec = json.loads(line)
                         yield Document.from_record(
-                            rec, text_key=self.params.text_key, id_key=self.params.id_key, default_id=f"{f.name}:{n}"
+                            rec, text_key=self.params.text_key, id_key=self.params.id_key, default_id=f"{name}:{n}"
                         )
                     except ValueError as exc:
                         self.drop(f"{f}:{n}", "malformed", str(exc), path=str(f))
                         self.ctx.reject(f"{f}:{n}", str(exc), line.rstrip()[:2000])
+
+
+def _input_files(paths: list[str], suffixes: tuple[str, ...]) -> list[str]:
+    """Files under local paths or fsspec URLs, sorted (URLs stay URLs)."""
+    out: list[str] = []
+    for p in paths:
+        if is_url(p):
+            found = storage.list_files(p, suffixes)
+            if not found:
+                raise FileNotFoundError(f"params.paths: no {'/'.join(suffixes)} files under {p}")
+            out += found
+        else:
+            root = expand_path(p)
+            if not root.exists():
+                raise FileNotFoundError(f"params.paths: {p} does not exist")
+            out += [str(f) for f in list_files(root, []) if f.name.endswith(suffixes)]
+    return sorted(out)
+
+
+def _open_text(f: str):
+    if is_url(f):
+        return storage.open_url(f, "rt", encoding="utf-8", errors="replace", compression="infer")
+    opener = gzip.open if f.endswith(".gz") else open
+    return opener(f, "rt", encoding="utf-8", errors="replace")
 
 
 class ReadParquet(Step):
@@ -238,11 +258,12 @@ class ReadParquet(Step):
         import pyarrow.parquet as pq
 
         yield from docs
-        files = sorted(f for p in self.params.paths for f in list_files(Path(p), []) if f.suffix == ".parquet")
+        files = _input_files(self.params.paths, (".parquet",))
         for i, f in enumerate(files):
             if i % world_size != rank:
                 continue
-            pf = pq.ParquetFile(f)
+            pf = pq.ParquetFile(storage.open_url(f) if is_url(f) else f)
+            base = f.rsplit("/", 1)[-1]
             if self.params.text_key not in pf.schema_arrow.names:
                 raise ValueError(f"read_parquet: {f} has no column params.text_key={self.params.text_key!r}")
             n = 0
@@ -251,11 +272,61 @@ class ReadParquet(Step):
                     n += 1
                     try:
                         yield Document.from_record(
-                            rec, text_key=self.params.text_key, id_key=self.params.id_key, default_id=f"{f.name}:{n}"
+                            rec, text_key=self.params.text_key, id_key=self.params.id_key, default_id=f"{base}:{n}"
                         )
                     except ValueError as exc:
                         self.drop(f"{f}:{n}", "malformed", str(exc), path=str(f))
                         self.ctx.reject(f"{f}:{n}", str(exc), rec)
+
+
+class ReadHfDataset(Step):
+    """Documents from a Hugging Face dataset: a ``save_to_disk`` folder (local or fsspec URL) or a Hub name.
+
+    Rows are split over shards by index (``rank::world_size``), so the result does not depend on the shard count.
+    """
+
+    name = "read_hf_dataset"
+    requires = ("datasets",)
+
+    Params = step_params.ReadHfDatasetParams
+
+    def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
+        yield from docs
+        ds = load_hf_dataset(self.params.path, self.params.split, self.params.name)
+        if self.params.text_key not in ds.column_names:
+            where = f"read_hf_dataset: {self.params.path}"
+            raise ValueError(f"{where}: no column params.textKey={self.params.text_key!r}")
+        for lo in range(rank * self.params.batch_rows, len(ds), self.params.batch_rows * world_size):
+            batch = ds[lo : lo + self.params.batch_rows]
+            keys = list(batch)
+            for k in range(len(batch[self.params.text_key])):
+                rec = {key: batch[key][k] for key in keys}
+                try:
+                    yield Document.from_record(
+                        rec, text_key=self.params.text_key, id_key=self.params.id_key, default_id=f"row-{lo + k}"
+                    )
+                except ValueError as exc:
+                    self.drop(f"row-{lo + k}", "malformed", str(exc), path=self.params.path)
+
+
+def load_hf_dataset(path: str, split: str | None = None, name: str | None = None):
+    """``datasets.load_from_disk`` for a saved folder (local or URL), else ``load_dataset`` (Hub name, online)."""
+    import datasets
+
+    markers = ("dataset_info.json", "dataset_dict.json")
+    if is_url(path):
+        saved = not path.startswith("hf://") and any(storage.exists(storage.join(path, m)) for m in markers)
+    else:
+        saved = any((Path(path) / m).exists() for m in markers)
+    if saved:
+        ds = datasets.load_from_disk(path)
+    else:
+        ds = datasets.load_dataset(path, name, split=split or "train")
+    if isinstance(ds, datasets.DatasetDict):
+        if split is None and len(ds) != 1:
+            raise ValueError(f"read_hf_dataset: {path} has splits {sorted(ds)}; set params.split")
+        ds = ds[split or next(iter(ds))]
+    return ds
 
 
 class ReadStage(Step):

@@ -22,6 +22,7 @@ STEPS: dict[str, str] = {
     "read_repos": "readers:ReadRepos",
     "read_jsonl": "readers:ReadJsonl",
     "read_parquet": "readers:ReadParquet",
+    "read_hf_dataset": "readers:ReadHfDataset",
     "read_git_history": "git_reader:ReadGitHistory",
     "read_stage": "readers:ReadStage",
     "repo_metadata_filter": "readers:RepoMetadataFilter",
@@ -49,6 +50,7 @@ STEPS: dict[str, str] = {
     # sinks
     "train_tokenizer": "tokenizer:TrainTokenizer",
     "pack": "pack:PackStep",
+    "write_parquet": "parquet_out:WriteParquet",
     # post-training data (synthesis/)
     "seed_snippets": "synthesis.seeds:SeedSnippets",
     "instruction_generation": "synthesis.generate:InstructionGeneration",

@@ -20,6 +20,7 @@ from codekiln.workloads.data.base import StepStats
 from codekiln.workloads.data.config import DataPipelineConfig
 from codekiln.workloads.data.executor import run_shard
 from codekiln.workloads.data.registry import StepConfigError
+from codekiln.workloads.data.storage import is_url, join, write_bytes
 from codekiln.workloads.progress import progress_reporter
 from codekiln.workloads.schema import error_lines
 
@@ -107,13 +108,19 @@ def run_pipeline(
                     reporter.update(step=done_shards, total_steps=total_shards, stage=stage.name)
             totals[stage.name] = tracker.merged
             stage_times[stage.name] = round(time.perf_counter() - stage_t0, 2)
-    atomic_write_text(
-        Path(config.output_dir) / "stats.json",
-        json.dumps({k: [s.to_dict() for s in v] for k, v in totals.items()}, indent=1),
-    )
-    atomic_write_text(Path(config.output_dir) / "stage_times.json", json.dumps(stage_times, indent=1))
+    stats = {k: [s.to_dict() for s in v] for k, v in totals.items()}
+    _write_out(config.output_dir, "stats.json", json.dumps(stats, indent=1))
+    _write_out(config.output_dir, "stage_times.json", json.dumps(stage_times, indent=1))
     reporter.update(force=True, step=total_shards, total_steps=total_shards, message="pipeline finished")
     return totals
+
+
+def _write_out(output_dir: str, name: str, text: str) -> None:
+    """A run-level file under ``outputDir`` (local: atomic rename; URL: one PUT)."""
+    if is_url(output_dir):
+        write_bytes(join(output_dir, name), text.encode("utf-8"))
+    else:
+        atomic_write_text(Path(output_dir) / name, text)
 
 
 def stats_table(totals: dict[str, list[StepStats]]) -> Table:
@@ -159,5 +166,6 @@ def run_local(resource: dict) -> int:
     if not out.is_terminal:
         out = Console(width=200)
     out.print(stats_table(totals))
-    print(f"outputs in {Path(config.output_dir).resolve()}", file=sys.stderr)
+    where = config.output_dir if is_url(config.output_dir) else Path(config.output_dir).resolve()
+    print(f"outputs in {where}", file=sys.stderr)
     return 0

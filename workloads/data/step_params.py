@@ -53,6 +53,9 @@ class SourceParams(ConfigModel):
     every_nth: int = Field(
         default=1, ge=1, description="Deterministic subset: keep every n-th file of the sorted list."
     )
+    detect_fallback: bool = Field(
+        default=False, description="Name files that extension and shebang cannot with pygments' lexer guesser."
+    )
 
 
 class RepoParams(SourceParams):
@@ -77,6 +80,26 @@ class ReadParquetParams(ConfigModel):
     text_key: str = Field(default="text")
     id_key: str = Field(default="id")
     batch_rows: int = Field(default=1024, ge=1)
+
+
+class ReadHfDatasetParams(ConfigModel):
+    path: str = Field(
+        description="A `save_to_disk` folder (local path or fsspec URL such as s3://…) or a Hub dataset name (online)."
+    )
+    name: str | None = Field(default=None, description="Hub configuration name.")
+    split: str | None = Field(default=None, description="Split (default: the only one, or `train` on the Hub).")
+    text_key: str = Field(default="text")
+    id_key: str = Field(default="id")
+    batch_rows: int = Field(default=1024, ge=1)
+
+
+class WriteParquetParams(ConfigModel):
+    output: str = Field(
+        default="curated",
+        description="Folder for `shard-NNNNN.parquet` (id, text, metadata as JSON): relative to outputDir, absolute, "
+        "or an fsspec URL.",
+    )
+    rows_per_group: int = Field(default=10_000, ge=1, description="Rows per Parquet row group.")
 
 
 class ReadGitHistoryParams(ConfigModel):
@@ -321,6 +344,7 @@ STEP_PARAMS: dict[str, type[ConfigModel]] = {
     "read_repos": RepoParams,
     "read_jsonl": ReadJsonlParams,
     "read_parquet": ReadParquetParams,
+    "read_hf_dataset": ReadHfDatasetParams,
     "read_git_history": ReadGitHistoryParams,
     "repo_metadata_filter": RepoMetadataFilterParams,
     # in-process dedup of one shard (the sharded form is a stage's `dedup` block)
@@ -341,10 +365,13 @@ STEP_PARAMS: dict[str, type[ConfigModel]] = {
     # sinks
     "train_tokenizer": TrainTokenizerParams,
     "pack": PackParams,
+    "write_parquet": WriteParquetParams,
     # post-training data: synthesis, LLM filters, verified answers, DPO pairs, decontamination, exports
     **SYNTHESIS_STEP_PARAMS,
 }
-READER_STEPS = frozenset({"read_files", "read_repos", "read_jsonl", "read_parquet", "read_git_history"})
+READER_STEPS = frozenset(
+    {"read_files", "read_repos", "read_jsonl", "read_parquet", "read_hf_dataset", "read_git_history"}
+)
 INTERNAL_STEP_PARAMS: dict[str, type[ConfigModel]] = {
     "read_stage": ReadStageParams,
     "exact_dedup_hashes": ExactParams,
