@@ -9,21 +9,21 @@ from codekiln.operator.resources import DataPipeline, Resource, SandboxPool
 
 
 def desired_children(resource: Resource) -> list[dict[str, Any]]:
-    """Children that exist for the whole life of the resource (not the per-stage / per-attempt Jobs)."""
-    config = common.build_config_map(resource)
+    """Children that exist for the whole life of the resource (not the per-stage / per-attempt Jobs).
+
+    No ConfigMap: pods read ``resource.json`` from their own template's annotation (downward API).
+    """
     if isinstance(resource, SandboxPool):
         return [
-            config,
             sandbox.build_sandbox_network_policy(resource),
             sandbox.build_sandbox_service(resource),
             sandbox.build_sandbox_deployment(resource),
         ]
     if isinstance(resource, DataPipeline):
-        return [config]
+        return []
     named = resource.spec.service_account_name or common.override_service_account(resource)
     identity = [] if named else [common.build_service_account(resource)]
     return [
-        config,
         *identity,
         common.build_progress_role(resource),
         common.build_progress_role_binding(resource),

@@ -86,7 +86,7 @@ def build_config_map(resource: Resource) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": child_metadata(resource, names.config_map_name(resource.metadata.name), component="config"),
-        "data": {names.CONFIG_KEY: json.dumps(resource_document(resource), indent=2, sort_keys=True)},
+        "data": {names.CONFIG_KEY: resource_json(resource)},
     }
 
 
@@ -133,6 +133,11 @@ def finish_pod_template(resource: Resource, role: str, template_meta: dict[str, 
     if claims and role != "sandbox":
         pod_overrides.storage_security_context(pod_spec)
     pod_overrides.apply_overrides(resource.spec.pod_template_overrides, role, template_meta, pod_spec)
+    document = resource_document(resource)
+    if role == "sandbox":  # scaling (kubectl scale, an HPA) must not change the template and roll every server
+        document["spec"].pop("replicas", None)
+    template_meta["annotations"] = {**(template_meta.get("annotations") or {}),
+                                    RESOURCE_ANNOTATION: json.dumps(document, indent=2, sort_keys=True)}
 
 
 def build_progress_role(resource: Resource) -> dict[str, Any]:
@@ -196,11 +201,24 @@ def compute_resources(resource: Resource) -> dict[str, Any]:
     return out
 
 
+RESOURCE_ANNOTATION = f"{GROUP_VERSION.split('/')[0]}/resource"
+
+
+def resource_json(resource: Resource) -> str:
+    """``resource.json`` (defaults filled in): what the workload reads at /etc/codekiln/resource.json."""
+    return json.dumps(resource_document(resource), indent=2, sort_keys=True)
+
+
 def config_volume(resource: Resource) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(volume, mount) of the resource ConfigMap at /etc/codekiln."""
+    """(volume, mount) of ``resource.json`` at /etc/codekiln: a downward-API file of the pod's own
+    ``codekiln.dev/resource`` annotation (no ConfigMap to create, watch or keep in sync: a spec change reaches
+    the next gang attempt, stage Job or sandbox rollout with the pod template itself)."""
     volume = {
         "name": "codekiln-config",
-        "configMap": {"name": names.config_map_name(resource.metadata.name), "defaultMode": 0o444},
+        "downwardAPI": {"defaultMode": 0o444, "items": [{
+            "path": names.CONFIG_KEY,
+            "fieldRef": {"fieldPath": f"metadata.annotations['{RESOURCE_ANNOTATION}']"},
+        }]},
     }
     return volume, {"name": "codekiln-config", "mountPath": names.CONFIG_MOUNT, "readOnly": True}
 

@@ -87,10 +87,17 @@ def test_builders_refuse_a_resource_without_uid():
         common.build_config_map(type(resource("SandboxPool")).model_validate(document("SandboxPool", uid=False)))
 
 
-def test_config_map_holds_the_validated_resource_with_defaults():
+def test_pods_read_the_validated_resource_with_defaults_from_their_annotation():
     run = resource("PretrainRun", "cfg")
-    (config,) = [m for m in desired_children(run) if m["kind"] == "ConfigMap"]
-    doc = json.loads(config["data"]["resource.json"])
+    assert not [m for m in desired_children(run) if m["kind"] == "ConfigMap"]  # one object fewer per resource
+    template = gang.build_gang_job(run, 0)["spec"]["template"]
+    volume = next(v for v in template["spec"]["volumes"] if v["name"] == "codekiln-config")
+    assert volume["downwardAPI"]["items"] == [{"path": "resource.json", "fieldRef": {
+        "fieldPath": "metadata.annotations['codekiln.dev/resource']"}}]
+    # scaling a pool (kubectl scale, an HPA) does not change its pod template: no rollout of every server
+    pools = [sandbox.build_sandbox_deployment(resource("SandboxPool", "p", replicas=n)) for n in (2, 5)]
+    assert pools[0]["spec"]["template"] == pools[1]["spec"]["template"]
+    doc = json.loads(template["metadata"]["annotations"][common.RESOURCE_ANNOTATION])
     assert doc["metadata"] == {"name": "cfg", "namespace": "default"}
     assert doc["spec"]["maxRestarts"] == 3 and doc["spec"]["masterPort"] == 29500  # defaults filled
     assert validate_document(doc).ok
@@ -114,7 +121,7 @@ def test_volcano_gang_scheduling_adds_pod_group_and_scheduler():
     assert group["spec"]["minMember"] == 3
     custom = gang.build_gang_job(resource("PretrainRun", scheduling={"schedulerName": "kai"}), 0)
     assert custom["spec"]["template"]["spec"]["schedulerName"] == "kai"
-    assert "annotations" not in custom["spec"]["template"]["metadata"]
+    assert names.VOLCANO_GROUP_ANNOTATION not in custom["spec"]["template"]["metadata"]["annotations"]
 
 
 def test_user_service_account_skips_the_generated_one_but_keeps_the_binding():

@@ -19,11 +19,12 @@ def test_create_children_run_and_complete(cluster):
     cluster.create(document("PretrainRun", "run", nodes=2))
     job = cluster.wait(lambda: cluster.get("Job", "run-r0"), what="gang Job")
     assert cluster.names("Service") == ["run-gang"]
-    assert cluster.names("ConfigMap") == ["run-config"]
+    assert cluster.names("ConfigMap") == []  # pods read resource.json from their template (downward API)
+    assert '"name": "run"' in job["spec"]["template"]["metadata"]["annotations"]["codekiln.dev/resource"]
     assert cluster.names("Role") == ["run-progress"] and cluster.names("RoleBinding") == ["run-progress"]
     assert cluster.names("ServiceAccount") == ["run-workload"]
     run = cluster.get("PretrainRun", "run")
-    for kind in ("Job", "Service", "ConfigMap", "Role", "RoleBinding", "ServiceAccount"):
+    for kind in ("Job", "Service", "Role", "RoleBinding", "ServiceAccount"):
         for child in cluster.list(kind, SELECTOR):
             assert child["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
     assert _env(job)["PET_MASTER_ADDR"] == "run-r0-0.run-gang" and _env(job)["PET_NNODES"] == "2"

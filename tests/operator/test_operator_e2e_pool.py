@@ -12,7 +12,7 @@ def test_sandbox_pool_children_status_and_scaling(cluster):
     cluster.wait(lambda: cluster.get("Deployment", "pool"), what="Deployment")
     assert cluster.names("Service") == ["pool"]
     assert cluster.names("NetworkPolicy") == ["pool-deny-egress"]
-    assert cluster.names("ConfigMap") == ["pool-config"]
+    assert cluster.names("ConfigMap") == []  # resource.json comes from the pod template's annotation
     status = cluster.wait_phase("SandboxPool", "pool", "Pending")
     assert status["selector"] == "app.kubernetes.io/component=sandbox,app.kubernetes.io/managed-by=codekiln," \
         "codekiln.dev/kind=SandboxPool,codekiln.dev/name=pool"

@@ -50,26 +50,30 @@ def test_workload_progress_reaches_status(cluster, tmp_path):
     assert cluster.status("PretrainRun", "run")["progress"]["step"] == 40  # the operator kept it
 
 
-def test_spec_change_updates_config_but_not_the_running_gang(cluster):
+def test_spec_change_reaches_the_next_attempt_but_not_the_running_gang(cluster):
     cluster.create(document("PretrainRun", "run", nodes=1))
     job = cluster.wait(lambda: cluster.get("Job", "run-r0"), what="gang Job")
     cluster.patch("PretrainRun", "run", {"spec": {"training": {"stages": [
         {"name": "s1", "steps": 20, "lr": 1e-4, "seqLen": 256}]}}})
-    cluster.wait(lambda: '"seqLen": 256' in cluster.get("ConfigMap", "run-config")["data"]["resource.json"],
-                 what="ConfigMap updated (the next gang attempt reads it)")
-    assert cluster.get("Job", "run-r0")["metadata"]["uid"] == job["metadata"]["uid"]
     generation = cluster.get("PretrainRun", "run")["metadata"]["generation"]
     assert generation == 2
     cluster.wait(lambda: cluster.status("PretrainRun", "run").get("observedGeneration") == generation,
                  what="observedGeneration follows the spec")
+    running = cluster.get("Job", "run-r0")
+    assert running["metadata"]["uid"] == job["metadata"]["uid"]
+    assert '"seqLen": 256' not in running["spec"]["template"]["metadata"]["annotations"]["codekiln.dev/resource"]
+    (pod,) = cluster.spawn_pods("run-r0")
+    cluster.set_pod(pod, "Failed", exit_code=1)
+    retry = cluster.wait(lambda: cluster.get("Job", "run-r1"), what="next gang attempt")
+    assert '"seqLen": 256' in retry["spec"]["template"]["metadata"]["annotations"]["codekiln.dev/resource"]
 
 
 def test_foreign_object_with_a_child_name_is_not_adopted(cluster):
-    cluster.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "run-config"},
-                    "data": {"owner": "someone else"}})
+    cluster.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "run-gang"},
+                    "spec": {"clusterIP": "None", "ports": [{"port": 1}], "selector": {"owner": "someone-else"}}})
     cluster.create(document("PretrainRun", "run", nodes=1))
     cluster.wait(lambda: cluster.condition("PretrainRun", "run", "Created").get("reason") == "ChildConflict",
                  what="ChildConflict condition")
-    assert "ConfigMap run-config already exists" in cluster.condition("PretrainRun", "run", "Created")["message"]
-    assert cluster.get("ConfigMap", "run-config")["data"] == {"owner": "someone else"}
+    assert "Service run-gang already exists" in cluster.condition("PretrainRun", "run", "Created")["message"]
+    assert cluster.get("Service", "run-gang")["spec"]["selector"] == {"owner": "someone-else"}
     assert cluster.get("Job", "run-r0") is None and cluster.status("PretrainRun", "run")["phase"] == "Pending"

@@ -42,7 +42,6 @@ def test_operator_killed_and_restarted_mid_run(fresh, k8s):
         assert cluster.names("Job", SELECTOR) == ["run-r1"]
         assert cluster.names("Job", "codekiln.dev/name=cur") == ["cur-dedup", "cur-read"]
         assert cluster.names("Service", SELECTOR) == ["run-gang"]
-        assert cluster.names("ConfigMap") == ["cur-config", "run-config"]
         assert cluster.status("PretrainRun", "run")["restarts"] == 1
     finally:
         second.stop()

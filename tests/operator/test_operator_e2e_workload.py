@@ -3,7 +3,7 @@
 The operator (kopf, in-process) turns resources into Indexed Jobs in the emulator; a tiny
 "kubelet" here starts each pod of a Job as a local process from the Job's own command, env
 (fieldRefs resolved from the pod, ``JOB_COMPLETION_INDEX`` as the Job controller injects it)
-and ConfigMap.
+and resource.json (downward API).
 
 * PretrainRun: the two "nodes" rendezvous through torchrun's static backend, train
   data-parallel on a real packed corpus, and rank 0 patches ``status.progress`` into the
@@ -75,10 +75,12 @@ def _pod_env(pod: dict, container: dict) -> dict[str, str]:
     return env
 
 
-def _command(cluster, container: dict, config_map: str, tmp_path: Path) -> list[str]:
-    """The container command with the ConfigMap mounted at a local path."""
-    config_file = tmp_path / f"{config_map}.json"
-    config_file.write_text(cluster.get("ConfigMap", config_map)["data"][names.CONFIG_KEY])
+def _command(cluster, template: dict, name: str, tmp_path: Path) -> list[str]:
+    """The main container's command with resource.json (the downward-API file of the pod template's
+    ``codekiln.dev/resource`` annotation) at a local path."""
+    container = template["spec"]["containers"][0]
+    config_file = tmp_path / f"{name}.json"
+    config_file.write_text(template["metadata"]["annotations"]["codekiln.dev/resource"])
     return [a.replace(f"{names.CONFIG_MOUNT}/{names.CONFIG_KEY}", str(config_file)) for a in container["command"]]
 
 
@@ -102,7 +104,7 @@ def _run_gang(cluster, run: str, attempt: int, tmp_path: Path, kill_after_checkp
     job_name = f"{run}-r{attempt}"
     job = cluster.wait(lambda: cluster.get("Job", job_name), what=job_name)
     container = job["spec"]["template"]["spec"]["containers"][0]
-    command = _command(cluster, container, f"{run}-config", tmp_path)
+    command = _command(cluster, job["spec"]["template"], f"{run}-r{attempt}", tmp_path)
     assert command[0] == "torchrun"
     command = [sys.executable, "-m", "torch.distributed.run", *command[1:]]
     pods = sorted(cluster.spawn_pods(job_name),
@@ -171,7 +173,7 @@ def test_operator_built_pipeline_stages_run_shard_by_shard(cluster, tmp_path):
         job_name = f"pipe-{stage['name']}"
         job = cluster.wait(lambda job_name=job_name: cluster.get("Job", job_name), what=job_name)
         container = job["spec"]["template"]["spec"]["containers"][0]
-        command = _command(cluster, container, "pipe-config", tmp_path)
+        command = _command(cluster, job["spec"]["template"], job_name, tmp_path)
         command[0] = sys.executable if command[0] == "python" else command[0]
         pods = cluster.spawn_pods(job_name)
         cluster.run_all(job_name)
@@ -205,10 +207,10 @@ def test_operator_built_rlrun_scores_rollouts_in_the_pool_it_built(cluster, tmp_
         "port": port, "maxConcurrency": 2, "workDir": str(tmp_path / "sandbox"), "sandboxUidBase": 64300}))
     deployment = cluster.wait(lambda: cluster.get("Deployment", "pool"), what="sandbox Deployment")
     box = deployment["spec"]["template"]["spec"]["containers"][0]
-    command = _command(cluster, box, "pool-config", tmp_path)
+    command = _command(cluster, deployment["spec"]["template"], "pool", tmp_path)
     command = [sys.executable if a == "python" else a for a in command]
     command[command.index("--termination-log") + 1] = str(tmp_path / "termination-log")
-    env = {"PATH": os.environ["PATH"], **{v["name"]: v["value"] for v in box["env"]}}
+    env = {"PATH": os.environ["PATH"], **{v["name"]: v["value"] for v in box["env"] if "value" in v}}
     sandbox = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}", sandbox, timeout_s=60)
@@ -223,7 +225,7 @@ def test_operator_built_rlrun_scores_rollouts_in_the_pool_it_built(cluster, tmp_
                                 sandboxPoolRef={"name": "pool"}, rl=rl))
         job = cluster.wait(lambda: cluster.get("Job", "rl-r0"), what="RL gang Job")
         container = job["spec"]["template"]["spec"]["containers"][0]
-        gang = _command(cluster, container, "rl-config", tmp_path)
+        gang = _command(cluster, job["spec"]["template"], "rl-r0", tmp_path)
         gang = [sys.executable, "-m", "torch.distributed.run", *gang[1:]]
         (pod,) = cluster.spawn_pods("rl-r0")
         cluster.run_all("rl-r0")

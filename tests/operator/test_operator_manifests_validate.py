@@ -83,7 +83,7 @@ def test_manifests_pass_strict_validation(case, res, version):
             continue
         kubernetes_validate.validate(manifest, version, strict=True)
         checked += 1
-    assert checked >= 2
+    assert checked >= 1
 
 
 def test_strict_validation_catches_a_broken_manifest():
