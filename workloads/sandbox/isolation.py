@@ -260,9 +260,7 @@ class Zygote:
                  asyncio.ensure_future(_feed_fd(stdin_w, ex.stdin))]
         backstop = lim.timeout_s + 15
         try:
-            head, _ = await asyncio.wait_for(recv_frame(job, 0), backstop)
-            if head.get("ev") != "started":
-                return _setup_failed(head.get("error") or "sandbox setup failed", time.monotonic() - start)
+            # One frame comes back: the end of the run, or a setup failure (never written by the program).
             reply = asyncio.ensure_future(recv_frame(job, lim.max_collect_bytes))
             ovf = asyncio.ensure_future(overflow.wait())
             done, _ = await asyncio.wait({reply, ovf}, timeout=backstop, return_when=asyncio.FIRST_COMPLETED)
@@ -276,6 +274,8 @@ class Zygote:
                 reply.cancel()
                 raise SetupError("the sandbox did not report the end of the run")
             head, body = reply.result()
+            if head.get("ev") != "exit":
+                return _setup_failed(head.get("error") or "sandbox setup failed", time.monotonic() - start)
         except (TimeoutError, EOFError, OSError, SetupError, ValueError) as exc:
             for t in tasks:
                 t.cancel()

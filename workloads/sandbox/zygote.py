@@ -248,7 +248,6 @@ class Zygote:
             os.waitpid(b, 0)
             _send_json(job, {"ev": "setup_failed", "error": status.decode(errors="replace") or "sandbox setup failed"})
             os._exit(0)
-        _send_json(job, {"ev": "started"})
         timeout = float(req["limits"]["timeout_s"])
         pidfd = os.pidfd_open(b)
         deadline = start + timeout
