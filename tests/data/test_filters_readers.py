@@ -245,3 +245,29 @@ def test_sharded_exact_dedup_equals_in_memory(tmp_path: Path) -> None:
         reference = survivors(records, "file")
         assert got == reference
         assert len(got) == 30 + len(texts)  # every unique doc + one copy of each shared text
+
+
+def test_language_detection_shebang_header_content_and_fallback() -> None:
+    from codekiln.workloads.data.lang import header_language
+
+    assert language_of("tools/run.tests", "#!/usr/bin/env python3.11\nprint(1)\n") == "python"
+    assert language_of("configure.ac.in", "#! /bin/sh\necho hi\n") == "bash"
+    assert language_of("x.data", "#!/usr/bin/env -S node --harmony\n1\n") == "javascript"
+    assert language_of("a.h", "#ifdef __cplusplus\nextern \"C\" {\n#endif\nint f(void);\n") == "c"
+    assert language_of("a.h", "namespace v8 {\nclass Value;\n}\n") == "cpp"
+    assert language_of("SConstruct", "import os\n\ndef build(env):\n    return env.Program('a', ['a.c'])\n") is None
+    fallback = language_of(
+        "SConstruct", "import os\nfrom sys import argv\n\ndef build(env):\n    return env\n", fallback=True
+    )
+    assert fallback == "python"
+    # .h by content, measured on headers that gcc accepts as C and on libstdc++'s bits/*.h
+    from . import syntax_corpus as sc
+
+    c = [n for n in sc.build("c")["good"] if n.endswith(".h")]
+    cpp = [n for n in sc.build("cpp")["good"] if "/c++/" in n and n.endswith(".h")]
+    if not c or not cpp:
+        pytest.skip("gcc/g++ are not installed: no reference for C vs C++ headers")
+    c_rate = sum(header_language(sc.read_text(n)) == "c" for n in c) / len(c)
+    cpp_rate = sum(header_language(sc.read_text(n)) == "cpp" for n in cpp) / len(cpp)
+    print(f"\n[lang] .h by content: C headers {c_rate:.3f} ({len(c)}), libstdc++ headers {cpp_rate:.3f} ({len(cpp)})")
+    assert c_rate >= 0.85 and cpp_rate >= 0.8

@@ -117,7 +117,7 @@ PYGMENTS_NAMES: dict[str, str] = {
 }
 _SHEBANG = re.compile(r"^#!\s*(\S+)(?:\s+(-S\s+)?(\S+))?")
 _CPP_ONLY = re.compile(
-    r"^\s*(?:namespace\s+\w*\s*\{|template\s*<|(?:class|struct)\s+\w+\s*(?::\s*(?:public|private|protected)\b[^{;]*)?\{|"
+    r"^\s*(?:namespace\s+\w*\s*\{|template\s*<|class\s+\w+\s*(?::\s*(?:public|private|protected)\b[^{;]*)?\{|"
     r"(?:public|private|protected)\s*:|using\s+namespace\b|#\s*include\s*<(?:iostream|string|vector|memory|map)>)"
     r"|\w::\w|\bstd::|\bnullptr\b|\bconstexpr\b|\btypename\b",
     re.M,
@@ -141,7 +141,16 @@ def shebang_language(text: str | None) -> str | None:
 
 def header_language(text: str) -> str:
     """``cpp`` when a ``.h`` file uses C++-only syntax, else ``c``."""
-    return "cpp" if _CPP_ONLY.search(_strip_c_comments(text[:200_000])) else "c"
+    from codekiln.workloads.data.syntax import c_view  # C++ behind `#ifdef __cplusplus` does not count
+
+    src = _strip_c_comments(text[:200_000])
+    as_c = c_view(src, cpp=False)[0].decode("utf-8", "replace")
+    if _CPP_ONLY.search(as_c):
+        return "cpp"
+    as_cpp = c_view(src, cpp=True)[0].decode("utf-8", "replace")
+    c_code, cpp_code = len("".join(as_c.split())), len("".join(as_cpp.split()))
+    # a header that is all `#if __cplusplus >= …` (libstdc++'s <bits/chrono.h>) is C++
+    return "cpp" if c_code < 0.05 * cpp_code and _CPP_ONLY.search(as_cpp) else "c"
 
 
 _C_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
