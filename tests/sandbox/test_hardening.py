@@ -307,3 +307,21 @@ def test_a_killed_server_leaks_no_processes(tmp_path):
         assert alive == [], alive
         worker.join(10)
         http.close()
+
+
+def test_a_dead_warm_sandbox_is_replaced(hard):
+    """SIGKILL every warm sandbox's zygote: the next runs are served by fresh ones."""
+    _, server, http = hard
+    zygotes = []
+    for p in server.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if p.name().startswith("python3") and p.parent() is not None and p.parent().name() == "bwrap":
+                zygotes.append(p)
+    assert zygotes
+    for z in zygotes:
+        z.kill()
+    psutil.wait_procs(zygotes, timeout=10)
+    time.sleep(0.5)
+    for _ in range(4):
+        body = http.post("/run_code", json={"code": "print(6 * 7)", "language": "python"}).json()
+        assert body["run_result"]["stdout"] == "42\n", body
