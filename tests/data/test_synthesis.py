@@ -235,3 +235,13 @@ def test_exports_write_training_files(tmp_path):
     dpo = _step("export_dpo", {"path": "dpo"}, tmp_path)
     list(dpo([Document("p", "", {"prompt": "q", "chosen": "c", "rejected": "r"})], 0, 1))
     assert json.loads((tmp_path / "dpo" / "shard-00000.jsonl").read_text())["chosen"] == "c"
+
+
+def test_unreadable_verdicts_are_dropped_or_kept_and_counted(tmp_path):
+    docs = [Document("a", "", {"instruction": "x", "response": "y"})]
+    with scripted_server(lambda p, b, n: reply(p, "no idea")) as url:
+        drop = _step("llm_judge_filter", {}, tmp_path, url)
+        keep = _step("topic_difficulty", {"onUnparseable": "keep"}, tmp_path, url)
+        assert list(drop(docs, 0, 1)) == [] and drop.stats.rejects == {"judge_unparseable": 1}
+        assert [d.id for d in keep(docs, 0, 1)] == ["a"]
+        assert keep.stats.counters["difficulty_unparseable_kept"] == 1 and "difficulty" not in docs[0].metadata

@@ -74,7 +74,10 @@ class LLMJudgeFilter(LLMStep):
                     yield doc
                 continue
             score = parse_score(r.text)
-            if score is None:
+            if score is None and self.params.on_unparseable == "keep":
+                self.stats.counters["judge_unparseable_kept"] += 1
+                yield doc
+            elif score is None:
                 self.drop(doc, "judge_unparseable", r.text[:100])
             elif score < self.params.min_score:
                 self.drop(doc, "judge_low_score", score)
@@ -103,7 +106,11 @@ class TopicDifficulty(LLMStep):
             obj = parse_json(r.text) or {}
             difficulty = parse_score(r.text, key="difficulty")
             if difficulty is None:
-                self.drop(doc, "difficulty_unparseable", r.text[:100])
+                if self.params.on_unparseable == "keep":
+                    self.stats.counters["difficulty_unparseable_kept"] += 1
+                    yield doc
+                else:
+                    self.drop(doc, "difficulty_unparseable", r.text[:100])
                 continue
             topic = lower.get(str(obj.get("topic", "")).strip().lower()) or next(
                 (t for t in topics if t.lower() in r.text.lower()), "other")

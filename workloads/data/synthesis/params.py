@@ -90,6 +90,8 @@ class JudgeParams(LLMStepParams):
 
     min_score: float = Field(default=6.0, ge=0, le=10, description="Lowest kept score.")
     max_tokens: int = Field(default=64, ge=1)
+    on_unparseable: Literal["drop", "keep"] = Field(
+        default="drop", description="A verdict without a readable score (counted either way).")
 
 
 class TopicDifficultyParams(LLMStepParams):
@@ -98,6 +100,8 @@ class TopicDifficultyParams(LLMStepParams):
     topics: list[str] = Field(default_factory=lambda: list(TOPICS), min_length=1, description="Topic labels.")
     min_difficulty: float = Field(default=3.0, ge=0, le=10, description="Seed-Coder drops < 3.")
     max_tokens: int = Field(default=64, ge=1)
+    on_unparseable: Literal["drop", "keep"] = Field(
+        default="drop", description="An answer without a readable difficulty (counted either way).")
 
 
 class DifficultyWeightsParams(ConfigModel):
