@@ -114,3 +114,18 @@ def test_config_errors_name_the_field():
         CodeBenchmarkConfig(source="jsonl")
     cfg = EvalConfig(every_steps=5)
     assert [s for s in range(0, 13) if cfg.due(s, 12)] == [0, 5, 10, 12]
+
+
+def test_results_reach_status_progress(tmp_path, monkeypatch):
+    from codekiln.workloads import progress
+
+    reporter = progress.ProgressReporter(path=tmp_path / "progress.json", min_interval_s=0.0)
+    monkeypatch.setattr(progress, "_REPORTER", reporter)
+    held = tmp_path / "held.py"
+    held.write_text("x = 1\ny = 2\nprint(x + y)\n")
+    cfg = EvalConfig(fim={"paths": [str(held)], "examples": 2})
+    with scripted_server(lambda p, b, n: reply(p, "y = 2")) as url:  # a model that always answers line 2
+        rows = run_eval(cfg, _generator(url), tmp_path / "eval", step=7)
+    assert rows[0]["benchmark"] == "fim_line" and rows[0]["examples"] == 2
+    message = json.loads((tmp_path / "progress.json").read_text())["message"]
+    assert message == f"eval fim_line exact_match={rows[0]['exact_match']:.3f}"
