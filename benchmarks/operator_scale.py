@@ -255,21 +255,27 @@ async def main_async(args: argparse.Namespace) -> dict:
     finally:
         await client.close()
         k8s.stop()
+    n = args.resources
+    creates = sum(v for k, v in breakdown.items() if k.split()[1] == "POST" and k.split()[2] != "events")
+    floor = creates / n + 1.0  # each child created once + one status write: what any controller must send
     return {
         "name": "operator_scale",
-        "metric": "seconds until all resources have children and report Running",
-        "unit": "s",
-        "ours": round(result["all_running_s"], 2),
-        "baseline": round(base_s, 2),
-        "baseline_name": f"{args.resources} bare Job creations through the same client",
-        "ratio": round(base_s / result["all_running_s"], 3),
+        "metric": "operator API requests per resource (reconciler reads + writes, until all are Running)",
+        "unit": "requests/resource",
+        "ours": result["api_requests_per_resource"],
+        "baseline": round(floor, 2),
+        "baseline_name": "floor measured in the same run: child creations per resource + one status write",
+        "ratio": round(floor / result["api_requests_per_resource"], 3),
+        "goal": "<= 8 requests/resource at 500 mixed resources; peak RSS <= 150 MiB at 2,000",
+        "note": "request counts do not depend on CPU load (other agents share the 2 cores); seconds do",
+        "all_running_s": round(result["all_running_s"], 2),
+        "bare_job_creations_s": round(base_s, 2),
         "all_children_s": round(result["all_children_s"], 2),
         "create_calls_s": round(result["create_calls_s"], 2),
         "operator_peak_rss_mib": round(result["peak_rss_mib"], 1),
         "operator_cpu_s": round(result["operator_cpu_s"], 1),
         "reconciles": result["reconciles"],
         "reconciles_per_resource": result["reconciles_per_resource"],
-        "operator_api_requests_per_resource": result["api_requests_per_resource"],
         "mean_reconcile_ms": result["mean_reconcile_ms"],
         "operator_requests_by_verb": breakdown,
         "resources": args.resources,
