@@ -34,3 +34,16 @@ def test_codekiln_eval_bad_input_names_the_field(tmp_path, capsys):
     assert "--model" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path), "--k", "5"]) == 2
     assert "eval.ks" in capsys.readouterr().err
+
+
+def test_codekiln_eval_reads_the_eval_block_of_a_run_resource(tiny_model_dir, sandbox_url, tmp_path, capsys):
+    import yaml
+
+    run = tmp_path / "rlrun.yaml"
+    run.write_text(yaml.safe_dump({"apiVersion": "codekiln.dev/v1alpha1", "kind": "RLRun", "metadata": {"name": "r"},
+                                   "spec": {"rl": {"eval": {"benchmarks": [{"source": "humaneval", "limit": 1}],
+                                                            "maxTokens": 4, "seed": 5}}}}))
+    assert main(["eval", "--config", str(run), "--model", str(tiny_model_dir), "--sandbox-url", sandbox_url,
+                 "--out", str(tmp_path / "out")]) == 0
+    row = json.loads((tmp_path / "out" / "results.jsonl").read_text())
+    assert (row["benchmark"], row["problems"], row["seed"]) == ("humaneval", 1, 5)
