@@ -325,3 +325,25 @@ def test_a_dead_warm_sandbox_is_replaced(hard):
     for _ in range(4):
         body = http.post("/run_code", json={"code": "print(6 * 7)", "language": "python"}).json()
         assert body["run_result"]["stdout"] == "42\n", body
+
+
+def test_session_special_files_do_not_hang_the_sandbox(hard):
+    """FIFOs made by a command: reads, writes, the diff and later commands answer at once."""
+    url, _, _ = hard
+
+    async def go():
+        async with SessionClient(url, timeout_s=30) as sc:
+            s = await sc.create(setup_commands=["mkfifo early.fifo"])
+            await s.run("mkfifo a.fifo && ln -s /dev/zero z")
+            for path in ("a.fifo", "z"):
+                with pytest.raises(SessionRequestError) as err:
+                    await s.read_file(path)
+                assert err.value.status == 422, err.value
+            with pytest.raises(SessionRequestError) as err:
+                await s.write_file("a.fifo", "x")
+            assert err.value.status == 422
+            assert "a.fifo" not in await s.diff()
+            assert (await s.run("echo alive")).stdout == "alive\n"
+            await s.close()
+
+    asyncio.run(go())

@@ -389,7 +389,7 @@ class Zygote:
             return {"ok": True}
         path = req.get("path") or "."
         if op == "read":
-            fd = _open_in("/workspace", path, os.O_RDONLY)
+            fd = _open_in("/workspace", path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the zygote
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
@@ -406,10 +406,13 @@ class Zygote:
             parent, name = os.path.split(path)
             dfd = _open_in("/workspace", parent or ".", os.O_RDONLY | os.O_DIRECTORY, make_dirs=True)
             try:
-                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644, dir_fd=dfd)
             finally:
                 os.close(dfd)
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(errno.EISDIR, "not a regular file")
+                os.ftruncate(fd, 0)
                 os.fchown(fd, 0, 0)
                 _write_all(fd, data)
             finally:
@@ -619,7 +622,11 @@ def _copy_tree(src, dst):
 
     if os.path.exists(dst):
         shutil.rmtree(dst)
-    shutil.copytree(src, dst, symlinks=True)
+    def copy_regular(a, b):
+        if stat.S_ISREG(os.lstat(a).st_mode):  # FIFOs, sockets and devices are not part of the snapshot
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, symlinks=True, copy_function=copy_regular)
 
 
 def _diff(max_bytes):
@@ -648,10 +655,17 @@ def _diff(max_bytes):
 
 def _text(path):
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(8 << 20)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return []
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = _read_all(fd, 8 << 20)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
     if b"\0" in data:
         return None
     try:
