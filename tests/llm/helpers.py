@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -85,7 +84,6 @@ def scripted_server(handler: Handler) -> Iterator[str]:
         loop.call_soon_threadsafe(state["stop"].set)
         thread.join(10)
         loop.close()
-    scripted_server.calls = calls["n"]
 
 
 def reply(path: str, text: str, prompt_tokens: int = 3, completion_tokens: int = 5) -> web.Response:
@@ -108,7 +106,3 @@ def prompt_of(path: str, body: dict) -> str:
     if path == "/chat/completions":
         return body["messages"][-1]["content"]
     return body["prompt"]
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj)
