@@ -347,3 +347,19 @@ def test_session_special_files_do_not_hang_the_sandbox(hard):
             await s.close()
 
     asyncio.run(go())
+
+
+def test_session_inodes_are_bounded(hard):
+    """A session workspace of 16 MiB holds at most 4,096 inodes: a file flood stops with ENOSPC."""
+    url, _, _ = hard
+
+    async def go():
+        async with SessionClient(url, timeout_s=60) as sc:
+            async with await sc.create() as s:
+                r = await s.run("python3 -c \"\nimport os\nn = 0\ntry:\n    while True:\n"
+                                "        open(f'f{n}', 'w').close(); n += 1\nexcept OSError as e:\n"
+                                "    print(n, e.errno)\"", timeout_seconds=30)
+                n, err = r.stdout.split()
+                assert int(n) <= 4096 and err == "28", r
+
+    asyncio.run(go())

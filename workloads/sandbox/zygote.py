@@ -111,6 +111,11 @@ class Zygote:
             self._seccomp_buf = ctypes.create_string_buffer(data, len(data))
             self.seccomp = _SockFprog(len(data) // 8, ctypes.addressof(self._seccomp_buf))
         self.cap_last = int(open("/proc/sys/kernel/cap_last_cap").read())
+        if mode == "session":
+            # bwrap sets a size only: bound the inodes too (a million empty files is kernel memory).
+            for path, size in (("/workspace", self.workspace_mb), ("/tmp", self.tmp_mb), ("/.ck", self.workspace_mb)):
+                _mount(None, path, None, MS_REMOUNT | MS_NOSUID | MS_NODEV,
+                       "size=%dm,nr_inodes=%d" % (size, max(1024, size * 256)))
 
     # ------------------------------------------------------------ zygote loop
     def serve(self):
