@@ -11,8 +11,8 @@ backward, optimizer step):
 The baseline model is loaded from codekiln's export with ``from_pretrained`` (so the comparison also
 exercises the export). Runs alternate (ours, theirs, ours, ...) and the median of each is kept; on CPU
 the metric is tokens per CPU-second (robust to a shared machine's load), wall tokens/s beside it. Each
-run is a fresh process so peak memory is its own (CPU: peak RSS growth over the post-setup RSS; GPU:
-``torch.cuda.max_memory_allocated``).
+run is a fresh process so peak memory is its own (CPU: peak RSS over the RSS before the first step, i.e.
+optimizer state + activations + temporaries; GPU: ``torch.cuda.max_memory_allocated``).
 
     python benchmarks/train_step.py [--case dense|moe|dense-1b|moe-gpu|cpu|gpu] [--rounds 3] [--out FILE]
 
@@ -92,12 +92,12 @@ def _run(impl: str, case: dict, args: dict, queue) -> None:
         opt.zero_grad(set_to_none=True)
         return float(loss.detach())
 
+    base_rss = _rss_mib()  # model, batch and allocator before the first step; the peak adds optimizer + activations
     for _ in range(args["warmup"]):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    base_rss = _rss_mib()
     start, cpu_start = time.perf_counter(), time.process_time()
     losses = [step() for _ in range(args["steps"])]
     if device.type == "cuda":
