@@ -26,11 +26,11 @@ run() {  # run NAME LIMIT_SECONDS COMMAND...: output in $OUT/NAME.log, a one-lin
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || { echo "no GPU visible"; exit 2; }
 
 # ---- all tests marked gpu or vllm (every area; skips say what is missing, e.g. the vllm package)
-run pytest-gpu 300 "$PY" -m pytest -q -rs -m "gpu or vllm" tests -p no:cacheprovider
+run pytest-gpu 240 "$PY" -m pytest -q -rs -m "gpu or vllm" tests -p no:cacheprovider
 
 # ---- RL (issue 13): trie packing on the GPU (flex attention), vLLM engine tests are in pytest-gpu above
-run bench-trie-packing 90 "$PY" benchmarks/trie_packing.py --case standard --device cuda --dim 384 --layers 4 \
-    --ffn-dim 1024 --vocab 512 --repeats 5 --no-memory
+run bench-trie-packing 150 "$PY" benchmarks/trie_packing.py --case standard --device cuda --dim 384 --layers 4 \
+    --ffn-dim 1024 --vocab 512 --repeats 3 --no-memory
 grep -h '^{' "$OUT/bench-trie-packing.log" > "$OUT/trie_packing-gpu.json" 2>/dev/null || true
 
 # ---- models (issue 12): bf16 train step of a ~1.1B Llama and a ~0.9B-total Qwen3-MoE vs transformers, with MFU
