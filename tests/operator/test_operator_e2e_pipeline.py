@@ -97,7 +97,14 @@ def test_spec_after_chains_runs(cluster):
     cluster.wait_phase("DataPipeline", "data", "Succeeded")
     # the pipeline's status change re-triggers the waiting run at once (no 30 s poll needed)
     cluster.wait(lambda: cluster.get("Job", "train-r0"), what="PretrainRun gang after its pipeline")
-    assert cluster.condition("PretrainRun", "train", "DependenciesReady")["status"] == "True"
+    # the Job is created before the pass writes status: wait for the write
+    cluster.wait(lambda: cluster.condition("PretrainRun", "train", "DependenciesReady")["status"] == "True",
+                 what="DependenciesReady True")
+    # kubectl describe shows when the run started and stopped waiting
+    reasons = [e["reason"] for e in sorted(cluster.events("train"), key=lambda e: e["lastTimestamp"])]
+    assert "WaitingForDependencies" in reasons
+    messages = " ".join(e["message"] for e in cluster.events("train"))
+    assert "waiting for DataPipeline 'data'" in messages and "every run in spec.after has Succeeded" in messages
     assert cluster.get("Job", "rl-r0") is None
     cluster.spawn_pods("train-r0")
     cluster.run_all("train-r0")
