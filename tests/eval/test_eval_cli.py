@@ -47,3 +47,14 @@ def test_codekiln_eval_reads_the_eval_block_of_a_run_resource(tiny_model_dir, sa
                  "--out", str(tmp_path / "out")]) == 0
     row = json.loads((tmp_path / "out" / "results.jsonl").read_text())
     assert (row["benchmark"], row["problems"], row["seed"]) == ("humaneval", 1, 5)
+
+
+def test_codekiln_eval_against_an_endpoint_with_fim(served_url, tiny_model_dir, tmp_path, capsys):
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "a.py").write_text("def f(a):\n    b = a + 1\n    return b\n")
+    assert main(["eval", "--base-url", served_url, "--model-name", "hf", "--tokenizer",
+                 str(tiny_model_dir / "tokenizer.json"), "--fim", str(held), "--out", str(tmp_path / "out")]) == 0
+    row = json.loads((tmp_path / "out" / "results.jsonl").read_text())
+    assert row["benchmark"] == "fim_line" and row["examples"] == 3 and 0.0 <= row["exact_match"] <= 1.0
+    assert "fim_line" in capsys.readouterr().out
