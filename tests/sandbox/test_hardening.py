@@ -363,3 +363,22 @@ def test_session_inodes_are_bounded(hard):
                 assert int(n) <= 4096 and err == "28", r
 
     asyncio.run(go())
+
+
+def test_session_memory_limit_covers_all_its_processes(hard):
+    """As root with cgroups: six processes of 100 MiB each exceed a 256 MiB session together."""
+    url, _, http = hard
+    if not http.get("/readyz").json()["cgroups"]:
+        pytest.skip("memory cgroups need a root server with a writable cgroup hierarchy")
+
+    async def go():
+        async with SessionClient(url, timeout_s=60) as sc:
+            async with await sc.create(limits={"memory_mb": 256}) as s:
+                code = ("import os, time\nfor _ in range(6):\n    if os.fork() == 0:\n"
+                        "        b = bytearray(100 << 20); time.sleep(3); os._exit(0)\ntime.sleep(4)\nprint('done')\n")
+                await s.write_file("hog.py", code)
+                r = await s.run("python3 hog.py", timeout_seconds=20)
+                assert r.status == "MemoryLimitExceeded", r
+                assert (await s.run("echo ok")).stdout == "ok\n"  # the session survives its OOM
+
+    asyncio.run(go())

@@ -81,7 +81,10 @@ class Executor:
             self._slots.put_nowait(i)
         self._as_root = os.geteuid() == 0
         if self._as_root:
-            self.isolator.cgroups = SlotCgroups(config.max_concurrency, self.uid)
+            # One memory cgroup per execution slot, then one per session (index max_concurrency + i).
+            n = config.max_concurrency
+            self.isolator.cgroups = SlotCgroups(n + config.sessions.max_sessions,
+                                                lambda i: self.uid(i) if i < n else self.session_uid(i - n))
         self.pod_name = os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or os.uname().nodename
 
     @property

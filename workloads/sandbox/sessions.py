@@ -131,8 +131,11 @@ class SessionManager:
         index = self._free.pop()
         self._starting += 1
         try:
-            zyg = await self.isolator.start("session", uid=self.uid_of_index(index), workspace_mb=lim.workspace_mb,
-                                            tmp_mb=min(lim.workspace_mb, 256))
+            cg_slot = self._cgroup_slot(index)
+            if cg_slot is not None:  # root with cgroups: one memory limit for the whole session
+                self.isolator.cgroups.prepare(cg_slot, (lim.memory_mb + lim.workspace_mb + lim.tmp_mb + 128) << 20)
+            zyg = await self.isolator.start("session", uid=self.uid_of_index(index), slot=cg_slot,
+                                            workspace_mb=lim.workspace_mb, tmp_mb=min(lim.workspace_mb, 256))
         except BaseException:
             self._free.append(index)
             raise
@@ -220,10 +223,14 @@ class SessionManager:
                      workspace_mb=session.limits.workspace_mb, tmp_mb=session.limits.tmp_mb, max_output_bytes=cap,
                      max_collect_bytes=0)
         ex = Execution(argv=["/bin/bash", "-lc", req.command], limits=lim, stdin=(req.stdin or "").encode())
+        cg_slot = self._cgroup_slot(session.index)
         async with session.lock:
             start = time.monotonic()
+            oom_before = self.isolator.cgroups.oom_kills(cg_slot) if cg_slot is not None else 0
             try:
                 res = await session.zygote.run(ex, {"env": base_env(), "cwd": WORKSPACE})
+                if cg_slot is not None and self.isolator.cgroups.oom_kills(cg_slot) > oom_before:
+                    res.verdict = "MemoryLimitExceeded"
             except SetupError as exc:
                 await self.close(session.session_id, "dead")
                 return {"status": "SandboxError", "exit_code": None, "stdout": "", "stderr": str(exc),
@@ -341,6 +348,10 @@ class SessionManager:
         for path, b64 in req.files_b64.items():
             add(path, _b64(b64, f"files_b64[{path!r}]"), False, "files_b64")
         return out
+
+    def _cgroup_slot(self, index: int) -> int | None:
+        cg = self.isolator.cgroups
+        return self.config.max_concurrency + index if cg is not None and cg.enabled else None
 
     def _gauge(self) -> None:
         if self.metrics is not None:
