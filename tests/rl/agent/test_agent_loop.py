@@ -95,7 +95,7 @@ def test_mistakes_become_error_observations_and_editing_tests_does_not_pay(url, 
     [traj2] = _play(url, [task], {task.instance_id: script2})
     obs = [m["content"] for m in traj2.messages if m["role"] == "tool"]
     assert "failed" in obs[0] and f"FAILED {task.fail_to_pass[0]}" in obs[0]
-    assert obs[2].splitlines()[1].startswith(f"{len(task.tests)} passed, 0 failed")
+    assert obs[2].splitlines()[1].startswith(f"{len(task.tests)} passed, 0 failed"), obs[2]
     assert traj2.resolved and traj2.failed_calls == 0
 
 
