@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import yaml
 from operator_factories import document
 
 from codekiln.operator.builders.children import render_all
+from codekiln.operator.cli import main
 from codekiln.operator.resources import RESOURCE_KINDS
 
 SECRET_PVC_SCHEDULING = {
@@ -19,15 +19,16 @@ SECRET_PVC_SCHEDULING = {
              "priorityClassName": "batch"}}
 
 
-def render(tmp_path, docs, *args):
+def render(tmp_path, capsys, docs, *args):
+    """`codekiln render -f FILE ARGS` (the CLI's main, in this process); (exit code, stdout, stderr)."""
     path = tmp_path / "resources.yaml"
     path.write_text(yaml.safe_dump_all(docs))
-    done = subprocess.run([sys.executable, "-m", "codekiln.operator.cli", "render", "-f", str(path), *args],
-                          capture_output=True, text=True, timeout=120)
-    return done
+    code = main(["render", "-f", str(path), *args])
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
-def test_render_prints_every_child_with_secrets_volumes_and_scheduling(tmp_path):
+def test_render_prints_every_child_with_secrets_volumes_and_scheduling(tmp_path, capsys):
     docs = []
     for kind in ("DataPipeline", "PretrainRun", "RLRun"):
         doc = document(kind, kind.lower(), uid=False, podTemplateOverrides=[SECRET_PVC_SCHEDULING])
@@ -37,7 +38,7 @@ def test_render_prints_every_child_with_secrets_volumes_and_scheduling(tmp_path)
         {"spec": {k: v for k, v in SECRET_PVC_SCHEDULING["spec"].items() if k != "env"}}])
     docs.append(pool)
     docs[2]["spec"]["sandboxPoolRef"] = {"name": "pool"}
-    done = render(tmp_path, docs, "-n", "team-a")
+    done = render(tmp_path, capsys, docs, "-n", "team-a")
     assert done.returncode == 0, done.stderr
     manifests = list(yaml.safe_load_all(done.stdout))
     expected = sum(len(render_all(RESOURCE_KINDS[d["kind"]].model_validate(
@@ -59,8 +60,8 @@ def test_render_prints_every_child_with_secrets_volumes_and_scheduling(tmp_path)
     assert env["CODEKILN_SANDBOX_URL"] == "http://pool.team-a.svc:8080"
 
 
-def test_render_refuses_an_invalid_file_naming_the_field(tmp_path):
+def test_render_refuses_an_invalid_file_naming_the_field(tmp_path, capsys):
     doc = document("PretrainRun", "bad", uid=False, podTemplateOverrides=[
         {"spec": {"env": [{"name": "RANK", "value": "3"}]}}])
-    done = render(tmp_path, [doc])
+    done = render(tmp_path, capsys, [doc])
     assert done.returncode == 2 and "podTemplateOverrides[0].spec.env[0].name" in done.stderr and not done.stdout
