@@ -162,6 +162,11 @@ class MinhashParams(ConfigModel):
     min_tokens: int = Field(default=5, ge=1, description="Documents with fewer tokens are never duplicates.")
     seed: int = Field(default=1, ge=0)
     verify: bool = Field(default=True, description="Check candidate pairs' signature agreement ≥ threshold.")
+    engine: Literal["rensa", "numpy"] = Field(
+        default="rensa",
+        description="Signature engine: `rensa` (Rust RMinHash; numpy when rensa is not installed) or `numpy` "
+        "(datasketch-identical legacy permutations).",
+    )
 
     @model_validator(mode="after")
     def _bands(self) -> MinhashParams:
@@ -177,7 +182,14 @@ class MinhashParams(ConfigModel):
         """The ``MinHasher`` of these settings (imports numpy lazily)."""
         from codekiln.workloads.data.minhash import MinHasher
 
-        return MinHasher(num_perm=self.num_perm, seed=self.seed, ngram=self.ngram, min_tokens=self.min_tokens)
+        engine = self.engine
+        if engine == "rensa":
+            from codekiln.workloads.data.minhash import _default_engine
+
+            engine = _default_engine()
+        return MinHasher(
+            num_perm=self.num_perm, seed=self.seed, ngram=self.ngram, min_tokens=self.min_tokens, engine=engine
+        )
 
 
 class MinhashStageParams(MinhashParams):
