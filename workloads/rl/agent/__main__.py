@@ -2,7 +2,8 @@
 
     generate-tasks --out DIR [--modules statistics fractions ...] [--max-tasks N] [--seed S]
     collect --tasks DIR/tasks.jsonl --out traj.jsonl [--policy reference|HF_FOLDER|CKPT.pt]
-            [--samples K] [--keep resolved|all] [--sandbox-url URL]   (default: a local sandbox server)
+            [--samples K] [--keep resolved|all] [--system-prompt hermes|compact] [--sandbox-url URL]
+            (default: a local sandbox server; --policy may be an OpenAI-compatible base URL ending in /v1)
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--samples", type=int, default=1)
     c.add_argument("--keep", default="resolved", choices=("resolved", "all"))
     c.add_argument("--max-turns", type=int, default=8)
+    c.add_argument("--system-prompt", default="hermes", choices=("hermes", "compact"))
+    c.add_argument("--max-total-tokens", type=int, default=8192)
     c.add_argument("--max-turn-tokens", type=int, default=512)
     c.add_argument("--temperature", type=float, default=0.8)
     c.add_argument("--seed", type=int, default=0)
@@ -59,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
             server = local_server()
         with server as url:
+            cfg = AgentConfig(max_turns=args.max_turns, system_prompt=args.system_prompt,
+                              max_total_tokens=args.max_total_tokens)
             stats = collect(tasks, url, args.out, policy=args.policy, samples_per_task=args.samples, keep=args.keep,
-                            cfg=AgentConfig(max_turns=args.max_turns), max_turn_tokens=args.max_turn_tokens,
-                            temperature=args.temperature, seed=args.seed)
+                            cfg=cfg, max_turn_tokens=args.max_turn_tokens, temperature=args.temperature, seed=args.seed)
         print(json.dumps(stats))
         return 0
     except ValueError as exc:

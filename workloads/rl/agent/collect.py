@@ -1,9 +1,10 @@
 """Trajectory data (KAT-Dev mid-training): run a policy through the tool loop on tasks and keep
 the verified trajectories as SFT / CPT data.
 
-Policies: ``reference`` (each task's reference calls), a Hugging Face export folder (sampled with
-the torch engine: ``config.json``, ``model.safetensors``, ``tokenizer.json``), or a codekiln
-``.pt`` RL checkpoint with the char tokenizer. Each kept line is::
+Policies: ``reference`` (each task's reference calls), a served model (an OpenAI-compatible base URL
+ending in ``/v1``: ``codekiln serve MODEL_DIR``, ``vllm serve``), a Hugging Face export folder (sampled
+with the torch engine: ``config.json``, ``model.safetensors``, ``tokenizer.json``), or a codekiln ``.pt``
+RL checkpoint with the char tokenizer. Each kept line is::
 
     {"task_id", "messages": [... {"role": "assistant", "content", "failed"?} ...], "resolved", "reward",
      "turns", "finish", "failed_calls", "text"}
@@ -31,8 +32,55 @@ def render_text(messages: list[dict]) -> str:
     return "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages)
 
 
+class ChatAPIEngine:
+    """A served model as the policy: each live rollout's messages go to an OpenAI-compatible
+    ``/v1/chat/completions`` endpoint (``codekiln serve``, ``vllm serve``) through the shared LLM client;
+    the reply text is re-encoded locally for the loop's token budgets (log-probs are not needed for data)."""
+
+    def __init__(self, base_url: str, tokenizer, model: str = "default", max_concurrency: int = 8) -> None:
+        from codekiln.workloads.llm.client import LLMClient
+        from codekiln.workloads.llm.config import LLMConfig
+        from codekiln.workloads.rl.agent.chat import ChatTokenizer
+
+        self.ct = ChatTokenizer(tokenizer)
+        self.client = LLMClient(LLMConfig(base_url=base_url, model=model, cache=False,
+                                          max_concurrency=max_concurrency))
+        self._rows: list = []
+
+    def bind(self, rows, turn: int) -> None:
+        self._rows = rows
+
+    def generate(self, prompts, params) -> list:
+        from codekiln.workloads.rl.engines.base import Completion
+
+        chats = [[{"role": m["role"], "content": m["content"]} for m in row.messages] for row in self._rows]
+        out = []
+        for res in self.client.chat_many(chats, temperature=params.temperature, top_p=params.top_p,
+                                         max_tokens=params.max_tokens, seed=params.seed):
+            if not res.ok:
+                raise ValueError(f"--policy: the served model failed: {res.error}")
+            stop = res.finish_reason == "stop"
+            ids = self.ct.encode(res.text) + ([self.ct.im_end] if stop else [])
+            out.append(Completion(ids, [0.0] * len(ids), "stop" if stop else "length"))
+        return out
+
+    def update_weights(self, state_dict) -> None:
+        return None
+
+    def sleep(self) -> None:
+        return None
+
+    def wake_up(self) -> None:
+        return None
+
+
 def _policy(spec: str, seed: int):
     """(engine, tokenizer) for a policy spec."""
+    if spec.startswith(("http://", "https://")):
+        from codekiln.workloads.rl.tokenizer import CharTokenizer
+
+        tok = CharTokenizer()  # local bookkeeping of the token budget only
+        return ChatAPIEngine(spec, tok), tok
     from codekiln.workloads.rl.engines import build_engine
     from codekiln.workloads.rl.tokenizer import build_tokenizer
 
@@ -58,7 +106,8 @@ def _policy(spec: str, seed: int):
         model = Transformer(cfg.model.model_copy(update={"vocab_size": tok.vocab_size}))
         model.load_state_dict(state["policy"])
         return build_engine("torch", model.eval()), tok
-    raise ValueError(f"--policy {spec}: not 'reference', a Hugging Face export folder, or an RL checkpoint (.pt)")
+    raise ValueError(f"--policy {spec}: not 'reference', an http(s) base URL, a Hugging Face export folder, "
+                     "or an RL checkpoint (.pt)")
 
 
 def collect(tasks: list[SweTask], sandbox_url: str, out: str | Path, *, policy: str = "reference",
@@ -70,7 +119,7 @@ def collect(tasks: list[SweTask], sandbox_url: str, out: str | Path, *, policy: 
         tasks: the tasks.
         sandbox_url: the sandbox server (sessions).
         out: output JSONL path.
-        policy: ``reference``, an HF export folder or a ``.pt`` RL checkpoint.
+        policy: ``reference``, an OpenAI-compatible base URL, an HF export folder or a ``.pt`` RL checkpoint.
         samples_per_task: trajectories per task (sampled policies).
         keep: ``resolved`` (verified trajectories only) or ``all``.
         cfg: agent settings.
