@@ -354,13 +354,12 @@ def test_session_inodes_are_bounded(hard):
     url, _, _ = hard
 
     async def go():
-        async with SessionClient(url, timeout_s=60) as sc:
-            async with await sc.create() as s:
-                r = await s.run("python3 -c \"\nimport os\nn = 0\ntry:\n    while True:\n"
-                                "        open(f'f{n}', 'w').close(); n += 1\nexcept OSError as e:\n"
-                                "    print(n, e.errno)\"", timeout_seconds=30)
-                n, err = r.stdout.split()
-                assert int(n) <= 4096 and err == "28", r
+        async with SessionClient(url, timeout_s=60) as sc, await sc.create() as s:
+            r = await s.run("python3 -c \"\nimport os\nn = 0\ntry:\n    while True:\n"
+                            "        open(f'f{n}', 'w').close(); n += 1\nexcept OSError as e:\n"
+                            "    print(n, e.errno)\"", timeout_seconds=30)
+            n, err = r.stdout.split()
+            assert int(n) <= 4096 and err == "28", r
 
     asyncio.run(go())
 
@@ -372,13 +371,12 @@ def test_session_memory_limit_covers_all_its_processes(hard):
         pytest.skip("memory cgroups need a root server with a writable cgroup hierarchy")
 
     async def go():
-        async with SessionClient(url, timeout_s=60) as sc:
-            async with await sc.create(limits={"memory_mb": 256}) as s:
-                code = ("import os, time\nfor _ in range(6):\n    if os.fork() == 0:\n"
-                        "        b = bytearray(100 << 20); time.sleep(3); os._exit(0)\ntime.sleep(4)\nprint('done')\n")
-                await s.write_file("hog.py", code)
-                r = await s.run("python3 hog.py", timeout_seconds=20)
-                assert r.status == "MemoryLimitExceeded", r
-                assert (await s.run("echo ok")).stdout == "ok\n"  # the session survives its OOM
+        async with SessionClient(url, timeout_s=60) as sc, await sc.create(limits={"memory_mb": 256}) as s:
+            code = ("import os, time\nfor _ in range(6):\n    if os.fork() == 0:\n"
+                    "        b = bytearray(100 << 20); time.sleep(3); os._exit(0)\ntime.sleep(4)\nprint('done')\n")
+            await s.write_file("hog.py", code)
+            r = await s.run("python3 hog.py", timeout_seconds=20)
+            assert r.status == "MemoryLimitExceeded", r
+            assert (await s.run("echo ok")).stdout == "ok\n"  # the session survives its OOM
 
     asyncio.run(go())
