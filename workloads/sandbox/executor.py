@@ -139,10 +139,11 @@ class Executor:
 
     async def warm(self) -> None:
         """Start the warm sandbox of every idle slot (after the self-check), off the request path."""
-        for i in range(self.config.max_concurrency):
-            if self._zygotes[i] is None:
-                with contextlib.suppress(SandboxUnavailable):
-                    self._zygotes[i] = await self._start(i)
+        async def one(i: int) -> None:
+            with contextlib.suppress(SandboxUnavailable):
+                self._zygotes[i] = await self._start(i)
+
+        await asyncio.gather(*(one(i) for i in range(self.config.max_concurrency) if self._zygotes[i] is None))
 
     async def _start(self, slot: int) -> Zygote:
         lim = self.limits
