@@ -16,6 +16,7 @@ from codekiln.workloads.rl.agent.protocol import ToolCall
 from codekiln.workloads.rl.agent.reference import ScriptedEngine, lazy_turns, reference_turns
 from codekiln.workloads.rl.agent.rollout import AgentRunner, start_trajectory, to_batch
 from codekiln.workloads.rl.agent.sessions import SandboxSessions
+from codekiln.workloads.rl.agent.tasks import SweTask
 from codekiln.workloads.rl.engines.torch_engine import TorchEngine
 from codekiln.workloads.rl.tokenizer import CharTokenizer
 from codekiln.workloads.sandbox.local import local_server
@@ -135,3 +136,20 @@ def test_collect_keeps_verified_trajectories(url, tasks, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "traj.jsonl").read_text().splitlines()]
     assert rows[0]["text"].startswith("<|im_start|>system") and rows[0]["resolved"]
     assert len(read_chats(tmp_path / "traj.jsonl")) == len(tasks)  # the SFT workload reads it as is
+
+
+def test_collect_with_a_served_model(url, tasks, tmp_path, served_url):
+    """`codekiln serve` (real HTTP, OpenAI-compatible) as the policy: its replies drive the real tool loop."""
+    from codekiln.workloads.rl.agent.collect import collect
+
+    cfg = AgentConfig(max_turns=2, max_total_tokens=4000, system_prompt="compact")
+    task = SweTask(**{**tasks[0].__dict__, "problem_statement": tasks[0].problem_statement.splitlines()[0]})
+    stats = collect([task], url, tmp_path / "served.jsonl", policy=served_url, samples_per_task=2, keep="all",
+                    cfg=cfg, max_turn_tokens=16, temperature=1.0)
+    assert stats["trajectories"] == stats["kept"] == 2 and stats["resolved"] == 0  # a random model fixes nothing
+    rows = [json.loads(x) for x in (tmp_path / "served.jsonl").read_text().splitlines()]
+    for row in rows:
+        roles = [m["role"] for m in row["messages"]]
+        assert roles[:3] == ["system", "user", "assistant"] and "tool" in roles  # the reply got an observation
+        assert row["messages"][3]["content"].startswith("<tool_response>\nerror: no tool call")
+    assert _live_sessions(url) == []
