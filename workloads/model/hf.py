@@ -176,7 +176,7 @@ def load_hf_to_continue(folder: str | Path, runtime: ModelConfig, field: str) ->
     try:
         model, _ = load_hf(folder, runtime={k: getattr(runtime, k) for k in RUNTIME_KNOBS})
     except CheckpointError as exc:
-        raise ValueError(f"{field}: {exc}") from None
+        raise ValueError(f"{field} {exc}") from None
     return model
 
 
