@@ -328,10 +328,12 @@ def apply_overrides(overrides: list[PodTemplateOverride], role: str, template_me
             template_meta["labels"] = {**meta.labels, **(template_meta.get("labels") or {})}
         if meta.annotations:
             template_meta["annotations"] = {**(template_meta.get("annotations") or {}), **meta.annotations}
-        if spec.service_account_name:
+        if spec.service_account_name:  # a named identity is meant to be used: its token is mounted
             pod_spec["serviceAccountName"] = spec.service_account_name
             if role == "sandbox":
                 pod_spec["automountServiceAccountToken"] = True
+            else:
+                pod_spec.pop("automountServiceAccountToken", None)
         if spec.node_selector:
             pod_spec["nodeSelector"] = {**(pod_spec.get("nodeSelector") or {}), **spec.node_selector}
         if spec.affinity is not None:

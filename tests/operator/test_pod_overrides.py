@@ -60,6 +60,7 @@ def test_override_reaches_the_workload_pod(kind):
     assert pod["imagePullSecrets"] == [{"name": "registry"}] and pod["priorityClassName"] == "training-high"
     assert pod["nodeSelector"] == {"pool": "gpu"} and pod["tolerations"][0]["key"] == "gpu"
     assert pod["affinity"]["nodeAffinity"] and pod["serviceAccountName"] == "trainer-sa"
+    assert "automountServiceAccountToken" not in pod  # shards default to no token; a named identity gets one
     assert pod["securityContext"]["fsGroup"] == 2000  # the user's fsGroup wins over the storage default
     assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     assert template["metadata"]["labels"]["team"] == "code"
