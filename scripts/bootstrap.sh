@@ -20,7 +20,7 @@ command -v bwrap >/dev/null 2>&1 || echo "warning: bubblewrap (bwrap) not found;
 
 PYTHON="${PYTHON:-python3}"
 stamp=".venv/.codekiln-installed"
-want="$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
+want="$(cat pyproject.toml setup.py constraints.txt | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -30,5 +30,5 @@ echo "==> creating .venv"
 echo "==> installing torch==2.13.0 (CPU build)"
 .venv/bin/python -m pip install -q torch==2.13.0
 echo "==> installing codekiln[all]"
-.venv/bin/python -m pip install -q -e '.[all]'
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[all]'
 echo "$want" > "$stamp"
