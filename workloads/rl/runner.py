@@ -81,6 +81,9 @@ def train(cfg: RLConfig, sandbox_url: str, out_dir: Path, name: str = "rlrun", c
     evals["end"] = trainer.evaluate(EVAL_SAMPLES_PER_TASK)
     console.print(f"end:   pass rate {evals['end']['pass_rate']:.3f}, mean reward {evals['end']['reward_mean']:.3f}")
     trainer.save()
+    exported = trainer.export()  # <outputDir>/hf: transformers / vLLM load the policy as it is
+    if exported is not None:
+        console.print(f"exported Hugging Face model to {exported}")
     for bench, scores in trainer.evaluator.before_after().items():  # spec.rl.eval: e.g. HumanEval pass@1
         console.print(f"{bench}: pass@1 before {scores['before']:.3f}, after {scores['after']:.3f}")
     summary = {"history": trainer.history, "evals": evals, "sandbox_executions": trainer.scorer.executions,

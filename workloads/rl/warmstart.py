@@ -52,7 +52,7 @@ def sft_warm_start(
         ids, labels = ids.to(device), labels.to(device)
         hidden = model.hidden_states(ids)
         loss = ops.linear_cross_entropy(
-            hidden.reshape(-1, hidden.shape[-1]), model.lm_head.weight, labels.reshape(-1), kernels=model.cfg.kernels
+            hidden.reshape(-1, hidden.shape[-1]), model.output_weight(), labels.reshape(-1), kernels=model.cfg.kernels
         )
         opt.zero_grad()
         loss.backward()
