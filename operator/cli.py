@@ -170,8 +170,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_data_explain(args: argparse.Namespace) -> int:
     """Why was a file dropped? Reads the run's per-shard audit trail (<stage>/dropped/*.jsonl.gz)."""
-    from codekiln.workloads.data.rejects import explain_main
+    from codekiln.operator.runners import DATA_EXPLAIN, RunnerUnavailable, load_entry_point
 
+    try:
+        explain_main = load_entry_point(DATA_EXPLAIN, "data explain")
+    except RunnerUnavailable as exc:
+        _err(f"codekiln data explain: {exc}")
+        return EXIT_FAILED
     return explain_main(args.run, args.path)
 
 

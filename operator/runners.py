@@ -25,6 +25,7 @@ SANDBOX_SERVE = "codekiln.workloads.sandbox.__main__:main"
 LLM_SERVE = "codekiln.workloads.llm.server:main"
 EVAL_MAIN = "codekiln.workloads.eval.cli:main"
 AGENT_MAIN = "codekiln.workloads.rl.agent.__main__:main"
+DATA_EXPLAIN = "codekiln.workloads.data.rejects:explain_main"
 
 
 class RunnerUnavailable(RuntimeError):

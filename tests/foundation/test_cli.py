@@ -27,6 +27,13 @@ SURFACE = {
     "eval": ["--api-key-env", "--base-url", "--benchmark", "--config", "--fim", "--k", "--limit", "--max-tokens",
              "--mode", "--model", "--model-name", "--needle", "--out", "--samples-per-task", "--sandbox-url",
              "--seed", "--temperature", "--tokenizer"],
+    "data": [],
+    "render": ["--file", "--namespace", "--output"],
+    "get": ["--all-namespaces", "--context", "--kubeconfig", "--namespace", "--output"],
+    "describe": ["--context", "--kubeconfig", "--namespace"],
+    "logs": ["--context", "--follow", "--kubeconfig", "--namespace", "--rank", "--replica", "--shard", "--stage",
+             "--tail"],
+    "wait": ["--context", "--for", "--interval", "--kubeconfig", "--namespace", "--timeout"],
 }
 
 

@@ -42,7 +42,8 @@ def _cfg(tmp_path, init=None, **over) -> RLConfig:
     base = {
         "model": MODEL,
         "device": "cpu", "cpuThreads": 1, "promptsPerStep": 2, "rolloutsPerPrompt": 4, "maxResponseTokens": 20,
-        "steps": 4, "optimizer": {"lr": 1e-3}, "microBatchRollouts": 3, "kat": {"difficultyLambda": 0.5, "entropyMu": 0.5},
+        "steps": 4, "optimizer": {"lr": 1e-3}, "microBatchRollouts": 3,
+        "kat": {"difficultyLambda": 0.5, "entropyMu": 0.5},
         "dynamicSampling": {"enabled": False}, "tasks": {"source": "builtin", "limit": 4},
         "warmStart": {"initCheckpoint": init} if init else {"sftSteps": 30, "sftCorrectFraction": 0.5},
         "outputDir": str(tmp_path / "run"), "checkpoint": {"everySteps": 2},

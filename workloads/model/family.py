@@ -11,11 +11,12 @@ field), and the name mapping with its shape checks.
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from codekiln.workloads.model.config import ModelConfig, MoEConfig, RopeScalingConfig
+
+if TYPE_CHECKING:  # the config half of this module stays torch-free (family config.py modules import it)
+    import torch
 
 _ROPE_KEYS = {
     "rope_type", "type", "rope_theta", "factor", "original_max_position_embeddings", "low_freq_factor",
@@ -202,6 +203,8 @@ def moe_fields(hf: dict, folder: str, shared: bool) -> MoEConfig:
 # ---------------------------------------------------------------------- state dicts
 def to_hf_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Our names -> transformers' (``model.`` prefix, per-expert tensors, tied head omitted, NormHead baked)."""
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
         if name.endswith((".expert_bias", ".load_counts")):
@@ -234,6 +237,8 @@ def from_hf_state(hf_state: dict[str, torch.Tensor], cfg: ModelConfig, expected:
 
     Accepts both per-expert tensors (Hub layout) and transformers 5's fused ``experts.gate_up_proj``.
     """
+    import torch
+
     state: dict[str, torch.Tensor] = {}
     experts: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
     unexpected = []
