@@ -3,9 +3,6 @@ tensors (TRL's own ``GRPOTrainer._compute_loss`` is the oracle, set up as in tes
 
 from __future__ import annotations
 
-from collections import defaultdict
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -19,45 +16,13 @@ from codekiln.workloads.rl.losses import (
 )
 
 trl = pytest.importorskip("trl", reason="trl is the oracle for these tests (installed with the dev extra)")
-from trl import GRPOTrainer  # noqa: E402
+from trl_grpo_oracle import trl_grpo_loss  # noqa: E402
 
 MAX_COMPLETION = 12
 
 
-class _Accelerator:
-    device = torch.device("cpu")
-    num_processes = 1
-    sync_gradients = True
-
-    def gather(self, x):
-        return x
-
-    gather_for_metrics = gather
-
-    def reduce(self, x, reduction="sum"):
-        return x
-
-
 def _trl_loss(loss_type: str, logp, old, adv, mask, eps_low=0.2, eps_high=0.28):
-    t = GRPOTrainer.__new__(GRPOTrainer)
-    model = torch.nn.Linear(1, 1).train()
-    attrs = {
-        "loss_type": loss_type, "epsilon_low": eps_low, "epsilon_high": eps_high, "beta": 0.0,
-        "importance_sampling_level": "token", "top_entropy_quantile": 1.0, "off_policy_mask_threshold": None,
-        "use_vllm": False, "vllm_importance_sampling_correction": False, "aux_loss_enabled": False,
-        "_entropy_bonus_enabled": False, "current_gradient_accumulation_steps": 1, "accelerator": _Accelerator(),
-        "model": model, "_metrics": {"train": defaultdict(list)}, "max_completion_length": MAX_COMPLETION,
-        "args": SimpleNamespace(delta=None, steps_per_generation=1, use_bias_correction_kl=False),
-    }
-    for k, v in attrs.items():
-        object.__setattr__(t, k, v)
-    t._get_per_token_logps_and_entropies = lambda *a, **k: (logp, torch.zeros_like(logp), None)
-    inputs = {
-        "prompt_ids": torch.zeros(len(adv), 2, dtype=torch.long), "prompt_mask": torch.ones(len(adv), 2),
-        "completion_ids": torch.zeros_like(mask), "completion_mask": mask, "advantages": adv,
-        "old_per_token_logps": old, "num_items_in_batch": mask.sum().double(),
-    }
-    return t._compute_loss(model, inputs)
+    return trl_grpo_loss(loss_type, logp, old, adv, mask, eps_low, eps_high, max_completion_length=MAX_COMPLETION)
 
 
 def _rollouts(seed: int):

@@ -19,40 +19,9 @@ import torch
 from codekiln.workloads.rl.losses import aggregate, dpo_sigmoid_loss, loss_normalizer, ppo_clip_loss
 
 trl = pytest.importorskip("trl", reason="trl is the oracle for these tests (installed with the dev extra)")
-from trl import DPOTrainer, GRPOTrainer  # noqa: E402
-
-
-class _Accelerator:
-    """Single-process stand-in for accelerate: gather/reduce are identities."""
-
-    device = torch.device("cpu")
-    num_processes = 1
-    sync_gradients = True
-
-    def gather(self, x):
-        return x
-
-    gather_for_metrics = gather
-
-    def reduce(self, x, reduction="sum"):
-        return x
-
-
-def _grpo_oracle(loss_type: str, eps_low: float, eps_high: float, grad_accum: int = 1):
-    t = GRPOTrainer.__new__(GRPOTrainer)
-    model = torch.nn.Linear(1, 1)
-    model.train()
-    attrs = {
-        "loss_type": loss_type, "epsilon_low": eps_low, "epsilon_high": eps_high, "beta": 0.0,
-        "importance_sampling_level": "token", "top_entropy_quantile": 1.0, "off_policy_mask_threshold": None,
-        "use_vllm": False, "vllm_importance_sampling_correction": False, "aux_loss_enabled": False,
-        "_entropy_bonus_enabled": False, "current_gradient_accumulation_steps": grad_accum,
-        "accelerator": _Accelerator(), "model": model, "_metrics": {"train": defaultdict(list)},
-        "args": SimpleNamespace(delta=None, steps_per_generation=grad_accum, use_bias_correction_kl=False),
-    }
-    for k, v in attrs.items():
-        object.__setattr__(t, k, v)
-    return t, model
+from trl import DPOTrainer  # noqa: E402
+from trl_grpo_oracle import Accelerator as _Accelerator  # noqa: E402
+from trl_grpo_oracle import trl_grpo_loss as _trl_grpo_loss  # noqa: E402
 
 
 def _rollouts(seed: int):
@@ -64,17 +33,6 @@ def _rollouts(seed: int):
     logp = (old + 0.5 * torch.randn(b, t, generator=g, dtype=torch.float64)).requires_grad_(True)
     adv = torch.randn(b, generator=g, dtype=torch.float64)
     return logp, old, adv, mask
-
-
-def _trl_grpo_loss(loss_type, logp, old, adv, mask, eps_low=0.2, eps_high=0.28):
-    trainer, model = _grpo_oracle(loss_type, eps_low, eps_high)
-    trainer._get_per_token_logps_and_entropies = lambda *a, **k: (logp, torch.zeros_like(logp), None)
-    inputs = {
-        "prompt_ids": torch.zeros(len(adv), 2, dtype=torch.long), "prompt_mask": torch.ones(len(adv), 2),
-        "completion_ids": torch.zeros_like(mask), "completion_mask": mask, "advantages": adv,
-        "old_per_token_logps": old, "num_items_in_batch": mask.sum().double(),
-    }
-    return trainer._compute_loss(model, inputs)
 
 
 def test_dapo_token_level_loss_equals_trl_dapo():
