@@ -187,6 +187,21 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
 
 
+def _not_found(kind: str, name: str) -> None:
+    """kubectl's NotFound message on stderr."""
+    _err(f'Error from server (NotFound): {kinds()[kind].plural}.{API_GROUP} "{name}" not found')
+
+
+def _fetch(args: argparse.Namespace) -> tuple[Cluster, str, str, dict[str, Any] | None]:
+    """The cluster, kind, namespace and object named by ``args`` (None, with NotFound said, when it is absent)."""
+    cluster = Cluster(args.context, args.kubeconfig)
+    kind, namespace = resolve_kind(args.kind), _namespace(args)
+    obj = cluster.get(kind, namespace, args.name)
+    if obj is None:
+        _not_found(kind, args.name)
+    return cluster, kind, namespace, obj
+
+
 # ---------------------------------------------------------------- get
 def cmd_get(args: argparse.Namespace) -> int:
     """List codekiln resources (every kind by default) with phase, ready, progress and age."""
@@ -198,7 +213,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         if args.name:
             found = cluster.get(kind, namespace or "default", args.name)
             if found is None:
-                _err(f'Error from server (NotFound): {kinds()[kind].plural}.{API_GROUP} "{args.name}" not found')
+                _not_found(kind, args.name)
                 return EXIT_FAILED
             objects.append(found)
         else:
@@ -261,11 +276,8 @@ def _pod_selector(kind: str, name: str) -> str:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     """Status, progress, conditions, children and Events of one resource."""
-    cluster = Cluster(args.context, args.kubeconfig)
-    kind, namespace = resolve_kind(args.kind), _namespace(args)
-    obj = cluster.get(kind, namespace, args.name)
+    cluster, kind, namespace, obj = _fetch(args)
     if obj is None:
-        _err(f'Error from server (NotFound): {kinds()[kind].plural}.{API_GROUP} "{args.name}" not found')
         return EXIT_FAILED
     meta, status = obj["metadata"], obj.get("status") or {}
     lines = [f"Name:         {meta['name']}", f"Namespace:    {meta.get('namespace')}", f"Kind:         {kind}",
@@ -339,11 +351,8 @@ def pick_pod(pods: list[dict[str, Any]], kind: str, status: dict[str, Any], *, r
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """Logs of the run's rank 0 (or --rank / --shard / --replica)."""
-    cluster = Cluster(args.context, args.kubeconfig)
-    kind, namespace = resolve_kind(args.kind), _namespace(args)
-    obj = cluster.get(kind, namespace, args.name)
+    cluster, kind, namespace, obj = _fetch(args)
     if obj is None:
-        _err(f'Error from server (NotFound): {kinds()[kind].plural}.{API_GROUP} "{args.name}" not found')
         return EXIT_FAILED
     pods = cluster.plain(cluster.core.list_namespaced_pod(namespace, label_selector=_pod_selector(kind, args.name)))
     pod = pick_pod(pods["items"], kind, obj.get("status") or {}, rank=args.rank, shard=args.shard, stage=args.stage,
