@@ -6,12 +6,13 @@ import atexit
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from codekiln.workloads.processes import stop_process
 
 
 def start_server(model_dir: str | Path, *, startup_timeout_s: float = 120.0, threads: int = 0,
@@ -50,16 +51,7 @@ def start_server(model_dir: str | Path, *, startup_timeout_s: float = 120.0, thr
 
 def stop_server(proc: subprocess.Popen) -> None:
     """SIGTERM, then SIGKILL after 10 s."""
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
+    stop_process(proc, grace_s=10)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -13,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
+from codekiln.workloads.processes import stop_process
 from codekiln.workloads.sandbox.config import SandboxConfig
 
 
@@ -50,15 +50,7 @@ def local_server_process(config: SandboxConfig | None = None, *, startup_timeout
             wait_ready(url, proc, startup_timeout_s)
         yield url, proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_process(proc, grace_s=10)  # stderr is inherited, so only stdout is a pipe to close
         os.unlink(path)
 
 
