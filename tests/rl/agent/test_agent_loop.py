@@ -19,17 +19,8 @@ from codekiln.workloads.rl.agent.sessions import SandboxSessions
 from codekiln.workloads.rl.agent.tasks import SweTask
 from codekiln.workloads.rl.engines.torch_engine import TorchEngine
 from codekiln.workloads.rl.tokenizer import CharTokenizer
-from codekiln.workloads.sandbox.local import local_server
 
 PY = shutil.which("python3", path="/usr/bin:/bin")
-
-
-@pytest.fixture(scope="module")
-def url():
-    if shutil.which("bwrap") is None:
-        pytest.fail("bubblewrap (bwrap) is required: apt-get install bubblewrap")
-    with local_server() as u:
-        yield u
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,8 @@ import torch
 from codekiln.workloads.rl.config import RLConfig
 from codekiln.workloads.rl.rewards import SandboxScorer
 from codekiln.workloads.rl.trainer import RLTrainer
-from codekiln.workloads.sandbox.local import local_server
 
 PY = shutil.which("python3", path="/usr/bin:/bin")
-
-
-@pytest.fixture(scope="module")
-def url():
-    if shutil.which("bwrap") is None:
-        pytest.fail("bubblewrap (bwrap) is required: apt-get install bubblewrap")
-    with local_server() as u:
-        yield u
 
 
 def _cfg(tmp_path, algorithm: str) -> RLConfig:
