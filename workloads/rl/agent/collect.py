@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from codekiln.workloads.rl.agent.config import AgentConfig
-from codekiln.workloads.rl.agent.reference import ScriptedEngine, reference_turns
+from codekiln.workloads.rl.agent.reference import ScriptedEngine, TextEngine, reference_turns
 from codekiln.workloads.rl.agent.rollout import AgentRunner, Trajectory
 from codekiln.workloads.rl.agent.sessions import SandboxSessions
 from codekiln.workloads.rl.agent.tasks import SweTask
@@ -32,7 +32,7 @@ def render_text(messages: list[dict]) -> str:
     return "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages)
 
 
-class ChatAPIEngine:
+class ChatAPIEngine(TextEngine):
     """A served model as the policy: each live rollout's messages go to an OpenAI-compatible
     ``/v1/chat/completions`` endpoint (``codekiln serve``, ``vllm serve``) through the shared LLM client;
     the reply text is re-encoded locally for the loop's token budgets (log-probs are not needed for data)."""
@@ -47,9 +47,6 @@ class ChatAPIEngine:
                                           max_concurrency=max_concurrency))
         self._rows: list = []
 
-    def bind(self, rows, turn: int) -> None:
-        self._rows = rows
-
     def generate(self, prompts, params) -> list:
         from codekiln.workloads.rl.engines.base import Completion
 
@@ -63,15 +60,6 @@ class ChatAPIEngine:
             ids = self.ct.encode(res.text) + ([self.ct.im_end] if stop else [])
             out.append(Completion(ids, [0.0] * len(ids), "stop" if stop else "length"))
         return out
-
-    def update_weights(self, state_dict) -> None:
-        return None
-
-    def sleep(self) -> None:
-        return None
-
-    def wake_up(self) -> None:
-        return None
 
 
 def _policy(spec: str, seed: int):

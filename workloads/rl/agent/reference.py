@@ -35,7 +35,28 @@ def lazy_turns(task: SweTask) -> list[str]:
     return [f"{PLANS['submit']}\n{ToolCall('submit', {}).render()}"]
 
 
-class ScriptedEngine:
+class TextEngine:
+    """Base of the rollout engines whose policy is text, not trainable weights (scripted turns, a served
+    model): :meth:`bind` hands them the live rollouts; weight updates and memory release are no-ops."""
+
+    _rows: list
+    _turn: int
+
+    def bind(self, rows, turn: int) -> None:
+        """The live rollouts (and the turn number) the next :meth:`generate` answers, in prompt order."""
+        self._rows, self._turn = rows, turn
+
+    def update_weights(self, state_dict) -> None:
+        return None
+
+    def sleep(self) -> None:
+        return None
+
+    def wake_up(self) -> None:
+        return None
+
+
+class ScriptedEngine(TextEngine):
     """A rollout engine that plays fixed turns: ``scripts[task_id]`` lists the assistant texts."""
 
     def __init__(self, tokenizer, scripts: dict[str, list[str]]) -> None:
@@ -46,9 +67,6 @@ class ScriptedEngine:
         self._rows: list = []
         self._turn = 0
 
-    def bind(self, rows, turn: int) -> None:
-        self._rows, self._turn = rows, turn
-
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         out = []
         for traj in self._rows:
@@ -57,15 +75,6 @@ class ScriptedEngine:
             ids = self.ct.encode(text) + [self.ct.im_end]
             out.append(Completion(ids, [0.0] * len(ids), "stop"))
         return out
-
-    def update_weights(self, state_dict) -> None:
-        return None
-
-    def sleep(self) -> None:
-        return None
-
-    def wake_up(self) -> None:
-        return None
 
 
 def play_scripts(runner_cls, tokenizer, sessions, cfg, tasks: list[SweTask], scripts: dict[str, list[str]]):
