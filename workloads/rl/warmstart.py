@@ -30,6 +30,27 @@ def sft_examples(tasks: list[Task], correct_fraction: float, rng: random.Random,
     return out
 
 
+def record_step(model, opt, loss: torch.Tensor, step: int, losses: list[float], on_step=None) -> None:
+    """One warm-start optimizer step: backward, clip the gradient norm to 1.0, step; append the loss and
+    report it as ``on_step(step + 1, loss)``.
+
+    Args:
+        model: the policy being trained.
+        opt: its optimizer.
+        loss: the step's scalar loss (with a graph).
+        step: the 0-based step index.
+        losses: the list the loss is appended to.
+        on_step: optional progress callback.
+    """
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    losses.append(float(loss.detach()))
+    if on_step is not None:
+        on_step(step + 1, losses[-1])
+
+
 def sft_warm_start(
     model, tokenizer, tasks: list[Task], *, steps: int, lr: float, correct_fraction: float,
     batch_size: int = 32, seed: int = 0, on_step=None,
@@ -54,11 +75,5 @@ def sft_warm_start(
         loss = ops.linear_cross_entropy(
             hidden.reshape(-1, hidden.shape[-1]), model.output_weight(), labels.reshape(-1), kernels=model.cfg.kernels
         )
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if on_step is not None:
-            on_step(step + 1, losses[-1])
+        record_step(model, opt, loss, step, losses, on_step)
     return losses

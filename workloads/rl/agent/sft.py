@@ -16,6 +16,7 @@ import torch
 
 from codekiln.workloads.rl.agent.chat import ChatTokenizer, encode_messages
 from codekiln.workloads.rl.agent.tree import split_subtasks, tree_token_loss, unpacked_token_loss
+from codekiln.workloads.rl.warmstart import record_step
 
 
 def encode_with_turns(messages: list[dict], ct: ChatTokenizer, error_masking: bool = True
@@ -79,12 +80,5 @@ def trajectory_sft(model, tokenizer, chats: list[list[dict]], *, steps: int, lr:
         total, n = loss_fn(model, [p[0] for p in pick], [p[1] for p in pick])
         if n == 0:
             continue
-        loss = total / n
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if on_step is not None:
-            on_step(step + 1, losses[-1])
+        record_step(model, opt, total / n, step, losses, on_step)
     return losses
