@@ -109,19 +109,33 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 def cmd_sandbox_serve(args: argparse.Namespace) -> int:
     """Serve the sandbox execution API (SandboxFusion-compatible)."""
-    from codekiln.operator.runners import SANDBOX_SERVE, RunnerUnavailable, load_entry_point
+    from codekiln.operator.runners import SANDBOX_SERVE
 
-    try:
-        sandbox_main = load_entry_point(SANDBOX_SERVE, "SandboxPool")
-    except RunnerUnavailable as exc:
-        _err(f"codekiln sandbox serve: {exc}")
-        return EXIT_FAILED
     argv = ["serve"]
     for flag in ("config", "host", "port", "max_concurrency", "max_queue", "work_dir"):
         value = getattr(args, flag)
         if value is not None:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
-    return sandbox_main(argv)
+    return _run_entry_point(SANDBOX_SERVE, "SandboxPool", "codekiln sandbox serve", argv)
+
+
+def _run_entry_point(target: str, kind: str, command: str, *call_args) -> int:
+    """Load a workload's entry point lazily (the operator stays torch-free) and call it with ``call_args``.
+
+    Args:
+        target: ``module:function`` (a constant of codekiln.operator.runners).
+        kind: what the runner is named in the error when it cannot load.
+        command: the command line named in that error (``codekiln serve``).
+        call_args: the entry point's arguments.
+    """
+    from codekiln.operator.runners import RunnerUnavailable, load_entry_point
+
+    try:
+        main = load_entry_point(target, kind)
+    except RunnerUnavailable as exc:
+        _err(f"{command}: {exc}")
+        return EXIT_FAILED
+    return main(*call_args)
 
 
 def _forward(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
@@ -141,14 +155,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve an exported model with OpenAI-compatible /v1/completions and /v1/chat/completions (torch, CPU).
 
     For GPUs serve the same folder with `vllm serve MODEL_DIR`."""
-    from codekiln.operator.runners import LLM_SERVE, RunnerUnavailable, load_entry_point
+    from codekiln.operator.runners import LLM_SERVE
 
-    try:
-        serve_main = load_entry_point(LLM_SERVE, "serve")
-    except RunnerUnavailable as exc:
-        _err(f"codekiln serve: {exc}")
-        return EXIT_FAILED
-    return serve_main([args.model_dir, *_forward(args, ("host", "port", "model_name", "threads"))])
+    return _run_entry_point(LLM_SERVE, "serve", "codekiln serve",
+                            [args.model_dir, *_forward(args, ("host", "port", "model_name", "threads"))])
 
 
 EVAL_FLAGS = ("model", "base_url", "model_name", "api_key_env", "tokenizer", "config", "benchmark", "limit", "mode",
@@ -158,40 +168,25 @@ EVAL_FLAGS = ("model", "base_url", "model_name", "api_key_env", "tokenizer", "co
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a model folder or an OpenAI-compatible endpoint: pass@k (HumanEval, task JSONL) in the sandbox,
     FIM single-line exact match, Needle-in-the-Code; prints the results table."""
-    from codekiln.operator.runners import EVAL_MAIN, RunnerUnavailable, load_entry_point
+    from codekiln.operator.runners import EVAL_MAIN
 
-    try:
-        eval_main = load_entry_point(EVAL_MAIN, "eval")
-    except RunnerUnavailable as exc:
-        _err(f"codekiln eval: {exc}")
-        return EXIT_FAILED
-    return eval_main(_forward(args, EVAL_FLAGS))
+    return _run_entry_point(EVAL_MAIN, "eval", "codekiln eval", _forward(args, EVAL_FLAGS))
 
 
 def cmd_data_explain(args: argparse.Namespace) -> int:
     """Why was a file dropped? Reads the run's per-shard audit trail (<stage>/dropped/*.jsonl.gz)."""
-    from codekiln.operator.runners import DATA_EXPLAIN, RunnerUnavailable, load_entry_point
+    from codekiln.operator.runners import DATA_EXPLAIN
 
-    try:
-        explain_main = load_entry_point(DATA_EXPLAIN, "data explain")
-    except RunnerUnavailable as exc:
-        _err(f"codekiln data explain: {exc}")
-        return EXIT_FAILED
-    return explain_main(args.run, args.path)
+    return _run_entry_point(DATA_EXPLAIN, "data explain", "codekiln data explain", args.run, args.path)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     """Agentic RL data: `codekiln agent generate-tasks --out DIR` makes verified SWE-style tasks from modules on
     disk; `codekiln agent collect --tasks T.jsonl --out traj.jsonl [--policy reference|HF_DIR|CKPT.pt]` runs a
     policy through the tool loop in sandbox sessions and keeps verified trajectories (SFT/CPT data)."""
-    from codekiln.operator.runners import AGENT_MAIN, RunnerUnavailable, load_entry_point
+    from codekiln.operator.runners import AGENT_MAIN
 
-    try:
-        agent_main = load_entry_point(AGENT_MAIN, "agent")
-    except RunnerUnavailable as exc:
-        _err(f"codekiln agent: {exc}")
-        return EXIT_FAILED
-    return agent_main(args.agent_args)
+    return _run_entry_point(AGENT_MAIN, "agent", "codekiln agent", args.agent_args)
 
 
 def cmd_version(args: argparse.Namespace) -> int:
