@@ -57,6 +57,36 @@ class CodeBlockFilter(Filter):
         return True
 
 
+def _scored(step: LLMStep, batch: list[Document], chats: list[list[dict]], what: str,
+            key: str) -> Iterator[tuple[Document, float | None, str]]:
+    """Ask ``step``'s LLM (greedy) and read a 0–10 score from each reply: ``(doc, score, reply text)``.
+
+    A failed call or an unreadable score drops the document, or passes it on with score None
+    (``onError: keep`` / ``onUnparseable: keep``, counted as ``<what>_unparseable_kept``).
+
+    Args:
+        step: the calling step (its client, params, stats and drop).
+        batch: the documents, one chat each.
+        chats: the chats, in ``batch`` order.
+        what: the counter/drop-reason prefix (``judge``, ``difficulty``).
+        key: the JSON key of the score.
+    """
+    answers = step.client.chat_many(chats, max_tokens=step.params.max_tokens, temperature=0.0)
+    for doc, r in zip(batch, answers, strict=True):
+        if not r.ok:
+            if step.failed(doc, r):
+                yield doc, None, ""
+            continue
+        score = parse_score(r.text, key=key)
+        if score is not None:
+            yield doc, score, r.text
+        elif step.params.on_unparseable == "keep":
+            step.stats.counters[f"{what}_unparseable_kept"] += 1
+            yield doc, None, r.text
+        else:
+            step.drop(doc, f"{what}_unparseable", r.text[:100])
+
+
 class LLMJudgeFilter(LLMStep):
     """LLM judge: ``metadata.judge_score`` 0–10; drop below ``minScore`` or when the verdict is unreadable."""
 
@@ -67,18 +97,9 @@ class LLMJudgeFilter(LLMStep):
         chats = [[{"role": "user", "content": JUDGE_PROMPT.format(
             instruction=d.metadata.get("instruction", ""), response=d.metadata.get("response", d.text))}]
             for d in batch]
-        for doc, r in zip(batch, self.client.chat_many(chats, max_tokens=self.params.max_tokens, temperature=0.0),
-                          strict=True):
-            if not r.ok:
-                if self.failed(doc, r):
-                    yield doc
-                continue
-            score = parse_score(r.text)
-            if score is None and self.params.on_unparseable == "keep":
-                self.stats.counters["judge_unparseable_kept"] += 1
+        for doc, score, _ in _scored(self, batch, chats, "judge", "score"):
+            if score is None:
                 yield doc
-            elif score is None:
-                self.drop(doc, "judge_unparseable", r.text[:100])
             elif score < self.params.min_score:
                 self.drop(doc, "judge_low_score", score)
             else:
@@ -97,23 +118,13 @@ class TopicDifficulty(LLMStep):
         lower = {t.lower(): t for t in topics}
         chats = [[{"role": "user", "content": TOPIC_PROMPT.format(
             topics=", ".join(topics), instruction=d.metadata.get("instruction", d.text))}] for d in batch]
-        for doc, r in zip(batch, self.client.chat_many(chats, max_tokens=self.params.max_tokens, temperature=0.0),
-                          strict=True):
-            if not r.ok:
-                if self.failed(doc, r):
-                    yield doc
-                continue
-            obj = parse_json(r.text) or {}
-            difficulty = parse_score(r.text, key="difficulty")
+        for doc, difficulty, text in _scored(self, batch, chats, "difficulty", "difficulty"):
             if difficulty is None:
-                if self.params.on_unparseable == "keep":
-                    self.stats.counters["difficulty_unparseable_kept"] += 1
-                    yield doc
-                else:
-                    self.drop(doc, "difficulty_unparseable", r.text[:100])
+                yield doc
                 continue
+            obj = parse_json(text) or {}
             topic = lower.get(str(obj.get("topic", "")).strip().lower()) or next(
-                (t for t in topics if t.lower() in r.text.lower()), "other")
+                (t for t in topics if t.lower() in text.lower()), "other")
             doc.metadata.update(topic=topic, difficulty=difficulty)
             self.stats.counters[f"topic_{topic.replace(' ', '_')}"] += 1
             if difficulty < self.params.min_difficulty:
