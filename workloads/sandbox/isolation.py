@@ -476,20 +476,6 @@ async def _drain_fd(fd: int, capture: _Capture) -> None:
         transport.close()
 
 
-async def _feed(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
-    if stdin is None:
-        return
-    try:
-        if data:
-            stdin.write(data)
-            await stdin.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            stdin.close()
-
-
 class Reaper:
     """Reaps sandbox inits orphaned by their outer bwrap.
 
