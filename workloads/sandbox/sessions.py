@@ -31,6 +31,10 @@ from codekiln.workloads.sandbox.config import SandboxConfig
 from codekiln.workloads.sandbox.executor import NAME_MAX, RequestError, sandbox_path
 from codekiln.workloads.sandbox.isolation import WORKSPACE, Execution, Isolator, Limits, SetupError, Zygote, base_env
 
+# Files in a session change between commands, often within one second and at the same size (a one-token fix):
+# CPython's .pyc check (source mtime in whole seconds + size) would then run the stale bytecode.
+SESSION_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -149,7 +153,7 @@ class SessionManager:
         try:
             if files:
                 res = await zyg.run(Execution(argv=["/bin/true"], limits=lim, files=files),
-                                    {"env": base_env(), "cwd": WORKSPACE})
+                                    {"env": base_env(SESSION_ENV), "cwd": WORKSPACE})
                 if res.verdict != "OK":
                     raise RequestError(f"files: could not be written to the workspace ({res.sandbox_error or ''}"
                                        f"{res.stderr[-300:].decode(errors='replace')})", 413)
@@ -228,7 +232,7 @@ class SessionManager:
             start = time.monotonic()
             oom_before = self.isolator.cgroups.oom_kills(cg_slot) if cg_slot is not None else 0
             try:
-                res = await session.zygote.run(ex, {"env": base_env(), "cwd": WORKSPACE})
+                res = await session.zygote.run(ex, {"env": base_env(SESSION_ENV), "cwd": WORKSPACE})
                 if cg_slot is not None and self.isolator.cgroups.oom_kills(cg_slot) > oom_before:
                     res.verdict = "MemoryLimitExceeded"
             except SetupError as exc:
