@@ -38,7 +38,7 @@ def slot_processes() -> list[psutil.Process]:
 
 
 
-def wait_no_sandbox_processes(timeout_s: float = 5.0) -> list[psutil.Process]:
+def wait_no_sandbox_processes(timeout_s: float = 20.0) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout_s
     left = sandbox_processes()
     while left and time.monotonic() < deadline:
