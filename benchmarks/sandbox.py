@@ -323,8 +323,8 @@ def main() -> None:
         "ours": head["ours"]["executions_per_s"],
         "baseline": head["baseline"]["executions_per_s"],
         "baseline_name": "bare asyncio subprocess (python3 main.py, no isolation, no HTTP)",
-        "note": "measured on a 2-core machine shared with other agents' work (load average ~10): compare ratios "
-                "(both sides alternate rounds in the same process), not absolute numbers",
+        "note": "compare ratios (both sides alternate rounds in the same process), not absolute numbers; "
+                f"1-minute load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
         "ratio": head["ratio_throughput"],
         "params": {"runs": args.runs, "levels": levels, "server_max_concurrency": config.max_concurrency,
                    "cpus": os.cpu_count(), "machine": platform.machine(), "python": PYTHON,
