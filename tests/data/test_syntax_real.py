@@ -12,15 +12,16 @@ from codekiln.workloads.data.syntax import syntax_check, tree_sitter_check
 
 from . import syntax_corpus as sc
 
-# keep ≥ / reject ≥ per language. C and C++ are below the 0.97 goal (grammar limits the macro-aware
-# view does not cover: libstdc++ template corners, ICU's C++ behind macros); the floors pin today's level.
+# keep ≥ / reject ≥ per language. C and C++ keep is below the 0.97 goal (grammar limits the macro-aware
+# view does not cover: pack expansions in braced lists, `__node->~T<U>()`, ICU's C++ behind macros, gmp's
+# renaming macros); the floors pin today's level. Planted breakage is rejected ≥ 0.95 everywhere.
 GOALS = {
     "python": (0.97, 0.95),
     "bash": (0.97, 0.95),
     "javascript": (0.97, 0.95),
     "java": (0.97, 0.95),
-    "c": (0.92, 0.95),
-    "cpp": (0.70, 0.84),
+    "c": (0.94, 0.95),
+    "cpp": (0.85, 0.95),
 }
 
 
@@ -65,3 +66,17 @@ def test_bash_uses_the_shell() -> None:
     valid = "for file do\n  echo \"$file\"\ndone\ncase $x in\n  ?*' '?*) echo spaced ;;\nesac\n"
     assert syntax_check(valid, "bash").ok
     assert not syntax_check("if true\n  echo yes\nfi\n", "bash").ok
+
+
+def test_cpp_corners_and_bracket_nesting() -> None:
+    # value macros stay operands; annotation macros, attributes and `= delete` go
+    assert syntax_check("int f(int p) { return p / _GLIBCXX_BITSET_BITS_PER_WORD; }\n", "cpp").ok
+    assert syntax_check("struct P { [[nodiscard]] friend bool g(P); };\nvoid launder(void*) = delete;\n", "cpp").ok
+    assert syntax_check("extern template class allocator<char>;\n", "cpp").ok
+    assert syntax_check("struct S { long __align __LOCK_ALIGNMENT; };\n", "c").ok
+    # `#if __cplusplus < 201103L` is the old-standard branch: the C++11 branch is the one checked
+    old = "#if __cplusplus < 201103L\n# include <x>\n#else\nint f() { return 1;\n#endif\n"
+    assert not syntax_check(old, "cpp").ok
+    # a lost `)` in a macro body or in a branch only the `#else` view sees
+    assert not syntax_check("#define le64toh(x) __uint64_identity (x\nint y;\n", "c").ok
+    assert not syntax_check("#ifdef NDEBUG\nint a;\n#else\nint f(int x { return x; }\n#endif\n", "c").ok

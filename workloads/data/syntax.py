@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import warnings
+from collections.abc import Set
 from dataclasses import dataclass
 from functools import cache
 
@@ -215,6 +216,9 @@ KNOWN_C_MACROS = (
     "__returns_twice",
     "__CFI_ADD_CHECK",
     "local",  # zlib: #define local static
+    "z_const",
+    "FAR",
+    "NEAR",
     "WINAPI",
     "CALLBACK",
     "APIENTRY",
@@ -228,11 +232,20 @@ KNOWN_C_MACROS = (
     "Q_SLOTS",
 )
 _KNOWN_MACRO_PATTERN = re.compile(
-    rb"__attribute_\w+__|__attr_\w+|__glibc_\w+|__\w+_attr__|_GLIBCXX\w*|_LIBCPP_\w+|__BEGIN_\w+|__END_\w+|"
-    rb"__attribute__|__declspec|__asm__|__asm|__nonnull|__wur|__THROW\w*|__NTH\w*|__REDIRECT\w*|__LEAF\w*"
+    rb"__attribute_\w+__|__attr_\w+|__glibc_\w+|__\w+_attr__|__BEGIN_\w+|__END_\w+|"
+    # libstdc++ / libc++ annotations (their value macros — _GLIBCXX_MOVE, _GLIBCXX_BITSET_BITS_PER_WORD — stay)
+    rb"_(?:GLIBCXX|LIBCPP)\w*_(?:CONSTEXPR|NOEXCEPT\w*|VISIBILITY|DEPRECATED\w*|NODISCARD|PURE|CONST|NORETURN|"
+    rb"THROW|THROW_EXCEPTION|NOTHROW|ABI_TAG\w*|TXN_SAFE\w*|BEGIN_\w+|END_\w+|USE_NOEXCEPT|INLINE\w*|"
+    rb"HIDE_FROM_ABI\w*|TYPE_VIS\w*|TEMPLATE_VIS|EXPORTED_FROM_ABI|ALWAYS_INLINE|VISIBLE|WEAK\w*|"
+    rb"EXCLUDE_FROM_EXPLICIT_INSTANTIATION|DEFAULT_ABI_TAG|NAMESPACE_\w+|CLASS_TEMPLATE_VIS|FUNC_VIS|ENUM_VIS|"
+    rb"EXTERN_TEMPLATE_TYPE_VIS|STANDALONE_DEBUG|NO_\w+|UNUSED|FALLTHROUGH|REF_QUAL)|"
+    rb"_GLIBCXX\d*_(?:CONSTEXPR|DEPRECATED\w*|INIT)|_IsUnused|"
+    rb"_GLIBCXX_(?:CONSTEXPR|USE_CONSTEXPR|NOEXCEPT|NOTHROW|VISIBILITY|CONST|PURE|NODISCARD)|"
+    rb"__attribute__|__attribute|__declspec|__asm__|__asm|__nonnull|__wur|__THROW\w*|__NTH\w*|__REDIRECT\w*|__LEAF\w*|"
+    rb"__complex__|__real__|__imag__"
 )
 _MACRO_SHAPE = re.compile(
-    r"^(?:__\w+|_[A-Z]\w*|[A-Z][A-Z0-9]*_(?:EXPORT|API|EXTERN|VISIBILITY|INLINE|DEPRECATED\w*|NOEXCEPT|"
+    r"^(?:__[A-Z0-9_]+|__\w+__|_[A-Z][A-Z0-9_]+|[A-Z][A-Z0-9]*_(?:EXPORT|API|EXTERN|VISIBILITY|INLINE|DEPRECATED\w*|NOEXCEPT|"
     r"NORETURN|HIDDEN|PUBLIC|LOCAL|ATTR\w*|DECL\w*|CALL|CDECL|STDCALL|NODISCARD|CONSTEXPR|UNUSED|FORCEINLINE|"
     r"PURE|CONST|PRINTF\w*|FORMAT\w*|ALIGN\w*|PACKED|WARN\w*|MAYBE_UNUSED|FALLTHROUGH|THREAD_LOCAL|BEGIN\w*|END\w*)|"
     r"[A-Z][A-Z0-9_]{2,})$"
@@ -335,6 +348,14 @@ _IDENT = re.compile(rb"[A-Za-z_]\w*")
 _CPLUSPLUS = re.compile(rb"__cplusplus")
 
 
+# comments, string and character literals (C++ raw strings, `L'x'`/`u8"x"` prefixes; `1'000` is a number)
+_C_LEXEME = re.compile(
+    rb"//[^\n]*|/\*.*?(?:\*/|\Z)|R\"([^()\\ \n]{0,16})\(.*?\)\1\"|"
+    rb"(?<![\w'])(?:u8|[LuU])?\"(?:\\.|[^\"\\\n])*\"|(?<![\w'])(?:u8|[LuU])?'(?:\\.|[^'\\\n])*'",
+    re.S,
+)
+
+
 def _blank(buf: bytearray, start: int, end: int) -> None:
     """Replace ``buf[start:end]`` by spaces, keeping newlines (so offsets and lines stay true)."""
     for i in range(start, end):
@@ -342,34 +363,94 @@ def _blank(buf: bytearray, start: int, end: int) -> None:
             buf[i] = 32
 
 
-def _condition(kind: bytes, rest: bytes, cpp: bool) -> bool | None:
-    """Truth of an ``#if``-family condition when we can tell (``__cplusplus``, ``0``/``1``), else None."""
+_COND_TOKEN = re.compile(
+    rb"defined\s*\(\s*(\w+)\s*\)|defined\s+(\w+)|(\|\||&&|[!()])|(\w+)\s*(>=|<=|==|!=|>|<)\s*(\w+)|(\w+)|(\S)"
+)
+
+
+def _condition(kind: bytes, rest: bytes, cpp: bool, defined: Set[bytes] = frozenset()) -> bool | None:
+    """Truth of an ``#if``-family condition when we can tell, else None (three-valued ``!``/``&&``/``||``).
+
+    Known: ``__cplusplus`` (by language; ``__cplusplus >= N`` true for C++, ``< N`` false — a
+    current compiler), ``0``/``1``, and ``defined X`` for macros the file defined above.
+    """
     rest = rest.split(b"//")[0].split(b"/*")[0].strip()
-    if _CPLUSPLUS.search(rest) and b"&&" not in rest and b"||" not in rest:
-        negated = kind == b"ifndef" or rest.startswith(b"!")
-        if b">" in rest or b"<" in rest:  # `#if __cplusplus >= 201103L`: a C++ feature test
-            return cpp and not negated
-        return cpp != negated
-    if kind == b"if" and rest in (b"0", b"(0)"):
-        return False
-    if kind == b"if" and rest in (b"1", b"(1)"):
-        return True
+    if kind == b"ifdef":
+        return _atom_defined(rest.split()[0] if rest.split() else b"", cpp, defined)
+    if kind == b"ifndef":
+        v = _atom_defined(rest.split()[0] if rest.split() else b"", cpp, defined)
+        return None if v is None else not v
+    tokens: list[object] = []
+    for m in _COND_TOKEN.finditer(rest):
+        if m.group(1) or m.group(2):
+            tokens.append(_atom_defined(m.group(1) or m.group(2), cpp, defined))
+        elif m.group(3):
+            tokens.append(m.group(3))
+        elif m.group(4):
+            tokens.append(_compare(m.group(4), m.group(5), m.group(6), cpp))
+        elif m.group(7):
+            w = m.group(7)
+            tokens.append(cpp if w == b"__cplusplus" else False if w == b"0" else True if w == b"1" else None)
+        else:
+            return None  # arithmetic etc.: unknown
+    try:
+        value, pos = _cond_or(tokens, 0)
+    except (IndexError, TypeError):
+        return None
+    return value if pos == len(tokens) else None
+
+
+def _atom_defined(name: bytes, cpp: bool, defined: Set[bytes]) -> bool | None:
+    if name == b"__cplusplus":
+        return cpp
+    return True if name in defined else None
+
+
+def _compare(left: bytes, op: bytes, right: bytes, cpp: bool) -> bool | None:
+    if left == b"__cplusplus":
+        if not cpp:
+            return False
+        return op in (b">", b">=", b"!=")
+    if left.isdigit() and right.isdigit():
+        a, b = int(left), int(right)
+        return {b">": a > b, b">=": a >= b, b"<": a < b, b"<=": a <= b, b"==": a == b, b"!=": a != b}[op]
     return None
 
 
-def c_view(text: str, cpp: bool) -> tuple[bytes, set[bytes]]:
-    """The bytes tree-sitter sees for C/C++, and the object-like macros the file defines as annotations.
+def _cond_or(t: list, i: int) -> tuple[bool | None, int]:
+    v, i = _cond_and(t, i)
+    while i < len(t) and t[i] == b"||":
+        w, i = _cond_and(t, i + 1)
+        v = True if (v is True or w is True) else (False if (v is False and w is False) else None)
+    return v, i
 
-    Directives are blanked; in each ``#if`` group one branch is kept (a decidable condition
-    picks it, else the first); inactive branches are blanked.
-    """
-    data = bytearray(text.encode("utf-8", "surrogateescape"))
-    annotation_macros: set[bytes] = set()
-    # stack of [this branch active, some branch taken, parent active]
-    stack: list[list[bool]] = []
-    active = True
-    pos = 0
-    n = len(data)
+
+def _cond_and(t: list, i: int) -> tuple[bool | None, int]:
+    v, i = _cond_not(t, i)
+    while i < len(t) and t[i] == b"&&":
+        w, i = _cond_not(t, i + 1)
+        v = False if (v is False or w is False) else (True if (v is True and w is True) else None)
+    return v, i
+
+
+def _cond_not(t: list, i: int) -> tuple[bool | None, int]:
+    if t[i] == b"!":
+        v, i = _cond_not(t, i + 1)
+        return (None if v is None else not v), i
+    if t[i] == b"(":
+        v, i = _cond_or(t, i + 1)
+        if t[i] != b")":
+            raise TypeError
+        return v, i + 1
+    if isinstance(t[i], bytes):
+        raise TypeError
+    return t[i], i + 1
+
+
+def _directive_lines(data: bytearray) -> list[tuple[int, int, re.Match | None]]:
+    """(start, end, directive match or None) of every logical line (``\\`` continuations joined)."""
+    out = []
+    pos, n = 0, len(data)
     while pos < n:
         end = data.find(b"\n", pos)
         end = n if end < 0 else end
@@ -377,22 +458,53 @@ def c_view(text: str, cpp: bool) -> tuple[bytes, set[bytes]]:
             nxt = data.find(b"\n", end + 1)
             end = n if nxt < 0 else nxt
         line = bytes(data[pos:end])
-        m = _DIRECTIVE.match(line.split(b"\n", 1)[0])
-        if m and line.rfind(b"/*") > line.rfind(b"*/"):  # a comment opened on the directive line goes on
-            close = data.find(b"*/", end)
-            end = n if close < 0 else (data.find(b"\n", close) if data.find(b"\n", close) >= 0 else n)
-            line = bytes(data[pos:end])
+        out.append((pos, end, _DIRECTIVE.match(line.split(b"\n", 1)[0])))
+        pos = end + 1
+    return out
+
+
+def c_view(text: str, cpp: bool, prefer_else: bool = False) -> tuple[bytes, set[bytes]]:
+    """The bytes tree-sitter sees for C/C++, and the object-like macros the file defines as annotations.
+
+    Comments and directives are blanked; in each ``#if`` group one branch is kept: a decidable
+    condition picks it, else the first branch (``prefer_else``: the last one, the configuration
+    a build without the optional macros compiles); inactive branches are blanked.
+    """
+    data = bytearray(text.encode("utf-8", "surrogateescape"))
+    for m in _C_LEXEME.finditer(bytes(data)):  # comments go (a `*/` must not read as an operator)
+        if m.group(0)[:1] == b"/":
+            _blank(data, m.start(), m.end())
+    lines = _directive_lines(data)
+    later_branch: set[int] = set()  # line indices of #if/#elif followed by another branch of the group
+    open_groups: list[int] = []
+    for k, (_, _, m) in enumerate(lines):
+        kind = m.group(1) if m else None
+        if kind in (b"if", b"ifdef", b"ifndef"):
+            open_groups.append(k)
+        elif kind in (b"elif", b"else") and open_groups:
+            later_branch.add(open_groups[-1])
+            open_groups[-1] = k
+        elif kind == b"endif" and open_groups:
+            open_groups.pop()
+    annotation_macros: set[bytes] = set()
+    defined: set[bytes] = set()
+    # stack of [this branch active, some branch taken, parent active]
+    stack: list[list[bool]] = []
+    active = True
+    for k, (pos, end, m) in enumerate(lines):
         if m:
+            line = bytes(data[pos:end])
             kind, rest = m.group(1), m.group(2)
+            guess = not (prefer_else and k in later_branch)
             if kind in (b"if", b"ifdef", b"ifndef"):
-                cond = _condition(kind, rest, cpp)
-                this = cond if cond is not None else True
+                cond = _condition(kind, rest, cpp, defined)
+                this = cond if cond is not None else guess
                 stack.append([active and this, this, active])
                 active = active and this
             elif kind == b"elif" and stack:
                 top = stack[-1]
-                cond = _condition(b"if", rest, cpp)
-                this = (not top[1]) and (cond if cond is not None else False)
+                cond = _condition(b"if", rest, cpp, defined)
+                this = (not top[1]) and (cond if cond is not None else (prefer_else and guess))
                 top[0], top[1] = top[2] and this, top[1] or this
                 active = top[0]
             elif kind == b"else" and stack:
@@ -402,16 +514,22 @@ def c_view(text: str, cpp: bool) -> tuple[bytes, set[bytes]]:
                 active = top[0]
             elif kind == b"endif" and stack:
                 active = stack.pop()[2]
-            elif kind == b"define":
+            elif kind == b"define" and active:
                 d = _DEFINE.match(line.replace(b"\\\n", b" "))
+                name = _IDENT.match(rest.strip())
+                if name:
+                    defined.add(name.group(0))
                 if d:
                     body = set(d.group(2).split(b"//")[0].split())
                     if not body or body <= {w.encode() for w in _STORAGE_WORDS}:
                         annotation_macros.add(d.group(1))
+            elif kind == b"undef" and active:
+                name = _IDENT.match(rest.strip())
+                if name:
+                    defined.discard(name.group(0))
             _blank(data, pos, end)
         elif not active:
             _blank(data, pos, end)
-        pos = end + 1
     return bytes(data), annotation_macros
 
 
@@ -433,7 +551,7 @@ def _skip_args(data: bytearray, i: int) -> int:
     return i
 
 
-_LONE_MACRO_LINE = re.compile(rb"^[ \t]*([A-Z_][A-Z0-9_]{2,})[ \t]*(\([^\n;{}]*\))?[ \t]*$", re.M)
+_LONE_MACRO_LINE = re.compile(rb"^[ \t]*([A-Z_][A-Z0-9_]{2,})[ \t]*(\([^\n;{}]*\))?[ \t]*;?[ \t]*$", re.M)
 
 
 _TYPE_WORDS = (
@@ -455,24 +573,218 @@ _CLASS_MACRO = re.compile(
 )
 
 
-def _blank_macros(data: bytearray, names: set[bytes]) -> None:
-    """Blank known annotation macros (with their arguments) and lines that are only a macro call."""
+_ANNOTATION_ONLY = re.compile(
+    rb"__attribute__|__attribute|__extension__|__asm__|__asm|__declspec|__restrict\w*|__complex__|_IsUnused"
+)
+_ACCESS = frozenset([b"public", b"private", b"protected"])
+_EXPR_WORDS = frozenset([b"return", b"case", b"sizeof", b"throw", b"co_return", b"co_yield"])
+
+
+def _prev_significant(data: bytes | bytearray, i: int) -> int:
+    """Index of the last non-blank byte before ``i`` (-1 when none)."""
+    j = i - 1
+    while j >= 0 and data[j] in (32, 9, 10, 13):
+        j -= 1
+    return j
+
+
+def _word_before(data: bytes | bytearray, j: int) -> bytes:
+    """The identifier that ends at index ``j`` (inclusive), or b""."""
+    k = j
+    while k >= 0 and (data[k] == 95 or 48 <= data[k] <= 57 or 65 <= data[k] <= 90 or 97 <= data[k] <= 122):
+        k -= 1
+    return bytes(data[k + 1 : j + 1])
+
+
+def _in_expression(data: bytes | bytearray, start: int) -> bool:
+    """True when the identifier at ``start`` is an operand (after ``=``, ``,``, ``(``, ``return`` ...).
+
+    A macro there is a value (``__shift / _GLIBCXX_BITSET_BITS_PER_WORD``,
+    ``= _GLIBCXX_MOVE(__a)``), not an annotation, and must stay.
+    """
+    j = _prev_significant(data, start)
+    if j < 0:
+        return False
+    c = data[j]
+    if c in b"=,(<?[+-/%!~|^":
+        return True
+    if c == 58:  # `:` — `::` and `?:` are expressions; `public:` is not
+        if j > 0 and data[j - 1] == 58:
+            return True
+        return _word_before(data, _prev_significant(data, j)) not in _ACCESS
+    if c == 38 and j > 0 and data[j - 1] == 38:  # `&&` (not `>>`: it closes templates)
+        return True
+    return _word_before(data, j) in _EXPR_WORDS
+
+
+def _args_end(data: bytes | bytearray, open_at: int, limit: int = 4000) -> int:
+    """Index after the ``)`` that closes the ``(`` at ``open_at``; -1 if unbalanced within ``limit``."""
+    depth = 0
+    for k in range(open_at, min(len(data), open_at + limit)):
+        if data[k] == 40:
+            depth += 1
+        elif data[k] == 41:
+            depth -= 1
+            if depth == 0:
+                return k + 1
+    return -1
+
+
+def _redirect(data: bytearray, start: int, end: int) -> bool:
+    """glibc's ``__REDIRECT (name, (proto), alias)`` → ``name (proto)`` (the declaration it stands for)."""
+    j = end
+    while j < len(data) and data[j] in (32, 9, 10, 13):
+        j += 1
+    if j >= len(data) or data[j] != 40:
+        return False
+    close = _args_end(data, j)
+    if close < 0:
+        return False
+    commas, depth = [], 0
+    for k in range(j, close):
+        if data[k] in (40, 91, 123):
+            depth += 1
+        elif data[k] in (41, 93, 125):
+            depth -= 1
+        elif data[k] == 44 and depth == 1:
+            commas.append(k)
+    if len(commas) != 2:
+        return False
+    _blank(data, start, j + 1)
+    _blank(data, commas[0], commas[0] + 1)
+    _blank(data, commas[1], close)
+    return True
+
+
+_CAPS = rb"[A-Z][A-Z0-9_]{2,}"
+# `[[nodiscard]]`, `[[unlikely]]`: attributes are never needed for the syntax (and the grammar trips on some)
+_ATTRIBUTE = re.compile(rb"\[\[[^\[\]\n]*\]\]")
+# `f(...) = delete;` / `= default;` outside a class body
+_DELETED = re.compile(rb"(?<=[)\w&])[ \t\n]*(=[ \t\n]*(?:delete|default))(?=[ \t\n]*;)")
+# explicit instantiation (declaration): `extern template class allocator<char>;`
+_INSTANTIATION = re.compile(rb"\b(?:(extern)[ \t\n]+)?(template)(?=[ \t\n]+(?:class|struct|union)\b[^;{()]*;)")
+# `typename` in an expression: `return typename X<T>::y();`, `f(a, typename T::tag{})`
+_EXPR_TYPENAME = re.compile(rb"\b(typename)(?=[ \t\n]+[\w:<>, \t\n]*::[ \t\n]*\w+[ \t\n]*[({])")
+# an unnamed parameter with a default: `const void* = 0` (the space becomes a one-letter name)
+_UNNAMED_DEFAULT = re.compile(rb"[\w>][ \t]*[*&]{1,2}( )(?==(?!=))")
+# a pointer or reference default template argument: `typename _Pointer = _Tp*,`
+_DEFAULT_PTR = re.compile(rb"=[ \t]*[\w:<>]+?[ \t]*([*&]+)(?=[ \t\n]*[,>])")
+# pointer to member: `_Ret (_Tp::*_M_f)();`
+_MEMBER_PTR = re.compile(rb"(?<=[\w>(])[ \t]*((?:[A-Za-z_]\w*(?:<[^<>()\n]*>)?::)+)\*")
+# an ALL-CAPS macro after a function declarator on the same line: `) U_NOEXCEPT;`, `) THROW2(a, b) {`
+_TRAILING_MACRO = re.compile(
+    rb"\)[ \t]*(?:(?:const|noexcept|override|final|volatile)[ \t]+)*(" + _CAPS + rb")[ \t]*"
+    rb"(\([^\n;{}()]*(?:\([^\n;{}()]*\)[^\n;{}()]*)*\))?"
+    rb"(?=[ \t]*(?:[;{=:,)]|\n|//|/\*|" + _CAPS + rb"|const\b|override\b|noexcept\b|final\b))"
+)
+# an ALL-CAPS macro after a parameter name: `int flags G_GNUC_UNUSED)`
+_PARAM_MACRO = re.compile(rb"(?<=[\w])([ \t]+)(_?" + _CAPS + rb")(?=[ \t]*[),;=])")
+# `class U_I18N_API CollationElementIterator U_FINAL : public UObject`
+_CLASS_TRAIL = re.compile(rb"\b(?:class|struct)[ \t\n]+[A-Za-z_]\w*[ \t\n]+(" + _CAPS + rb")(?=[ \t\n]*[:{])")
+# `static GPG_ERR_INLINE gcry_error_t\ngcry_err_make (`
+_STORAGE_MACRO = re.compile(
+    rb"\b(?:static|extern|inline)[ \t\n]+(_?"
+    + _CAPS
+    + rb")(?=[ \t\n]+[A-Za-z_]\w*[ \t\n*&]+[A-Za-z_]\w*[ \t\n]*[(;=\[,])"
+)
+_LONE_REQUIRES = re.compile(rb"__glibcxx_(?:function|class)_requires\w*")
+
+
+def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
+    """Blank annotation macros (with their arguments), GNU/C++ corners the grammar misses, and
+    lines that are only a macro call. A macro in an operand position is a value and stays."""
+    for pattern in (_ATTRIBUTE, _DELETED, _MEMBER_PTR, _DEFAULT_PTR, _INSTANTIATION, _EXPR_TYPENAME):
+        if not cpp and pattern is not _ATTRIBUTE:
+            continue
+        for m in pattern.finditer(bytes(data)):
+            if m.lastindex is None:
+                _blank(data, m.start(), m.end())
+            for g in range(1, (m.lastindex or 0) + 1):
+                if m.start(g) >= 0:
+                    _blank(data, m.start(g), m.end(g))
+    for m in _UNNAMED_DEFAULT.finditer(bytes(data)):
+        if cpp:
+            data[m.start(1)] = 95  # `_`
+    for m in _CLASS_TRAIL.finditer(bytes(data)):
+        if m.group(1).decode() not in _C_KEYWORDS:
+            _blank(data, m.start(1), m.end(1))
     snapshot = bytes(data)
-    for pattern in (_LEADING_MACRO, _MIDDLE_MACRO, _CLASS_MACRO):
+    for pattern in (_LEADING_MACRO, _MIDDLE_MACRO, _CLASS_MACRO, _STORAGE_MACRO):
         for m in pattern.finditer(snapshot):
             if m.group(1).decode() not in _C_KEYWORDS:
                 _blank(data, m.start(1), m.end(1))
-    for m in re.finditer(rb"\b(extern)[ \t\n]+template\b", bytes(data)):  # explicit instantiation declarations
-        _blank(data, m.start(1), m.end(1))
+    for m in _TRAILING_MACRO.finditer(snapshot):
+        open_at = _open_paren(snapshot, m.start())
+        if open_at < 0 or m.group(1).decode() in _C_KEYWORDS:
+            continue
+        before = _word_before(snapshot, _prev_significant(snapshot, open_at))
+        if not before or before in _EXPR_WORDS or before.decode() in _C_KEYWORDS and before != b"operator":
+            continue  # `(size_t) SIZE_MAX`, `if (x) ABORT()`: not a declarator
+        _blank(data, m.start(1), m.end(2) if m.group(2) else m.end(1))
+    for m in _PARAM_MACRO.finditer(snapshot):
+        prev = _word_before(snapshot, m.start(1) - 1)
+        if snapshot[m.end(2) :].lstrip()[:1] == b";":  # `long __align __LOCK_ALIGNMENT;`, not `typedef T NAME;`
+            stmt = max(
+                snapshot.rfind(b";", 0, m.start()),
+                snapshot.rfind(b"{", 0, m.start()),
+                snapshot.rfind(b"}", 0, m.start()),
+            )
+            if re.search(rb"\btypedef\b", snapshot[stmt + 1 : m.start()]):
+                continue
+        if prev and prev.decode() not in _C_KEYWORDS and m.group(2).decode() not in _C_KEYWORDS:
+            _blank(data, m.start(2), m.end(2))
     snapshot = bytes(data)
     for m in _IDENT.finditer(snapshot):
         word = m.group(0)
+        if word.startswith(b"__REDIRECT") and _redirect(data, m.start(), m.end()):
+            continue
+        if word == b"__NTH":  # `__NTH (f (args))` wraps a declarator: keep what it wraps
+            j = _next_significant(data, m.end())
+            close = _args_end(data, j) if j < len(data) and data[j] == 40 else -1
+            if close > 0:
+                _blank(data, m.start(), j + 1)
+                _blank(data, close - 1, close)
+                continue
         if word in names or _KNOWN_MACRO_PATTERN.fullmatch(word):
-            _blank(data, m.start(), _skip_args(data, m.end()))
-    for m in _LONE_MACRO_LINE.finditer(snapshot):  # `PR_BEGIN_EXTERN_C`, `Q_OBJECT`, `DECLARE_X(a, b)`
+            if not _ANNOTATION_ONLY.fullmatch(word) and _in_expression(snapshot, m.start()):
+                continue
+            j = _prev_significant(snapshot, m.start())
+            if _word_before(snapshot, j) in (b"if", b"while"):  # `if _GLIBCXX17_CONSTEXPR (cond)`
+                _blank(data, m.start(), m.end())
+            else:
+                _blank(data, m.start(), _skip_args(data, m.end()))
+        elif _LONE_REQUIRES.fullmatch(word):  # libstdc++ concept checks: a call with no `;`
+            end = _skip_args(data, m.end())
+            nxt = _prev_significant(snapshot, _next_significant(snapshot, end) + 1)
+            if end > m.end() and snapshot[nxt : nxt + 1] != b";":
+                _blank(data, m.start(), end)
+    for m in _LONE_MACRO_LINE.finditer(snapshot):  # `PR_BEGIN_EXTERN_C`, `Q_OBJECT`, `DECLARE_X(a, b);`
         before = bytes(data[max(0, m.start() - 400) : m.start()]).rstrip()
+        args = m.group(2) or b""
+        if args.count(b"(") != args.count(b")") or (not args and m.group(0).rstrip().endswith(b";")):
+            continue  # `} IRCAS;` ends a typedef
         if m.group(1).decode() not in _C_KEYWORDS and (not before or before[-1:] in (b";", b"{", b"}", b"/")):
             _blank(data, m.start(1), m.end())
+
+
+def _next_significant(data: bytes | bytearray, i: int) -> int:
+    """Index of the first non-blank byte at or after ``i`` (len(data) when none)."""
+    while i < len(data) and data[i] in (32, 9, 10, 13):
+        i += 1
+    return i
+
+
+def _open_paren(data: bytes, close_at: int, limit: int = 2000) -> int:
+    """Index of the ``(`` matching the ``)`` at ``close_at``; -1 when not found within ``limit``."""
+    depth = 0
+    for k in range(close_at, max(-1, close_at - limit), -1):
+        if data[k] == 41:
+            depth += 1
+        elif data[k] == 40:
+            depth -= 1
+            if depth == 0:
+                return k
+    return -1
 
 
 def _macro_only(data: bytes, start: int, end: int) -> tuple[int, int] | None:
@@ -499,18 +811,88 @@ def _last_ident(data: bytes, lo: int, hi: int) -> re.Match | None:
     return last
 
 
+_BRACKETS = re.compile(rb"[{}()\[\]]")
+_PAIR = {ord("}"): ord("{"), ord(")"): ord("("), ord("]"): ord("[")}
+_DEFINE_BODY = re.compile(
+    rb"^[ \t]*#[ \t]*define[ \t]+[A-Za-z_]\w*"
+    rb"(?:\((?:[ \t]*(?:[A-Za-z_]\w*|\.\.\.)[ \t]*,)*[ \t]*(?:[A-Za-z_]\w*(?:[ \t]*\.\.\.)?|\.\.\.)?[ \t]*\))?"
+    rb"((?:\\\r?\n|[^\n])*)",
+    re.M,
+)
+
+
+def _code_only(data: bytes) -> bytes:
+    """``data`` with comments and string/character literals blanked (offsets kept)."""
+    buf = bytearray(data)
+    for m in _C_LEXEME.finditer(data):
+        _blank(buf, m.start(), m.end())
+    return bytes(buf)
+
+
+def bracket_check(text: str, language: str) -> SyntaxVerdict:
+    """Brackets of the active preprocessor branch nest and close; ``#define`` bodies balance ``()``.
+
+    The grammar recovers from a lost ``}`` or ``)`` in ways that can look valid; the compiler
+    does not, and neither does this count.
+    """
+    for prefer_else in (False, True):
+        verdict = _nesting(_code_only(c_view(text, language == "cpp", prefer_else)[0]))
+        if not verdict.ok:
+            return verdict
+    raw = text.encode("utf-8", "surrogateescape")
+    for m in _DEFINE_BODY.finditer(raw):
+        body = _code_only(m.group(1))
+        depth = 0
+        for c in body:
+            depth += (c == 40) - (c == 41)
+            if depth < 0:
+                break
+        if depth != 0:
+            return _bracket_error(raw, m.start(), "unbalanced '()' in a #define")
+    return SyntaxVerdict(True)
+
+
+def _nesting(view: bytes) -> SyntaxVerdict:
+    stack: list[tuple[int, int]] = []
+    for m in _BRACKETS.finditer(view):
+        c = view[m.start()]
+        if c in (123, 40, 91):
+            stack.append((c, m.start()))
+        elif not stack or stack[-1][0] != _PAIR[c]:
+            return _bracket_error(view, m.start(), f"unmatched {chr(c)!r}")
+        else:
+            stack.pop()
+    if stack:
+        return _bracket_error(view, stack[-1][1], f"unclosed {chr(stack[-1][0])!r}")
+    return SyntaxVerdict(True)
+
+
+def _bracket_error(data: bytes, at: int, what: str) -> SyntaxVerdict:
+    line = data.count(b"\n", 0, at) + 1
+    return SyntaxVerdict(False, 0.0, line, f"{what} at line {line}")
+
+
 def c_check(text: str, language: str, max_error_fraction: float = 0.0, rounds: int = 6) -> SyntaxVerdict:
-    """Macro-aware tree-sitter verdict for C (``language='c'``) or C++ (``'cpp'``)."""
+    """Macro-aware tree-sitter verdict for C (``language='c'``) or C++ (``'cpp'``), after ``bracket_check``."""
+    brackets = bracket_check(text, language)
+    if not brackets.ok:
+        return brackets
+    data, spans, missing = c_parse(text, language, rounds)
+    return _verdict(data, spans, missing, max_error_fraction)
+
+
+def c_parse(text: str, language: str, rounds: int = 6) -> tuple[bytes, list[tuple[int, int]], int]:
+    """The macro-aware view tree-sitter judges, its error spans and number of MISSING nodes."""
     cpp = language == "cpp"
     view, defined = c_view(text, cpp)
     buf = bytearray(view)
-    _blank_macros(buf, {m.encode() for m in KNOWN_C_MACROS} | defined)
+    _blank_macros(buf, {m.encode() for m in KNOWN_C_MACROS} | defined, cpp)
     parser = _parser("cpp" if cpp else "c")
     for _ in range(rounds):
         data = bytes(buf)
         spans, missing = _error_spans(parser.parse(data).root_node)
         if not spans:
-            return SyntaxVerdict(True)
+            return data, spans, missing
         fixed = False
         for s, e in spans:
             if s == e:  # MISSING: the identifier just before it
@@ -538,7 +920,7 @@ def c_check(text: str, language: str, max_error_fraction: float = 0.0, rounds: i
             break
     data = bytes(buf)
     spans, missing = _error_spans(parser.parse(data).root_node)
-    return _verdict(data, spans, missing, max_error_fraction)
+    return data, spans, missing
 
 
 def syntax_check(text: str, language: str, path: str = "", *, max_error_fraction: float = 0.0) -> SyntaxVerdict:
