@@ -12,7 +12,7 @@ from codekiln.workloads.data.base import StageContext
 from codekiln.workloads.data.corpora import vendored_python_files
 from codekiln.workloads.data.document import Document, read_jsonl
 from codekiln.workloads.data.jaccard import precision_recall, similar_pairs
-from codekiln.workloads.data.minhash import MinHasher, batch_shingles, shingle_hashes
+from codekiln.workloads.data.minhash import MAX_HASH, MinHasher, batch_shingles, oph_signatures, shingle_hashes
 from codekiln.workloads.data.near_dedup import MinhashParams, candidate_pairs
 from codekiln.workloads.data.registry import build_step
 from codekiln.workloads.data.runner import parse_pipeline, run_pipeline
@@ -61,6 +61,36 @@ def test_rensa_engine_recall_against_exact_jaccard(corpus: list[Document]) -> No
     precision, recall = precision_recall({(int(x), int(y)) for x, y in zip(a, b, strict=True)}, truth)
     print(f"rensa engine at J>=0.8: {len(truth)} true pairs, precision {precision:.3f}, recall {recall:.3f}")
     assert recall >= 0.98 and precision >= 0.9
+
+
+def test_oph_engine_recall_against_exact_jaccard(corpus: list[Document]) -> None:
+    texts = [d.text for d in corpus]
+    flat, offsets = batch_shingles(texts)
+    shingles = [flat[offsets[i] : offsets[i + 1]] for i in range(len(texts))]
+    truth = similar_pairs(shingles, 0.8)
+    p = MinhashParams(num_perm=250, bands=25, rows=10, threshold=0.8)
+    for seed in (1, 7):
+        sigs = MinHasher(num_perm=250, seed=seed, engine="oph").signatures(texts)
+        a, b = candidate_pairs(sigs, p)
+        precision, recall = precision_recall({(int(x), int(y)) for x, y in zip(a, b, strict=True)}, truth)
+        print(
+            f"oph engine (seed {seed}) at J>=0.8: {len(truth)} true pairs, "
+            f"precision {precision:.3f}, recall {recall:.3f}"
+        )
+        assert recall >= 0.98 and precision >= 0.9
+    # estimates track exact Jaccard on random pairs; equal sets give equal signatures; empty stays empty
+    sigs = oph_signatures(flat, offsets, 250)
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, len(texts), 400), rng.integers(0, len(texts), 400)
+    exact = np.array(
+        [
+            np.intersect1d(shingles[x], shingles[y]).size / max(np.union1d(shingles[x], shingles[y]).size, 1)
+            for x, y in zip(i, j, strict=True)
+        ]
+    )
+    assert np.abs((sigs[i] == sigs[j]).mean(axis=1) - exact).mean() < 0.03
+    twin = oph_signatures(*batch_shingles([texts[0], texts[0], ""]), 250)
+    assert np.array_equal(twin[0], twin[1]) and np.all(twin[2] == MAX_HASH)
 
 
 def test_precision_recall_against_exact_jaccard(corpus: list[Document]) -> None:

@@ -32,33 +32,38 @@ def code_tokens(text: str) -> list[str]:
 
 # Vectorised tokenising and shingling over a whole batch of documents (bytes, numpy): a token is a
 # run of ASCII ``[A-Za-z0-9_]`` bytes (the same split as ``code_tokens``: non-ASCII characters separate
-# tokens), hashed by a polynomial over its lower-cased bytes computed from one prefix sum.
+# tokens), hashed from its case-folded first and last 8 bytes and its length.
 _IS_ID = np.zeros(256, dtype=bool)
 for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
     _IS_ID[_c] = True
-_LOWER = np.arange(256, dtype=np.uint32)
-_LOWER[65:91] += np.uint32(32)
-_P = 0x01000193  # FNV-32 prime: odd, so it has an inverse modulo 2^32
-_P_INV = pow(_P, -1, 1 << 32)
 _BATCH_BYTES = 1 << 21
-_powers_cache: dict[str, np.ndarray] = {}
+_CASE = np.uint64(0x2020202020202020)  # sets bit 5 of each byte: A-Z → a-z; digits, a-z keep; `_` → 0x7F
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``P^i`` and ``P^-i`` (mod 2^32) for ``i < n`` (cached, grown geometrically)."""
-    have = _powers_cache.get("p")
-    if have is None or have.size < n:
-        size = max(n, _BATCH_BYTES, 0 if have is None else have.size * 2)
-        with np.errstate(over="ignore"):
-            p = np.empty(size, dtype=np.uint32)
-            p[0] = 1
-            p[1:] = np.uint32(_P)
-            _powers_cache["p"] = np.cumprod(p, dtype=np.uint32)
-            q = np.empty(size, dtype=np.uint32)
-            q[0] = 1
-            q[1:] = np.uint32(_P_INV)
-            _powers_cache["q"] = np.cumprod(q, dtype=np.uint32)
-    return _powers_cache["p"][:n], _powers_cache["q"][:n]
+def _token_hashes(raw: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """64-bit hash of each case-folded token from its first and last 8 bytes and its length.
+
+    Two unaligned 8-byte loads per token instead of a pass over every byte; tokens longer than
+    16 bytes that agree in both ends and in length share a hash (a shingle collision, harmless
+    for MinHash).
+    """
+    n = raw.size
+    buf = np.zeros(n + 16, dtype=np.uint8)
+    buf[8 : 8 + n] = raw
+    words = np.ndarray((n + 9,), dtype=np.uint64, buffer=buf.data, strides=(1,))  # words[i] = buf[i:i+8]
+    length = (ends - starts).astype(np.uint64)
+    short = np.minimum(length, np.uint64(8))
+    with np.errstate(over="ignore"):
+        first = (words[starts + 8] | _CASE) & (_ALL >> (np.uint64(64) - np.uint64(8) * short))
+        last = (words[ends] | _CASE) * (length > np.uint64(8))
+        th = first * _K1 + (last ^ (last >> np.uint64(31))) * _K2 + length
+        th ^= th >> np.uint64(29)
+        th *= _MIX
+        th ^= th >> np.uint64(32)
+    return th
 
 
 def _shingle_batch(texts: list[str], ngram: int, min_tokens: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,19 +73,12 @@ def _shingle_batch(texts: list[str], ngram: int, min_tokens: int) -> tuple[np.nd
     doc_start = np.zeros(n_docs, dtype=np.int64)
     np.cumsum(lens[:-1], out=doc_start[1:])
     raw = np.frombuffer(b"\x00".join(encoded) + b"\x00", dtype=np.uint8)
-    is_id = _IS_ID[raw]
-    edges = np.diff(is_id.view(np.int8), prepend=np.int8(0))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    pw, inv = _powers(raw.size)
-    with np.errstate(over="ignore"):
-        prefix = np.zeros(raw.size + 1, dtype=np.uint32)
-        np.cumsum(_LOWER[raw] * pw, out=prefix[1:], dtype=np.uint32)
-        th = ((prefix[ends] - prefix[starts]) * inv[starts]).astype(np.uint64)
-        th = (th << np.uint64(32)) | (ends - starts).astype(np.uint64)  # token length too
-        th ^= th >> np.uint64(29)
-        th *= _MIX
-        th ^= th >> np.uint64(32)
+    is_id = _IS_ID[raw]  # raw ends with a separator, so every token ends inside it
+    bounds = np.flatnonzero(is_id[1:] != is_id[:-1]) + 1
+    if is_id[0]:
+        bounds = np.concatenate(([0], bounds))
+    starts, ends = bounds[0::2], bounds[1::2]
+    th = _token_hashes(raw, starts, ends)
     tok_doc = np.searchsorted(doc_start, starts, side="right") - 1
     counts = np.bincount(tok_doc, minlength=n_docs)
     keys: list[np.ndarray] = []
@@ -167,6 +165,81 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return ab[0].copy(), ab[1].copy()
 
 
+_EMPTY = np.uint32(0xFFFFFFFF)
+_DENSE_STEP = np.uint32(0x9E3779B1)  # odd: a value borrowed t bins away differs from any bin's own value
+
+
+def oph_signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int = 1) -> np.ndarray:
+    """One-permutation hashing with rotation densification: ``[n_docs, num_perm]`` uint32.
+
+    The 32-bit shingle hashes are the permutation: bin ``j`` of a document holds the least hash
+    in ``[j·2^32/num_perm, (j+1)·2^32/num_perm)``; since ``batch_shingles`` returns each document's
+    hashes sorted, that is the first hash of each run of equal bins (no sort, no per-permutation
+    product). An empty bin borrows the nearest non-empty bin to its right (circularly), plus
+    ``distance × _DENSE_STEP`` (Shrivastava & Li, 2014), so P[equal bin] stays the Jaccard
+    similarity. ``seed != 1`` remixes the hashes with a seeded bijection (then they are re-sorted).
+    Documents without shingles get all ``2^32−1``.
+
+    Args:
+        flat: shingle hashes (< 2^32) of all documents, each document's run sorted ascending.
+        offsets: ``n_docs + 1`` run boundaries into ``flat``.
+        num_perm: bins (signature length).
+        seed: 1 uses the shingle hashes as they are.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    n = offsets.size - 1
+    sig = np.full((n, num_perm), _EMPTY, dtype=np.uint32)
+    if n == 0 or flat.size == 0:
+        return sig
+    h = np.asarray(flat, dtype=np.uint64)
+    sizes = np.diff(offsets)
+    if seed != 1:
+        doc = np.repeat(np.arange(n, dtype=np.uint64), sizes)
+        with np.errstate(over="ignore"):
+            x = (h ^ np.uint64(seed * 0x9E3779B97F4A7C15 & 0xFFFFFFFF)) * np.uint64(0x85EBCA6B) & MAX_HASH
+            x ^= x >> np.uint64(13)
+            x = x * np.uint64(0xC2B2AE35) & MAX_HASH
+            x ^= x >> np.uint64(16)
+        h = np.sort((doc << np.uint64(32)) | x) & MAX_HASH
+    bins = np.multiply(h, np.uint64(num_perm))
+    np.right_shift(bins, np.uint64(32), out=bins)
+    bins = bins.view(np.int64)  # < num_perm: the same bits
+    first = np.empty(h.size, dtype=bool)
+    first[0] = True
+    np.not_equal(bins[1:], bins[:-1], out=first[1:])
+    first[offsets[:-1][sizes > 0]] = True
+    idx = np.flatnonzero(first)
+    doc = np.searchsorted(offsets, idx, side="right") - 1
+    sig.reshape(-1)[doc * num_perm + bins[idx]] = h[idx].astype(np.uint32)
+    filled = np.bincount(doc, minlength=n)
+    _densify(sig, idx, doc, filled, num_perm)
+    return sig
+
+
+def _densify(sig: np.ndarray, idx: np.ndarray, doc: np.ndarray, filled: np.ndarray, k: int) -> None:
+    """Fill the empty bins of documents with some filled bins from the next filled bin, circularly.
+
+    Works on the empty positions only: the filled flat positions are ``doc·k + bin`` in order.
+    """
+    flat = sig.reshape(-1)
+    pos = flat != _EMPTY
+    pos[np.repeat(filled == 0, k)] = True  # documents without shingles stay empty
+    empty = np.flatnonzero(~pos)
+    if empty.size == 0:
+        return
+    full = np.flatnonzero(flat != _EMPTY)
+    at = np.searchsorted(full, empty)
+    row = empty // k
+    nxt = full[np.minimum(at, full.size - 1)]
+    wrap = (at == full.size) | (nxt // k != row)
+    first_of_row = full[np.searchsorted(full, row[wrap] * k)]  # circular: the row's first filled bin
+    nxt[wrap] = first_of_row
+    dist = (nxt - empty).astype(np.int64)
+    dist[wrap] += k
+    with np.errstate(over="ignore"):
+        flat[empty] = flat[nxt] + dist.astype(np.uint32) * _DENSE_STEP
+
+
 def _default_engine() -> str:
     try:
         import rensa  # noqa: F401
@@ -179,9 +252,11 @@ def _default_engine() -> str:
 class MinHasher:
     """Signatures of many documents at once.
 
-    ``engine="rensa"`` (default when installed): rensa's Rust ``RMinHash`` over the same shingle
-    hashes (one flat buffer + row offsets, no per-document Python objects). ``engine="numpy"``:
-    datasketch's legacy permutations, signatures identical to ``datasketch.MinHash(scheme="legacy")``.
+    ``engine="oph"``: one-permutation hashing with densification in numpy (``oph_signatures``; the
+    fastest: no copy out of an extension, no per-permutation product). ``engine="rensa"`` (the
+    default when installed): rensa's Rust ``RMinHash`` over the same shingle hashes (one flat buffer
+    + row offsets; its rows are copied out as Python lists). ``engine="numpy"``: datasketch's legacy
+    permutations, signatures identical to ``datasketch.MinHash(scheme="legacy")``.
     """
 
     num_perm: int = 250
@@ -192,13 +267,15 @@ class MinHasher:
 
     def __post_init__(self) -> None:
         self.engine = self.engine or _default_engine()
-        if self.engine not in ("rensa", "numpy"):
-            raise ValueError(f"engine {self.engine!r}: use 'rensa' or 'numpy'")
+        if self.engine not in ("oph", "rensa", "numpy"):
+            raise ValueError(f"engine {self.engine!r}: use 'oph', 'rensa' or 'numpy'")
         self.a, self.b = permutations(self.num_perm, self.seed)
 
     def signatures_flat(self, flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """``[n_docs, num_perm]`` uint32 from ``batch_shingles`` output; documents without shingles get ``2^32−1``."""
         n = offsets.size - 1
+        if self.engine == "oph":
+            return oph_signatures(flat, offsets, self.num_perm, self.seed)
         if self.engine == "numpy":
             return self.signatures_from_shingles([flat[offsets[i] : offsets[i + 1]] for i in range(n)])
         from rensa import RMinHash
@@ -218,7 +295,7 @@ class MinHasher:
 
     def signatures_from_shingles(self, shingles: list[np.ndarray]) -> np.ndarray:
         """``[len(shingles), num_perm]`` uint32; documents without shingles get all ``2^32−1``."""
-        if self.engine == "rensa":
+        if self.engine in ("rensa", "oph"):
             offsets = np.zeros(len(shingles) + 1, dtype=np.int64)
             np.cumsum([s.size for s in shingles], out=offsets[1:])
             flat = np.concatenate(shingles) if shingles else np.empty(0, dtype=np.uint64)

@@ -162,9 +162,10 @@ class MinhashParams(ConfigModel):
     min_tokens: int = Field(default=5, ge=1, description="Documents with fewer tokens are never duplicates.")
     seed: int = Field(default=1, ge=0)
     verify: bool = Field(default=True, description="Check candidate pairs' signature agreement ≥ threshold.")
-    engine: Literal["rensa", "numpy"] = Field(
-        default="rensa",
-        description="Signature engine: `rensa` (Rust RMinHash; numpy when rensa is not installed) or `numpy` "
+    engine: Literal["oph", "rensa", "numpy"] = Field(
+        default="oph",
+        description="Signature engine: `oph` (one-permutation hashing with densification, numpy; the fastest), "
+        "`rensa` (Rust RMinHash; numpy when rensa is not installed) or `numpy` "
         "(datasketch-identical legacy permutations).",
     )
 
