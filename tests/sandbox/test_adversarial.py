@@ -234,6 +234,47 @@ attempt('public-ip', lambda: socket.create_connection(('1.1.1.1', 53), timeout=1
     assert len(lines) == 5 and all(line.endswith(" blocked") for line in lines), lines
 
 
+def test_a_job_leaves_nothing_in_the_network_for_the_next(http):
+    """Runs of one slot may share its loopback-only network namespace, never a port or a listener.
+
+    Each run binds the same fixed port without SO_REUSEADDR (a TIME_WAIT socket of an earlier run
+    would refuse it), closes a connection from the server side (which would leave one), and leaves
+    a listener open when it ends; the next run of the slot must find the port free and the
+    listener gone. Two rounds over every slot (the server hands slots out in turn).
+    """
+    code = """
+import errno, os, socket
+try:
+    socket.create_connection(('127.0.0.1', 47011), timeout=1)
+    print('listener of an earlier run: REACHED')
+except OSError as exc:
+    print('listener of an earlier run:', 'gone' if exc.errno == errno.ECONNREFUSED else exc)
+srv = socket.socket()
+srv.bind(('127.0.0.1', 47010))
+srv.listen()
+cli = socket.create_connection(('127.0.0.1', 47010))
+conn, _ = srv.accept()
+conn.close()  # the server side closes first: its end would sit in TIME_WAIT
+cli.recv(1)
+cli.close()
+srv.close()
+keep = socket.socket()
+keep.bind(('127.0.0.1', 47011))
+keep.listen()
+print('bound and closed')
+try:
+    open('/proc/sys/net/ipv4/tcp_max_tw_buckets', 'w').write('100000')
+    print('sysctl: WRITTEN')
+except OSError:
+    print('sysctl: refused')
+"""
+    for _ in range(2 * 4):
+        body = run(http, code)
+        assert verdict(body) == "OK", body
+        assert body["run_result"]["stdout"].splitlines() == [
+            "listener of an earlier run: gone", "bound and closed", "sysctl: refused"], body
+
+
 def test_killing_the_parent_and_other_processes(http):
     victim: dict = {}
 

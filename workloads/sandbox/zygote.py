@@ -6,7 +6,7 @@ The server starts one per execution slot (and one per session) with ``bwrap --un
 sends it jobs over a ``SOCK_SEQPACKET`` control socket (a JSON header plus file descriptors).
 Per job it forks:
 
-* **A** (job keeper): ``unshare(NEWNS|NEWPID|NEWNET|NEWIPC|NEWUTS)``, fresh size-capped tmpfs
+* **A** (job keeper): ``unshare(NEWNS|NEWPID|NEWIPC)``, fresh size-capped tmpfs
   at ``/workspace``, ``/tmp`` and ``/dev/shm`` (one-shot jobs; a session command keeps the
   session's workspace), a read-only root; writes the input files (a manifest read from a
   memfd, directories created as needed — linear in the input size); enforces the wall clock;
@@ -111,6 +111,18 @@ class Zygote:
             self._seccomp_buf = ctypes.create_string_buffer(data, len(data))
             self.seccomp = _SockFprog(len(data) // 8, ctypes.addressof(self._seccomp_buf))
         self.cap_last = int(open("/proc/sys/kernel/cap_last_cap").read())
+        # /proc entries the program must not write (read-only bind mounts in B), looked up once.
+        self.proc_masked = [sub for sub in ("sys", "sysrq-trigger", "irq", "bus") if os.path.exists("/proc/" + sub)]
+        # A one-shot job gets a fresh network namespace unless this slot's own one (bwrap's, loopback
+        # only, nothing else in it) can be made to forget a job: sockets close when the job's pid
+        # namespace dies, and with no TIME_WAIT buckets no port stays taken for the next job.
+        self.job_netns = True
+        if mode == "oneshot":
+            try:
+                _write("/proc/sys/net/ipv4/tcp_max_tw_buckets", "0")
+                self.job_netns = int(open("/proc/sys/net/ipv4/tcp_max_tw_buckets").read()) != 0
+            except OSError:
+                pass
         if mode == "session":
             # bwrap sets a size only: bound the inodes too (a million empty files is kernel memory).
             for path, size in (("/workspace", self.workspace_mb), ("/tmp", self.tmp_mb), ("/.ck", self.workspace_mb)):
@@ -188,7 +200,9 @@ class Zygote:
         try:
             flags = CLONE_NEWNS | CLONE_NEWPID
             if self.mode == "oneshot":
-                flags |= CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+                # SysV IPC objects outlive their processes: always fresh. The hostname is bwrap's
+                # (the program cannot change it: it holds no capability over this UTS namespace).
+                flags |= CLONE_NEWIPC | (CLONE_NEWNET if self.job_netns else 0)
             _unshare(flags)
             _mount(None, "/", None, MS_REC | MS_PRIVATE)
             if self.mode == "oneshot":
@@ -196,7 +210,6 @@ class Zygote:
                                          ("/dev/shm", self.tmp_mb, "1777")):
                     _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
                            "size=%dm,mode=%s,nr_inodes=%d" % (size, mode, max(1024, size * 256)))
-                socket.sethostname("sandbox")
             else:
                 # Session command: the session's /workspace and /tmp persist; the snapshot stays hidden.
                 _mount("tmpfs", "/.ck", "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k")
@@ -296,11 +309,10 @@ class Zygote:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         try:
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            for sub in ("sys", "sysrq-trigger", "irq", "bus"):
-                if os.path.exists("/proc/" + sub):
-                    _mount("/proc/" + sub, "/proc/" + sub, None, MS_BIND)
-                    _mount("/proc/" + sub, "/proc/" + sub, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID
-                           | MS_NODEV | MS_NOEXEC)
+            for sub in self.proc_masked:
+                _mount("/proc/" + sub, "/proc/" + sub, None, MS_BIND)
+                _mount("/proc/" + sub, "/proc/" + sub, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID
+                       | MS_NODEV | MS_NOEXEC)
         except Exception as exc:  # noqa: BLE001
             os.write(ready_w, ("setup: %s" % exc).encode())
             os._exit(1)
