@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -166,18 +167,17 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 
 _EMPTY = np.uint32(0xFFFFFFFF)
-_DENSE_STEP = np.uint32(0x9E3779B1)  # odd: a value borrowed t bins away differs from any bin's own value
 
 
 def oph_signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int = 1) -> np.ndarray:
-    """One-permutation hashing with rotation densification: ``[n_docs, num_perm]`` uint32.
+    """One-permutation hashing with optimal densification: ``[n_docs, num_perm]`` uint32.
 
     The 32-bit shingle hashes are the permutation: bin ``j`` of a document holds the least hash
     in ``[j·2^32/num_perm, (j+1)·2^32/num_perm)``; since ``batch_shingles`` returns each document's
     hashes sorted, that is the first hash of each run of equal bins (no sort, no per-permutation
-    product). An empty bin borrows the nearest non-empty bin to its right (circularly), plus
-    ``distance × _DENSE_STEP`` (Shrivastava & Li, 2014), so P[equal bin] stays the Jaccard
-    similarity. ``seed != 1`` remixes the hashes with a seeded bijection (then they are re-sorted).
+    product). An empty bin borrows a filled bin's value along a fixed probe sequence (optimal
+    densification, ``_densify``), so P[equal bin] stays the Jaccard similarity. ``seed != 1``
+    remixes the hashes with a seeded bijection (then they are re-sorted) and changes the probes.
     Documents without shingles get all ``2^32−1``.
 
     Args:
@@ -209,35 +209,56 @@ def oph_signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int, seed: i
     np.not_equal(bins[1:], bins[:-1], out=first[1:])
     first[offsets[:-1][sizes > 0]] = True
     idx = np.flatnonzero(first)
-    doc = np.searchsorted(offsets, idx, side="right") - 1
+    per_doc = np.add.reduceat(np.append(first, False).view(np.int8), offsets[:-1], dtype=np.int64)
+    per_doc[sizes == 0] = 0
+    doc = np.repeat(np.arange(n), per_doc)
     sig.reshape(-1)[doc * num_perm + bins[idx]] = h[idx].astype(np.uint32)
-    filled = np.bincount(doc, minlength=n)
-    _densify(sig, idx, doc, filled, num_perm)
+    _densify(sig, per_doc, num_perm, seed)
     return sig
 
 
-def _densify(sig: np.ndarray, idx: np.ndarray, doc: np.ndarray, filled: np.ndarray, k: int) -> None:
-    """Fill the empty bins of documents with some filled bins from the next filled bin, circularly.
+_PROBES = 4
 
-    Works on the empty positions only: the filled flat positions are ``doc·k + bin`` in order.
+
+@cache
+def _probe_table(k: int, seed: int) -> np.ndarray:
+    """``[_PROBES, k]``: row ``a`` holds the bin each bin probes ``a``-th (the same for every document)."""
+    return np.random.default_rng([k, seed]).integers(0, k, size=(_PROBES, k), dtype=np.int64)
+
+
+def _densify(sig: np.ndarray, filled: np.ndarray, k: int, seed: int) -> None:
+    """Fill the empty bins of documents that have some filled bins (optimal densification).
+
+    An empty bin ``j`` takes the value of the first filled bin among a fixed pseudo-random probe
+    sequence of ``j`` (Shrivastava, 2017): two documents empty at ``j`` probe the same bins, so
+    they agree with probability equal to their Jaccard similarity. Values of different bins lie in
+    disjoint ranges, so a borrowed value never equals a bin's own. After ``_PROBES`` misses
+    (nearly empty documents), the next filled bin to the right, circularly.
     """
     flat = sig.reshape(-1)
-    pos = flat != _EMPTY
-    pos[np.repeat(filled == 0, k)] = True  # documents without shingles stay empty
-    empty = np.flatnonzero(~pos)
-    if empty.size == 0:
+    own = flat != _EMPTY
+    todo = np.flatnonzero(~own)
+    todo = todo[filled[todo // k] > 0]  # documents without shingles stay empty
+    if todo.size == 0:
         return
-    full = np.flatnonzero(flat != _EMPTY)
-    at = np.searchsorted(full, empty)
-    row = empty // k
+    col = todo % k
+    base = todo - col
+    probes = _probe_table(k, seed)
+    for a in range(_PROBES):
+        src = base + probes[a][col]
+        hit = own[src]
+        flat[todo[hit]] = flat[src[hit]]
+        miss = ~hit
+        todo, col, base = todo[miss], col[miss], base[miss]
+        if todo.size == 0:
+            return
+    row = todo // k
+    full = np.flatnonzero(own)
+    at = np.searchsorted(full, todo)
     nxt = full[np.minimum(at, full.size - 1)]
     wrap = (at == full.size) | (nxt // k != row)
-    first_of_row = full[np.searchsorted(full, row[wrap] * k)]  # circular: the row's first filled bin
-    nxt[wrap] = first_of_row
-    dist = (nxt - empty).astype(np.int64)
-    dist[wrap] += k
-    with np.errstate(over="ignore"):
-        flat[empty] = flat[nxt] + dist.astype(np.uint32) * _DENSE_STEP
+    nxt[wrap] = full[np.searchsorted(full, row[wrap] * k)]  # circular: the row's first filled bin
+    flat[todo] = flat[nxt]
 
 
 def _default_engine() -> str:
