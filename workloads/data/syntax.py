@@ -242,7 +242,7 @@ _KNOWN_MACRO_PATTERN = re.compile(
     rb"_GLIBCXX\d*_(?:CONSTEXPR|DEPRECATED\w*|INIT)|_IsUnused|"
     rb"_GLIBCXX_(?:CONSTEXPR|USE_CONSTEXPR|NOEXCEPT|NOTHROW|VISIBILITY|CONST|PURE|NODISCARD)|"
     rb"__attribute__|__attribute|__declspec|__asm__|__asm|__nonnull|__wur|__THROW\w*|__NTH\w*|__REDIRECT\w*|__LEAF\w*|"
-    rb"__complex__|__real__|__imag__"
+    rb"__complex__|__real__|__imag__|__[A-Z][A-Z0-9_]*_(?:PURE|CONST|DEPRECATED|ATTR\w*|DECLSPEC|EXPORT|API)__"
 )
 _MACRO_SHAPE = re.compile(
     r"^(?:__[A-Z0-9_]+|__\w+__|_[A-Z][A-Z0-9_]+|[A-Z][A-Z0-9]*_(?:EXPORT|API|EXTERN|VISIBILITY|INLINE|DEPRECATED\w*|NOEXCEPT|"
@@ -390,7 +390,7 @@ def _condition(kind: bytes, rest: bytes, cpp: bool, defined: Set[bytes] = frozen
             tokens.append(_compare(m.group(4), m.group(5), m.group(6), cpp))
         elif m.group(7):
             w = m.group(7)
-            tokens.append(cpp if w == b"__cplusplus" else False if w == b"0" else True if w == b"1" else None)
+            tokens.append(cpp if b"CPLUSPLUS" in w.upper() else False if w == b"0" else True if w == b"1" else None)
         else:
             return None  # arithmetic etc.: unknown
     try:
@@ -560,7 +560,7 @@ _TYPE_WORDS = (
 )
 # an ALL-CAPS word starting a declaration and followed by a type (`U_CAPI int32_t f(`, `OSSL_DEPRECATEDIN_3_0 void`)
 _LEADING_MACRO = re.compile(
-    rb"(?:^|(?<=[;{}]))[ \t]*([A-Z][A-Z0-9_]{2,})(?=[ \t\n]+(?:[A-Za-z_]\w*[ \t\n]+[*&]*[ \t\n]*[A-Za-z_]|"
+    rb"(?:^|(?<=[;{}(,]))[ \t]*(_{0,2}[A-Z][A-Z0-9_]{2,})\b(?=[ \t\n]+(?:[A-Za-z_]\w*[ \t\n]+[*&]*[ \t\n]*[A-Za-z_]|"
     + _TYPE_WORDS
     + rb"))",
     re.M,
@@ -574,8 +574,10 @@ _CLASS_MACRO = re.compile(
 
 
 _ANNOTATION_ONLY = re.compile(
-    rb"__attribute__|__attribute|__extension__|__asm__|__asm|__declspec|__restrict\w*|__complex__|_IsUnused"
+    rb"__attribute__|__attribute|__extension__|__asm__|__asm|__declspec|__restrict\w*|__complex__|__real__|__imag__|"
+    rb"_IsUnused"
 )
+_EXPLICIT = frozenset(w.encode() for w in KNOWN_C_MACROS if w != "local")  # annotations even after `(`, `,`
 _ACCESS = frozenset([b"public", b"private", b"protected"])
 _EXPR_WORDS = frozenset([b"return", b"case", b"sizeof", b"throw", b"co_return", b"co_yield"])
 
@@ -656,7 +658,12 @@ def _redirect(data: bytearray, start: int, end: int) -> bool:
     return True
 
 
-_CAPS = rb"[A-Z][A-Z0-9_]{2,}"
+_CAPS = rb"_{0,2}[A-Z][A-Z0-9_]{2,}\b"
+# a name that says it is an annotation (for the riskier rules below)
+_ANNOTATION_NAME = re.compile(
+    rb"ATTR|DEPRECATED|ALIGN|PACKED|UNUSED|CONST|PURE|WARN|NORETURN|FORMAT|PRINTF|MALLOC|NONNULL|VISIBILITY|"
+    rb"EXPORT|API|SENTINEL|NOTHROW|NOEXCEPT|INLINE|EXTERN|DECL"
+)
 # `[[nodiscard]]`, `[[unlikely]]`: attributes are never needed for the syntax (and the grammar trips on some)
 _ATTRIBUTE = re.compile(rb"\[\[[^\[\]\n]*\]\]")
 # `f(...) = delete;` / `= default;` outside a class body
@@ -666,9 +673,31 @@ _INSTANTIATION = re.compile(rb"\b(?:(extern)[ \t\n]+)?(template)(?=[ \t\n]+(?:cl
 # `typename` in an expression: `return typename X<T>::y();`, `f(a, typename T::tag{})`
 _EXPR_TYPENAME = re.compile(rb"\b(typename)(?=[ \t\n]+[\w:<>, \t\n]*::[ \t\n]*\w+[ \t\n]*[({])")
 # an unnamed parameter with a default: `const void* = 0` (the space becomes a one-letter name)
-_UNNAMED_DEFAULT = re.compile(rb"[\w>][ \t]*[*&]{1,2}( )(?==(?!=))")
+_UNNAMED_DEFAULT = re.compile(rb"[\w>)][ \t]*[*&]{1,2}( )(?==(?!=))")
 # a pointer or reference default template argument: `typename _Pointer = _Tp*,`
-_DEFAULT_PTR = re.compile(rb"=[ \t]*[\w:<>]+?[ \t]*([*&]+)(?=[ \t\n]*[,>])")
+# `typename _Init = const T`: the grammar wants no cv-qualifier in a default template argument
+_DEFAULT_CONST = re.compile(rb"\b(?:typename|class)[ \t\n]+\w+[ \t\n]*=[ \t\n]*(const)\b")
+_DEFAULT_PTR = re.compile(rb"=[ \t]*(?:const[ \t]+)?[\w:<>]+?[ \t]*([*&]+)(?=[ \t\n]*[,>])")
+# pointer-to-member access `(__p->*_M_f)()`, `(obj.*pm)`: the grammar lacks `->*` / `.*`
+_MEMBER_ACCESS = re.compile(rb"(?:->|\.)(\*)(?=[ \t]*[A-Za-z_(])")
+# pack expansion of a braced list `{a, b}...`, a C varargs ellipsis after a pack `_Args......`,
+# a qualified destructor call `p->~Node<T>()`: grammar gaps
+_PACK_CORNERS = re.compile(rb"(?<=\})[ \t]*(\.\.\.)|\.\.\.(\.\.\.)|(?:->|\.)[ \t]*(~)(?=[A-Za-z_]\w*[ \t]*<)")
+# trait builtins with type arguments: `__is_same(_Tp, long double)`, `__builtin_bit_cast(int64_t, v)`
+_TYPE_BUILTIN = re.compile(
+    rb"\b(?:typeid|__is_\w+|__has_\w+|__builtin_bit_cast|__builtin_offsetof|__builtin_va_arg|"
+    rb"__builtin_types_compatible_p|__reference_\w+)[ \t]*(?=\()"
+)
+# `STATIC_CAST(ITEM*)(0)`: a cast macro
+_CAST_MACRO = re.compile(rb"\b([A-Z][A-Z0-9_]*CAST)[ \t]*(?=\([^()\n]*\)[ \t]*\()")
+# a macro that wraps the function name: `NCURSES_SP_NAME(tigetstr) (SCREEN*, …)`
+_WRAP_NAME = re.compile(rb"\b([A-Z][A-Z0-9_]{2,}[ \t]*\()[ \t]*[A-Za-z_]\w*[ \t]*(\))(?=[ \t]*\()")
+# a macro that yields the return type: `extern NCURSES_EXPORT(int) f (…)`, `PR_EXTERN(void) f(…)`
+_TYPE_MACRO = re.compile(
+    rb"(?:^|(?<=[;{}])|\b(?:extern|static)\b)[ \t]*([A-Z][A-Z0-9_]{2,}[ \t]*\()[^()\n;{}]*(\))"
+    rb"(?=[ \t]*[*&]*[ \t]*[A-Za-z_]\w*[ \t]*\()",
+    re.M,
+)
 # pointer to member: `_Ret (_Tp::*_M_f)();`
 _MEMBER_PTR = re.compile(rb"(?<=[\w>(])[ \t]*((?:[A-Za-z_]\w*(?:<[^<>()\n]*>)?::)+)\*")
 # an ALL-CAPS macro after a function declarator on the same line: `) U_NOEXCEPT;`, `) THROW2(a, b) {`
@@ -677,15 +706,17 @@ _TRAILING_MACRO = re.compile(
     rb"(\([^\n;{}()]*(?:\([^\n;{}()]*\)[^\n;{}()]*)*\))?"
     rb"(?=[ \t]*(?:[;{=:,)]|\n|//|/\*|" + _CAPS + rb"|const\b|override\b|noexcept\b|final\b))"
 )
+# … or on the next line when its name says it is an annotation: `int flags)\n    G_GNUC_DEPRECATED;`
+_NEXT_LINE_MACRO = re.compile(rb"\)[ \t]*\n[ \t]*(" + _CAPS + rb")[ \t]*(\([^\n;{}()]*\))?(?=[ \t]*[;{])")
 # an ALL-CAPS macro after a parameter name: `int flags G_GNUC_UNUSED)`
-_PARAM_MACRO = re.compile(rb"(?<=[\w])([ \t]+)(_?" + _CAPS + rb")(?=[ \t]*[),;=])")
+_PARAM_MACRO = re.compile(rb"(?<=[\w])([ \t]+)(" + _CAPS + rb")(?=[ \t]*[),;=])")
 # `class U_I18N_API CollationElementIterator U_FINAL : public UObject`
 _CLASS_TRAIL = re.compile(rb"\b(?:class|struct)[ \t\n]+[A-Za-z_]\w*[ \t\n]+(" + _CAPS + rb")(?=[ \t\n]*[:{])")
 # `static GPG_ERR_INLINE gcry_error_t\ngcry_err_make (`
 _STORAGE_MACRO = re.compile(
-    rb"\b(?:static|extern|inline)[ \t\n]+(_?"
+    rb"\b(?:static|extern|inline)[ \t\n]+("
     + _CAPS
-    + rb")(?=[ \t\n]+[A-Za-z_]\w*[ \t\n*&]+[A-Za-z_]\w*[ \t\n]*[(;=\[,])"
+    + rb")(?=[ \t\n]+(?:[A-Za-z_]\w*[ \t\n*&]+)+[A-Za-z_]\w*[ \t\n]*[(;=\[,])"
 )
 _LONE_REQUIRES = re.compile(rb"__glibcxx_(?:function|class)_requires\w*")
 
@@ -693,8 +724,8 @@ _LONE_REQUIRES = re.compile(rb"__glibcxx_(?:function|class)_requires\w*")
 def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
     """Blank annotation macros (with their arguments), GNU/C++ corners the grammar misses, and
     lines that are only a macro call. A macro in an operand position is a value and stays."""
-    for pattern in (_ATTRIBUTE, _DELETED, _MEMBER_PTR, _DEFAULT_PTR, _INSTANTIATION, _EXPR_TYPENAME):
-        if not cpp and pattern is not _ATTRIBUTE:
+    for pattern in (_ATTRIBUTE, _WRAP_NAME, _TYPE_MACRO, _CAST_MACRO, _DELETED, _MEMBER_PTR, _MEMBER_ACCESS):
+        if not cpp and pattern in (_DELETED, _MEMBER_PTR, _MEMBER_ACCESS):
             continue
         for m in pattern.finditer(bytes(data)):
             if m.lastindex is None:
@@ -702,6 +733,16 @@ def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
             for g in range(1, (m.lastindex or 0) + 1):
                 if m.start(g) >= 0:
                     _blank(data, m.start(g), m.end(g))
+    for pattern in (_DEFAULT_PTR, _DEFAULT_CONST, _INSTANTIATION, _EXPR_TYPENAME, _PACK_CORNERS):
+        if cpp:
+            for m in pattern.finditer(bytes(data)):
+                for g in range(1, (m.lastindex or 0) + 1):
+                    if m.start(g) >= 0:
+                        _blank(data, m.start(g), m.end(g))
+    for m in _TYPE_BUILTIN.finditer(bytes(data)):  # keep the call, drop the (type) arguments
+        close = _args_end(data, m.end())
+        if close > 0:
+            _blank(data, m.end() + 1, close - 1)
     for m in _UNNAMED_DEFAULT.finditer(bytes(data)):
         if cpp:
             data[m.start(1)] = 95  # `_`
@@ -721,6 +762,9 @@ def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
         if not before or before in _EXPR_WORDS or before.decode() in _C_KEYWORDS and before != b"operator":
             continue  # `(size_t) SIZE_MAX`, `if (x) ABORT()`: not a declarator
         _blank(data, m.start(1), m.end(2) if m.group(2) else m.end(1))
+    for m in _NEXT_LINE_MACRO.finditer(snapshot):
+        if _ANNOTATION_NAME.search(m.group(1)):
+            _blank(data, m.start(1), m.end(2) if m.group(2) else m.end(1))
     for m in _PARAM_MACRO.finditer(snapshot):
         prev = _word_before(snapshot, m.start(1) - 1)
         if snapshot[m.end(2) :].lstrip()[:1] == b";":  # `long __align __LOCK_ALIGNMENT;`, not `typedef T NAME;`
@@ -729,7 +773,7 @@ def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
                 snapshot.rfind(b"{", 0, m.start()),
                 snapshot.rfind(b"}", 0, m.start()),
             )
-            if re.search(rb"\btypedef\b", snapshot[stmt + 1 : m.start()]):
+            if re.search(rb"\btypedef\b", snapshot[stmt + 1 : m.start()]) and not _ANNOTATION_NAME.search(m.group(2)):
                 continue
         if prev and prev.decode() not in _C_KEYWORDS and m.group(2).decode() not in _C_KEYWORDS:
             _blank(data, m.start(2), m.end(2))
@@ -746,13 +790,19 @@ def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
                 _blank(data, close - 1, close)
                 continue
         if word in names or _KNOWN_MACRO_PATTERN.fullmatch(word):
-            if not _ANNOTATION_ONLY.fullmatch(word) and _in_expression(snapshot, m.start()):
+            explicit = word in _EXPLICIT and snapshot[_prev_significant(snapshot, m.start())] in b"(,"
+            if not (_ANNOTATION_ONLY.fullmatch(word) or explicit) and _in_expression(snapshot, m.start()):
                 continue
             j = _prev_significant(snapshot, m.start())
             if _word_before(snapshot, j) in (b"if", b"while"):  # `if _GLIBCXX17_CONSTEXPR (cond)`
                 _blank(data, m.start(), m.end())
             else:
                 _blank(data, m.start(), _skip_args(data, m.end()))
+        elif _in_expression(snapshot, m.start()) and re.fullmatch(_CAPS, word):  # `= _M(T, const U&)`: type arguments
+            j = _next_significant(snapshot, m.end())
+            close = _args_end(snapshot, j) if j < len(snapshot) and snapshot[j] == 40 else -1
+            if close > 0 and re.search(rb"\bconst\b|[*&][ \t]*[,)]", snapshot[j:close]):
+                _blank(data, j + 1, close - 1)
         elif _LONE_REQUIRES.fullmatch(word):  # libstdc++ concept checks: a call with no `;`
             end = _skip_args(data, m.end())
             nxt = _prev_significant(snapshot, _next_significant(snapshot, end) + 1)
