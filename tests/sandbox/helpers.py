@@ -48,7 +48,8 @@ def assert_healthy(http: httpx.Client) -> None:
 
 def is_warm_sandbox(proc: psutil.Process) -> bool:
     """Part of a warm sandbox, which stays between runs: bwrap, the zygote python3 it runs, and the
-    zygote's pre-forked spare job (keeper → init → program process, idle, nothing else below it)."""
+    zygote's spare jobs set up ahead, idle with nothing else below them: init → program (one-shot
+    slots, whose zygote keeps the job itself) or keeper → init → program (a session's command)."""
     try:
         name = proc.name()
         if name == "bwrap":
@@ -65,11 +66,17 @@ def is_warm_sandbox(proc: psutil.Process) -> bool:
             return False
         if len(chain) == 1:
             return name.startswith("python3")  # the zygote
-        keeper = chain[-2]  # the zygote's child
-        init = keeper.children()
-        if len(init) != 1:
-            return False
-        program = init[0].children()
-        return len(program) == 1 and not program[0].children() and proc in (keeper, init[0], program[0])
+        top = chain[-2]  # the zygote's child
+        for shape in (2, 3):  # processes in a spare below the zygote
+            spare, node = [top], top
+            while len(spare) < shape:
+                below = node.children()
+                if len(below) != 1:
+                    break
+                node = below[0]
+                spare.append(node)
+            if len(spare) == shape and not node.children() and proc in spare:
+                return True
+        return False
     except psutil.Error:
         return False

@@ -83,12 +83,42 @@ def _unshare(flags):
     _check(_libc.unshare(flags), "unshare")
 
 
+def _setns(fd, nstype):
+    _check(_libc.setns(fd, nstype), "setns")
+
+
 def _write(path, text):
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+class _Prepared:
+    """A job set up ahead of its request: its init (B), the program's channel and ready pipe."""
+
+    def __init__(self):
+        self.b, self.mnt, self.to_c, self.ready_r, self.error = 0, None, None, None, None
+        self.owned, self.fds = [], []  # sockets and descriptors the keeper opened for the run
+
+    def close(self):
+        for sock in [self.to_c, *self.owned]:
+            if sock is not None:
+                sock.close()
+        for fd in [self.mnt, self.ready_r, *self.fds]:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.to_c = self.mnt = self.ready_r = None
+        self.owned, self.fds = [], []
+
+
+class _Child:
+    """What ``_setup_job`` returns in the program (C): the job it runs in this interpreter, if any."""
+
+    def __init__(self, job):
+        self.job = job
 
 
 class Zygote:
@@ -123,6 +153,16 @@ class Zygote:
                 self.job_netns = int(open("/proc/sys/net/ipv4/tcp_max_tw_buckets").read()) != 0
             except OSError:
                 pass
+        # One-shot jobs are kept by the zygote itself (a process less per run); a session's commands
+        # by a keeper process each, so the zygote stays free for the session's file operations.
+        self.in_place = mode == "oneshot"
+        self.home = {}
+        if self.in_place:
+            _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+            for flag, name in ((CLONE_NEWNS, "mnt"), (CLONE_NEWIPC, "ipc"), (CLONE_NEWNET, "net"),
+                               (CLONE_NEWPID, "pid")):
+                self.home[flag] = os.open("/proc/self/ns/" + name, os.O_RDONLY | os.O_CLOEXEC)
+        self._spares = []
         if mode == "session":
             # bwrap sets a size only: bound the inodes too (a million empty files is kernel memory).
             for path, size in (("/workspace", self.workspace_mb), ("/tmp", self.tmp_mb), ("/.ck", self.workspace_mb)):
@@ -133,15 +173,22 @@ class Zygote:
     def serve(self):
         """Answer control messages until the server closes the socket. Returns only in a program (C).
 
-        One job is always pre-forked (``spare``): its namespaces, mounts, init and program
-        process exist before the request arrives, so a run costs a message, not a set-up.
+        Jobs are prepared ahead (``spares``): their namespaces, mounts, init and program process
+        exist before the request arrives, so a run costs a message, not a set-up.
         """
         self.ctl.settimeout(1.0)
-        spares = []
+        spares = self._spares = []
         while True:
-            _reap()
+            if not self.in_place:
+                _reap()
             while len(spares) < self.spares:
                 gc.freeze()  # the children's collections skip the zygote's objects
+                if self.in_place:
+                    prepared = self._prepare_here()
+                    if isinstance(prepared, _Child):
+                        return prepared.job
+                    spares.append(prepared)
+                    continue
                 parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 pid = os.fork()
                 if pid == 0:
@@ -164,7 +211,9 @@ class Zygote:
                     os.close(fd)
                 continue
             op = req.get("op")
-            if op == "run":
+            if op == "run" and self.in_place:
+                self._run_here(spares.pop(0), msg, req, fds)
+            elif op == "run":
                 spare = spares.pop(0)  # the oldest: its set-up is done
                 try:
                     socket.send_fds(spare, [msg], fds)
@@ -190,20 +239,26 @@ class Zygote:
         body = reply.pop("_data", b"")
         _send_frames(self.ctl, json.dumps(reply).encode(), body)
 
-    # ------------------------------------------------------------ A: the job keeper
-    def keeper(self, zsock):
-        """Runs in A (pre-forked); returns only in C (the program)."""
-        _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-        self.ctl.close()
-        zsock.settimeout(None)
-        error = None
+    # ------------------------------------------------------------ a job's set-up (before its request)
+    def _job_flags(self):
+        flags = CLONE_NEWNS | CLONE_NEWPID
+        if self.mode == "oneshot":
+            # SysV IPC objects outlive their processes: always fresh. The hostname is bwrap's
+            # (the program cannot change it: it holds no capability over this UTS namespace).
+            flags |= CLONE_NEWIPC | (CLONE_NEWNET if self.job_netns else 0)
+        return flags
+
+    def _setup_job(self, flags, drop):
+        """New namespaces for a job, its mounts, and its init (B) with the program (C) waiting in it.
+
+        Returns a ``_Prepared`` in the caller and a ``_Child`` in the program (C). ``drop``
+        closes, in B, what the caller holds that the job must not (sockets, namespace handles).
+        """
+        prep = _Prepared()
         try:
-            flags = CLONE_NEWNS | CLONE_NEWPID
-            if self.mode == "oneshot":
-                # SysV IPC objects outlive their processes: always fresh. The hostname is bwrap's
-                # (the program cannot change it: it holds no capability over this UTS namespace).
-                flags |= CLONE_NEWIPC | (CLONE_NEWNET if self.job_netns else 0)
             _unshare(flags)
+            if self.in_place:
+                prep.mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
             _mount(None, "/", None, MS_REC | MS_PRIVATE)
             if self.mode == "oneshot":
                 for path, size, mode in (("/workspace", self.workspace_mb, "0755"), ("/tmp", self.tmp_mb, "1777"),
@@ -214,60 +269,121 @@ class Zygote:
                 # Session command: the session's /workspace and /tmp persist; the snapshot stays hidden.
                 _mount("tmpfs", "/.ck", "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k")
             _mount(None, "/dev", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
-            to_c, c_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+            prep.to_c, c_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            prep.ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
             b = os.fork()
             if b == 0:
-                zsock.close()
-                to_c.close()
-                os.close(ready_r)
-                return self.init(c_end, ready_w)
+                prep.to_c.close()
+                os.close(prep.ready_r)
+                drop(prep)
+                return _Child(self.init(c_end, ready_w))
+            prep.b = b
             c_end.close()
             os.close(ready_w)
         except Exception as exc:  # noqa: BLE001
-            error = "setup: %s" % exc
-        # Wait for the job (or for the zygote to go away).
+            prep.error = "setup: %s" % exc
+        return prep
+
+    def _prepare_here(self):
+        """A one-shot job set up by the zygote itself, which then returns to its own namespaces."""
+        flags = self._job_flags()
+        prep = self._setup_job(flags, self._drop_in_b)
+        if isinstance(prep, _Child):
+            return prep  # in the program: never go back
         try:
-            msg, fds, _, _ = socket.recv_fds(zsock, MAX_MSG, 16)
+            for flag in (CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID):
+                if flags & flag:
+                    _setns(self.home[flag], flag)
         except OSError:
-            os._exit(0)
-        if not msg:
-            os._exit(0)
-        req = json.loads(msg)
+            os._exit(70)  # cannot return to its own namespaces: the server starts a new warm sandbox
+        return prep
+
+    def _drop_in_b(self, prep):
+        """In B forked by the zygote: close the zygote's control socket, namespaces and other spares."""
+        self.ctl.close()
+        for fd in self.home.values():
+            os.close(fd)
+        for other in self._spares:
+            other.close()
+        os.close(prep.mnt)
+
+    def _enter(self, prep):
+        if prep.mnt is not None:
+            _setns(prep.mnt, CLONE_NEWNS)
+
+    def _leave(self, prep):
+        if prep.mnt is not None:
+            try:
+                _setns(self.home[CLONE_NEWNS], CLONE_NEWNS)
+            except OSError:
+                os._exit(70)
+
+    # ------------------------------------------------------------ a job's run (after its request)
+    def _run_here(self, prep, msg, req, fds):
+        """Run a one-shot job on a prepared set; the zygote is its keeper. Never raises."""
         job = socket.socket(fileno=fds[0])
-        stdio, bundle = fds[1:4], (fds[4] if len(fds) > 4 else -1)
+        prep.owned.append(job)
+        prep.fds.extend(fds[1:])
+        try:
+            self._finish(prep, msg, req, job, fds[1:4], fds[4] if len(fds) > 4 else -1)
+        except Exception as exc:  # noqa: BLE001 - a keeper bug must not end the slot
+            with contextlib.suppress(Exception):
+                _send_json(job, {"ev": "setup_failed", "error": "keeper: %s" % exc})
+        finally:
+            if prep.b:
+                _kill(prep.b)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(prep.b, 0)
+                prep.b = 0
+            prep.close()
+
+    def _finish(self, prep, msg, req, job, stdio, bundle):
+        """Files in, start the program, enforce the wall clock, files out, the verdict on the job socket.
+
+        The program never holds the job socket and cannot see its keeper (outside its pid namespace).
+        """
+        error = prep.error
         if error is None:
             try:
-                if bundle >= 0:
-                    _unpack(bundle)
-                _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+                self._enter(prep)
+                try:
+                    if bundle >= 0:
+                        _unpack(os.dup(bundle))
+                    _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+                finally:
+                    self._leave(prep)
             except Exception as exc:  # noqa: BLE001
                 error = "setup: %s" % exc
         if error is not None:
             _send_json(job, {"ev": "setup_failed", "error": error})
-            os._exit(0)
+            return
         try:
-            socket.send_fds(to_c, [msg], stdio)
+            socket.send_fds(prep.to_c, [msg], stdio)
         except OSError:
             pass
-        for fd in stdio:
+        for fd in stdio:  # only the program holds its stdio now: EOF when it is done with it
+            if fd in prep.fds:
+                prep.fds.remove(fd)
             os.close(fd)
-        to_c.close()
+        prep.to_c.close()
+        prep.to_c = None
         status = b""
         while True:
-            chunk = os.read(ready_r, 4096)
+            chunk = os.read(prep.ready_r, 4096)
             if not chunk:
                 break
             status += chunk
-        os.close(ready_r)
         start = time.monotonic()
+        b = prep.b
         if status != b"ok":
             _kill(b)
             os.waitpid(b, 0)
+            prep.b = 0
             _send_json(job, {"ev": "setup_failed", "error": status.decode(errors="replace") or "sandbox setup failed"})
-            os._exit(0)
+            return
         timeout = float(req["limits"]["timeout_s"])
         pidfd = os.pidfd_open(b)
+        prep.fds.append(pidfd)
         deadline = start + timeout
         timed_out = killed = False
         while True:
@@ -284,6 +400,7 @@ class Zygote:
         if timed_out or killed:
             _kill(b)
         _, st = os.waitpid(b, 0)
+        prep.b = 0
         elapsed = time.monotonic() - start
         code = os.waitstatus_to_exitcode(st)
         if code < 0:
@@ -292,8 +409,12 @@ class Zygote:
         files = []
         if req.get("collect") is not None and not timed_out and not killed:
             try:
-                files = _collect(req["collect"], int(req.get("collect_bytes", 1 << 20)),
-                                 int(req.get("collect_files", 1024)))
+                self._enter(prep)
+                try:
+                    files = _collect(req["collect"], int(req.get("collect_bytes", 1 << 20)),
+                                     int(req.get("collect_files", 1024)))
+                finally:
+                    self._leave(prep)
             except OSError as exc:
                 result["collect_error"] = str(exc)
         result["files"] = [[p, len(d), ex] for p, d, ex in files]
@@ -301,6 +422,29 @@ class Zygote:
             _send_frames(job, json.dumps(result).encode(), b"".join(d for _, d, _ in files))
         except OSError:
             pass
+
+    # ------------------------------------------------------------ A: the job keeper (sessions)
+    def keeper(self, zsock):
+        """Runs in A (pre-forked for a session command); returns only in C (the program)."""
+        _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        self.ctl.close()
+        zsock.settimeout(None)
+
+        def drop(_prep):
+            zsock.close()
+
+        prep = self._setup_job(self._job_flags(), drop)
+        if isinstance(prep, _Child):
+            return prep.job
+        # Wait for the job (or for the zygote to go away).
+        try:
+            msg, fds, _, _ = socket.recv_fds(zsock, MAX_MSG, 16)
+        except OSError:
+            os._exit(0)
+        if not msg:
+            os._exit(0)
+        job = socket.socket(fileno=fds[0])
+        self._finish(prep, msg, json.loads(msg), job, fds[1:4], fds[4] if len(fds) > 4 else -1)
         os._exit(0)
 
     # ------------------------------------------------------------ B: the namespace's init
