@@ -4,15 +4,20 @@
 The server starts one per execution slot (and one per session) with ``bwrap --unshare-all
 --uid 0 --cap-add ALL`` — root with capabilities *inside its own user namespace only* — and
 sends it jobs over a ``SOCK_SEQPACKET`` control socket (a JSON header plus file descriptors).
-Per job it forks:
+Per job, prepared before the request arrives (two spares per one-shot slot):
 
-* **A** (job keeper): ``unshare(NEWNS|NEWPID|NEWIPC)``, fresh size-capped tmpfs
-  at ``/workspace``, ``/tmp`` and ``/dev/shm`` (one-shot jobs; a session command keeps the
-  session's workspace), a read-only root; writes the input files (a manifest read from a
-  memfd, directories created as needed — linear in the input size); enforces the wall clock;
-  after the program ended collects wanted files from the workspace itself and reports the
-  verdict on the job socket. The program never holds that socket and cannot see A (A is
-  outside its pid namespace).
+* **keeper**: for a one-shot slot the zygote itself — it ``unshare``s ``NEWNS|NEWPID|NEWIPC``,
+  mounts fresh size-capped tmpfs at ``/workspace``, ``/tmp`` and ``/dev/shm``, forks B and
+  returns to its own namespaces with ``setns``, keeping a handle on the job's mount namespace;
+  for a session command a forked process **A** that keeps the session's workspace (the zygote
+  stays free for the session's file operations). On the request the keeper writes the input
+  files into the job's mount namespace (a manifest read from a memfd, linear in the input
+  size), makes its root read-only, enforces the wall clock, after the program ended collects
+  wanted files from the workspace itself and reports the verdict on the job socket. The
+  program never holds that socket and cannot see its keeper (outside its pid namespace,
+  non-dumpable). One-shot jobs share the slot's own network namespace (loopback only; with
+  ``tcp_max_tw_buckets`` 0 a job leaves no port taken, and its sockets die with its pid
+  namespace) unless that sysctl cannot be set, in which case each job gets a fresh one.
 * **B** (init, pid 1 of the job's pid namespace): mounts ``/proc``, forks C, reaps, exits
   with C's status; its exit kills every process left in the namespace.
 * **C** (the program): a nested user namespace mapping uid 1000, rlimits, every capability
