@@ -125,7 +125,7 @@ def test_distributed_four_stages_equal_in_process(corpus: list[Document], tmp_pa
         tmp_path / "out",
         [
             stage("raw", 3, ("read_jsonl", {"paths": [str(src)]})),
-            stage("filter", 3, input="raw", dedup={"near": {**mh, "bucketShards": 2}}),
+            stage("filter", 3, input="raw", dedup={"near": {**mh, "bucketShards": 2, "clusterShards": 2}}),
         ],
     )
     run_pipeline(parse_pipeline(resource))

@@ -188,8 +188,9 @@ def expand_stages(config: DataPipelineConfig) -> list[PlannedStage]:
 
     A stage ``S`` (input ``I``, ``N`` shards) with ``dedup`` becomes ``S-hashes`` (N shards: read I, write SHA-256
     records and MinHash signatures), ``S-buckets`` (``near.bucketShards`` shards: band collisions → verified
-    pairs), ``S-cluster`` (1 shard: union-find, survivors) and ``S`` itself (N shards: drop the duplicates,
-    then the stage's own steps). Without ``near`` only ``S-hashes`` and ``S`` remain.
+    pairs), ``S-cluster`` (``near.clusterShards`` shards: connected components, split by label, survivors)
+    and ``S`` itself (N shards: drop the duplicates, then the stage's own steps). Without ``near`` only
+    ``S-hashes`` and ``S`` remain.
 
     Args:
         config: a validated pipeline config.
@@ -203,7 +204,8 @@ def expand_stages(config: DataPipelineConfig) -> list[PlannedStage]:
             continue
         exact, near = stage.dedup.exact, stage.dedup.near
         hashes = f"{stage.name}-hashes"
-        minhash = MinhashParams.model_validate(near.model_dump(exclude={"bucket_shards"})) if near else None
+        shard_fields = {"bucket_shards", "cluster_shards"}
+        minhash = MinhashParams.model_validate(near.model_dump(exclude=shard_fields)) if near else None
         first: list[tuple[str, ConfigModel]] = [("read_stage", ReadStageParams(stage=stage.input))]
         if exact:
             first.append(("exact_dedup_hashes", ExactParams(level=exact.level)))
@@ -217,7 +219,8 @@ def expand_stages(config: DataPipelineConfig) -> list[PlannedStage]:
             from_sigs = MinhashStageParams(**minhash.model_dump(), signatures_stage=hashes)
             out.append(PlannedStage(f"{stage.name}-buckets", near.bucket_shards, [("minhash_buckets", from_sigs)],
                                     stage.name))
-            out.append(PlannedStage(f"{stage.name}-cluster", 1, [("minhash_cluster", from_sigs)], stage.name))
+            out.append(PlannedStage(f"{stage.name}-cluster", near.cluster_shards, [("minhash_cluster", from_sigs)],
+                                    stage.name))
             last.append(("minhash_filter", from_sigs))
         out.append(PlannedStage(stage.name, stage.shards, last + user_steps, stage.name))
     return out

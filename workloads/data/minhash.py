@@ -428,23 +428,55 @@ class UnionFind:
         return np.array([self.find(i) for i in range(self.parent.size)], dtype=np.int64)
 
 
-def components_to_remove(n: int, pairs_a: np.ndarray, pairs_b: np.ndarray, rank_of: np.ndarray) -> np.ndarray:
-    """Indices to drop: every member of a duplicate component except the one with the lowest ``rank_of``.
+def component_labels(n: int, pairs_a: np.ndarray, pairs_b: np.ndarray) -> np.ndarray:
+    """Connected-component label of each of ``n`` nodes under the pairs; ``-1`` for nodes in no pair's component.
 
-    Connected components by ``scipy.sparse.csgraph.connected_components`` (C, linear in pairs), then one
-    vectorised pass: sort members by (component, rank) and keep the first of each component.
+    ``scipy.sparse.csgraph.connected_components`` (C, linear in pairs); deterministic, so every shard of a
+    parallel cluster stage computes the same labels.
     """
+    labels = np.full(n, -1, dtype=np.int64)
     if n == 0 or pairs_a.size == 0:
-        return np.empty(0, dtype=np.int64)
+        return labels
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     graph = coo_matrix(
         (np.ones(pairs_a.size, dtype=np.int8), (pairs_a.astype(np.int64), pairs_b.astype(np.int64))), shape=(n, n)
     ).tocsr()
-    _, labels = connected_components(graph, directed=False)
-    sizes = np.bincount(labels)
-    members = np.flatnonzero(sizes[labels] > 1)
+    _, lab = connected_components(graph, directed=False)
+    sizes = np.bincount(lab)
+    multi = sizes[lab] > 1
+    labels[multi] = lab[multi]
+    return labels
+
+
+def components_to_remove(
+    n: int,
+    pairs_a: np.ndarray,
+    pairs_b: np.ndarray,
+    rank_of: np.ndarray,
+    labels: np.ndarray | None = None,
+    members: np.ndarray | None = None,
+) -> np.ndarray:
+    """Indices to drop: every member of a duplicate component except the one with the lowest ``rank_of``.
+
+    Connected components by ``component_labels``, then one vectorised pass: sort members by
+    (component, rank) and keep the first of each component.
+
+    Args:
+        n: number of nodes.
+        pairs_a: one end of each duplicate pair.
+        pairs_b: the other end.
+        rank_of: priority rank per node (lower survives); only members' entries are read.
+        labels: precomputed ``component_labels`` (optional).
+        members: the nodes to decide for (default: every node in a component); whole components only.
+    """
+    if labels is None:
+        labels = component_labels(n, pairs_a, pairs_b)
+    if members is None:
+        members = np.flatnonzero(labels >= 0)
+    if members.size == 0:
+        return np.empty(0, dtype=np.int64)
     order = members[np.lexsort((rank_of[members], labels[members]))]
     first = np.r_[True, labels[order][1:] != labels[order][:-1]]
     return np.sort(order[~first])

@@ -7,9 +7,9 @@ Distributed (each a stage, file-based, datatrove's shape):
 2. ``minhash_buckets`` (any shards; band ``b`` goes to shard ``b % shards``): merge the
    sorted per-shard runs of a band, emit pairs that collide and whose signatures agree
    on at least ``threshold`` of the values.
-3. ``minhash_cluster`` (1 shard): union-find over all pairs; in each component the
-   document with the best priority (stars, recency, path) survives; write the indices to
-   remove per signature shard.
+3. ``minhash_cluster`` (any shards): connected components over all pairs; in each component
+   the document with the best priority (stars, recency, path) survives; components are split
+   over the shards by label; each writes the indices to remove per signature shard.
 4. ``minhash_filter`` (N shards, same sharding as 1, after ``read_stage``): drop them.
 """
 
@@ -27,6 +27,7 @@ from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document, priority_key
 from codekiln.workloads.data.minhash import (
     band_hashes,
+    component_labels,
     components_to_remove,
     equal_run_pairs,
     estimated_jaccard,
@@ -148,25 +149,38 @@ class MinhashBuckets(_FromSignatures):
 
 
 class MinhashCluster(_FromSignatures):
-    """Stage 3 (one shard): union-find over all pairs; write per signature shard the indices to remove."""
+    """Stage 3 (any shards): connected components over all pairs; in each component the document with the
+    best priority survives. Every shard computes the components (scipy, linear in pairs); shard ``r`` ranks
+    the members of the components with ``label % shards == r`` and writes their removals per signature shard
+    (``remove/shard-S/part-R.npy``). Only component members' priority keys are sorted."""
 
     name = "minhash_cluster"
 
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         yield from docs
-        if world_size != 1:
-            raise ValueError("minhash_cluster must run in a stage with shards: 1")
         folder = _sig_dir(self, self.params.signatures_stage)
-        keys = [json.loads((folder / "keys" / f"shard-{s:05d}.json").read_text()) for s in range(self.sig_shards())]
-        offsets = np.cumsum([0] + [len(k) for k in keys])
+        n_sig = self.sig_shards()
+        sizes = [np.load(folder / "sigs" / f"shard-{s:05d}.npy", mmap_mode="r").shape[0] for s in range(n_sig)]
+        offsets = np.cumsum([0, *sizes])
         pairs = [np.load(f) for f in sorted((folder / "pairs").glob("band-*.npy"))]
         allp = np.concatenate(pairs) if pairs else np.empty((0, 4), np.int64)
         a = offsets[allp[:, 0]] + allp[:, 1]
         b = offsets[allp[:, 2]] + allp[:, 3]
-        drop = components_to_remove(int(offsets[-1]), a, b, _rank_by_priority([k for ks in keys for k in ks]))
-        for s in range(len(keys)):
+        labels = component_labels(int(offsets[-1]), a, b)
+        members = np.flatnonzero(labels >= 0)
+        members = members[labels[members] % world_size == rank]
+        shard_of = np.searchsorted(offsets, members, side="right") - 1
+        keys: list = [None] * members.size
+        for s in np.unique(shard_of).tolist():
+            shard_keys = json.loads((folder / "keys" / f"shard-{s:05d}.json").read_text())
+            for i in np.flatnonzero(shard_of == s).tolist():
+                keys[i] = shard_keys[int(members[i] - offsets[s])]
+        rank_of = np.zeros(int(offsets[-1]), dtype=np.int64)
+        rank_of[members] = _rank_by_priority(keys)
+        drop = components_to_remove(int(offsets[-1]), a, b, rank_of, labels=labels, members=members)
+        for s in range(n_sig):
             local = drop[(drop >= offsets[s]) & (drop < offsets[s + 1])] - offsets[s]
-            _save_npy(folder / "remove" / f"shard-{s:05d}.npy", local.astype(np.int64))
+            _save_npy(folder / "remove" / f"shard-{s:05d}" / f"part-{rank:05d}.npy", local.astype(np.int64))
         self.stats.rejects["near_duplicate_found"] += int(drop.size)
 
 
@@ -182,8 +196,9 @@ class MinhashFilter(_FromSignatures):
             if d.origin is None or d.origin[0] != self.params.signatures_stage:
                 raise ValueError("minhash_filter: documents must come from read_stage of params.signatures_stage")
             shard = d.origin[1]
-            if shard not in removed:
-                removed[shard] = set(np.load(folder / f"shard-{shard:05d}.npy").tolist())
+            if shard not in removed:  # the parts every cluster shard wrote for this signature shard
+                parts = sorted((folder / f"shard-{shard:05d}").glob("part-*.npy"))
+                removed[shard] = {int(i) for f in parts for i in np.load(f).tolist()}
             if d.origin[2] in removed[shard]:
                 self.drop(d, "near_duplicate")
             else:

@@ -408,6 +408,9 @@ class NearDedupBlock(MinhashParams):
     """Near dedup with MinHash LSH across all shards; bands/rows default to the best split for threshold."""
 
     bucket_shards: int = Field(default=1, ge=1, le=4096, description="Shards of the bucket stage (bands split).")
+    cluster_shards: int = Field(
+        default=1, ge=1, le=4096, description="Shards of the cluster stage (connected components split by label)."
+    )
 
 
 class DedupConfig(ConfigModel):
