@@ -1,14 +1,15 @@
 """Fused torch ops for the ``kernels: torch`` path (CPU and any GPU; no Triton).
 
 ``linear_cross_entropy``: LM head + cross-entropy in row chunks whose gradient is computed in the
-forward pass (the softmax is already there): one ``exp`` pass per chunk instead of log-softmax
-forward + backward, no [N, V] logits or log-probs kept for backward, no zero-filled [N, V] gradient
-from ``nll_loss``. Same three matmuls as the unfused op; results equal it to float rounding.
+forward pass (the softmax is already there): max, exp and sum passes in place over one chunk
+buffer instead of log-softmax forward + backward, no [N, V] logits or log-probs kept for backward, no
+zero-filled [N, V] gradient from ``nll_loss``. Same three matmuls as the unfused op; results equal it to float rounding.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 CHUNK_ELEMENTS = 2 * 2**20  # CPU: logits per chunk (8 MiB in fp32: the exp pass runs from cache; measured best)
 GPU_CHUNK_ELEMENTS = 64 * 2**20  # GPU: large matmuls, few launches
@@ -24,16 +25,25 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.empty_like(hidden) if needs_grad else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if needs_grad else None
+        # CPU: rows of ignored labels, whose gradient rows are zeroed (cheaper than a mask pass over [chunk, V])
+        invalid = None if hidden.is_cuda else (~valid).nonzero().squeeze(1)
         for lo in range(0, n, chunk):
             h = hidden[lo : lo + chunk]
+            rows = valid[lo : lo + chunk].unsqueeze(1)
             logits = (h @ weight.t()).float()
-            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-            mask = valid[lo : lo + chunk].unsqueeze(1).float()
-            total += ((lse - logits.gather(1, safe[lo : lo + chunk])) * mask).sum()
+            target = logits.gather(1, safe[lo : lo + chunk])
+            top = logits.amax(dim=1, keepdim=True)
+            expd = logits.sub_(top).exp_()  # in place: one [chunk, V] buffer for logits, exp and gradient
+            sum_exp = expd.sum(dim=1, keepdim=True)
+            lse = sum_exp.log().add_(top)
+            total += torch.where(rows, lse - target, 0.0).sum()
             if needs_grad:  # d(sum CE)/d logits = softmax - onehot (rows of ignored labels: 0)
-                grad = logits.sub_(lse).exp_()
-                grad.scatter_add_(1, safe[lo : lo + chunk], -mask)
-                grad.mul_(mask)
+                grad = expd.div_(sum_exp)
+                grad.scatter_add_(1, safe[lo : lo + chunk], -rows.float())
+                if invalid is None:  # GPU: no host sync
+                    grad.mul_(rows)
+                elif (skip := invalid[(invalid >= lo) & (invalid < lo + chunk)] - lo).numel():
+                    grad[skip] = 0.0
                 grad = grad.to(hidden.dtype)
                 torch.mm(grad, weight, out=grad_h[lo : lo + chunk])
                 grad_w.addmm_(grad.t().float(), h.float())
@@ -65,3 +75,186 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     if reduction == "mean":
         total = total / (labels != ignore_index).sum().clamp(min=1)
     return total
+
+
+CPU_ATTENTION_BLOCK = 64  # query rows per block: the [g*64, S] score tiles stay in cache (measured best on AVX2)
+CPU_ATTENTION_MAX_SAVED = 64 * 2**20  # bytes of saved probabilities per layer above which SDPA's flash kernel runs
+
+
+class _CausalAttention(torch.autograd.Function):
+    """Causal GQA attention in query blocks: each block's scores cover only the keys up to its last row
+    (half the work of a full mask), the probabilities are kept for backward (no recomputation)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, block: int):
+        b, h, t, d = q.shape
+        kv = k.shape[1]
+        g, scale = h // kv, d**-0.5
+        qg = q.reshape(b, kv, g, t, d)  # the g query heads of a kv head share its keys: one matmul for the group
+        out = torch.empty(b, kv, g, t, d, dtype=q.dtype, device=q.device)
+        above = torch.full((block, block), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+        probs = []
+        for r0 in range(0, t, block):
+            r1 = min(t, r0 + block)
+            n = r1 - r0
+            q_b = torch.mul(qg[:, :, :, r0:r1], scale).view(b, kv, g * n, d)  # scaled here, not the [n, S] scores
+            s = torch.matmul(q_b, k[:, :, :r1].transpose(-1, -2)).view(b, kv, g, n, r1)
+            s[..., r0:r1].add_(above[:n, :n])  # the diagonal tile: no attention to later positions
+            p = torch.softmax(s, dim=-1).view(b, kv, g * n, r1)
+            out[:, :, :, r0:r1] = torch.matmul(p, v[:, :, :r1]).view(b, kv, g, n, d)
+            probs.append(p)
+        out = out.view(b, h, t, d)
+        ctx.block = block
+        ctx.save_for_backward(q, k, v, out, *probs)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, *probs = ctx.saved_tensors
+        b, h, t, d = q.shape
+        kv = k.shape[1]
+        g, scale = h // kv, d**-0.5
+        dout = dout.contiguous()
+        delta = (dout * out).sum(-1).view(b, kv, g, t, 1)  # rowsum(dO * O) = rowsum(P * dP)
+        qg, dog = q.reshape(b, kv, g, t, d), dout.view(b, kv, g, t, d)
+        dq = torch.empty(b, kv, g, t, d, dtype=q.dtype, device=q.device)
+        dk, dv = torch.zeros_like(k), torch.zeros_like(v)
+        for p, r0 in zip(probs, range(0, t, ctx.block), strict=True):
+            r1 = min(t, r0 + ctx.block)
+            n = r1 - r0
+            do_b = dog[:, :, :, r0:r1].reshape(b, kv, g * n, d)
+            dv[:, :, :r1] += torch.matmul(p.transpose(-1, -2), do_b)
+            ds = torch.matmul(do_b, v[:, :, :r1].transpose(-1, -2)).view(b, kv, g, n, r1)
+            ds = ds.sub_(delta[:, :, :, r0:r1]).view(b, kv, g * n, r1).mul_(p)  # softmax backward
+            dq[:, :, :, r0:r1] = torch.matmul(ds, k[:, :, :r1]).mul_(scale).view(b, kv, g, n, d)
+            q_b = torch.mul(qg[:, :, :, r0:r1], scale).view(b, kv, g * n, d)
+            dk[:, :, :r1] += torch.matmul(ds.transpose(-1, -2), q_b)
+        return dq.view(b, h, t, d), dk, dv, None
+
+
+def use_causal_attention(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether :func:`causal_attention` beats SDPA here: CPU training in fp32/fp64 whose saved probabilities
+    stay under ``CPU_ATTENTION_MAX_SAVED`` per layer (SDPA's CPU flash backward is ~1.7x slower at short context)."""
+    if q.is_cuda or q.dtype not in (torch.float32, torch.float64) or q.shape[2] != k.shape[2]:
+        return False
+    if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)):
+        return False
+    b, h, t, _ = q.shape
+    return b * h * t * (t + CPU_ATTENTION_BLOCK) // 2 * q.element_size() <= CPU_ATTENTION_MAX_SAVED
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: int | None = None) -> torch.Tensor:
+    """Causal self-attention with grouped kv heads, equal to SDPA's ``is_causal=True, enable_gqa=True``.
+
+    Args:
+        q: [B, H, T, D] queries (rotated).
+        k: [B, KV, T, D] keys; H is a multiple of KV, query head ``i`` reads kv head ``i // (H // KV)``.
+        v: [B, KV, T, D] values.
+        block: query rows per block (default ``CPU_ATTENTION_BLOCK``).
+    """
+    return _CausalAttention.apply(q, k, v, block or CPU_ATTENTION_BLOCK)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) per half, into ``out`` (default: a new contiguous tensor)."""
+    half = x.shape[-1] // 2
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
+    x1, x2, o1, o2 = x[..., :half], x[..., half:], out[..., :half], out[..., half:]
+    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1)
+    torch.mul(x2, cos, out=o2).addcmul_(x1, sin)
+    return out
+
+
+class _Rope(torch.autograd.Function):
+    """Rotate-half RoPE without the rotated copy; backward is the inverse rotation."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        half = x.shape[-1] // 2
+        cos, sin = cos[..., :half].unsqueeze(1), sin[..., :half].unsqueeze(1)
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin = ctx.saved_tensors
+        return _rotate(grad, cos, -sin), None, None
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE into a contiguous [B, H, T, D] tensor (the layout attention reads).
+
+    Args:
+        x: [B, H, T, D] (any strides, e.g. a transposed view of the fused qkv projection).
+        cos: [B, T, D] whose two halves are equal (``cat(freqs, freqs)``, as every family builds it).
+        sin: [B, T, D], likewise.
+    """
+    return _Rope.apply(x, cos, sin)
+
+
+class _QkvRope(torch.autograd.Function):
+    """Split the fused q/k/v projection, rotate q and k; backward writes all three gradients into one
+    [B, T, heads, D] tensor (no zero-filled slice gradients summed by autograd)."""
+
+    @staticmethod
+    def forward(ctx, qkv, cos, sin, nh: int, nkv: int):
+        half = qkv.shape[-1] // 2
+        cos, sin = cos[..., :half].unsqueeze(1), sin[..., :half].unsqueeze(1)
+        ctx.save_for_backward(cos, sin)
+        ctx.nh, ctx.nkv = nh, nkv
+        q = _rotate(qkv[:, :, :nh].transpose(1, 2), cos, sin)
+        k = _rotate(qkv[:, :, nh : nh + nkv].transpose(1, 2), cos, sin)
+        return q, k, qkv[:, :, nh + nkv :].transpose(1, 2).contiguous()
+
+    @staticmethod
+    def backward(ctx, dq, dk, dv):
+        cos, sin = ctx.saved_tensors
+        nh, nkv = ctx.nh, ctx.nkv
+        b, h, t, d = dq.shape
+        grad = torch.empty(b, t, nh + 2 * nkv, d, dtype=dq.dtype, device=dq.device)
+        _rotate(dq, cos, -sin, out=grad[:, :, :nh].transpose(1, 2))
+        _rotate(dk, cos, -sin, out=grad[:, :, nh : nh + nkv].transpose(1, 2))
+        grad[:, :, nh + nkv :].copy_(dv.transpose(1, 2))
+        return grad, None, None, None, None
+
+
+def qkv_rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, nh: int, nkv: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k (rotated) and v, each contiguous [B, heads, T, D], from the fused projection.
+
+    Args:
+        qkv: [B, T, nh + 2 nkv, D], the heads of q, then k, then v.
+        cos: [B, T, D] whose two halves are equal (``cat(freqs, freqs)``).
+        sin: [B, T, D], likewise.
+        nh: query heads.
+        nkv: key/value heads.
+    """
+    return _QkvRope.apply(qkv, cos, sin, nh, nkv)
+
+
+class _SwiGLU(torch.autograd.Function):
+    """silu(gate) * up from the fused [.., 2F] gate/up projection; backward writes both halves of one
+    gradient tensor (no cat of two gradients)."""
+
+    @staticmethod
+    def forward(ctx, gate_up):
+        f = gate_up.shape[-1] // 2
+        gate, up = gate_up[..., :f], gate_up[..., f:]
+        act = F.silu(gate)
+        ctx.save_for_backward(gate_up, act)
+        return act * up
+
+    @staticmethod
+    def backward(ctx, grad):
+        gate_up, act = ctx.saved_tensors
+        f = gate_up.shape[-1] // 2
+        gate, up = gate_up[..., :f], gate_up[..., f:]
+        out = torch.empty_like(gate_up)
+        torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=out[..., :f])
+        torch.mul(act, grad, out=out[..., f:])
+        return out
+
+
+def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up where ``gate_up`` is [..., 2F]: the gate's F columns, then the up projection's."""
+    return _SwiGLU.apply(gate_up)

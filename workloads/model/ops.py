@@ -33,12 +33,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, kernels: str = "
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kernels: str = "torch") -> torch.Tensor:
-    """Rotate-half RoPE. x: [B, H, T, D]; cos/sin: [B, T, D] built from the batch's position ids."""
+    """Rotate-half RoPE. x: [B, H, T, D]; cos/sin: [B, T, D] built from the batch's position ids (``cat(f, f)``)."""
     if _triton(kernels):
         from codekiln.kernels import apply_rope as triton_apply_rope
 
         return triton_apply_rope(x, cos, sin)
-    return reference.apply_rope(x, cos, sin)
+    from codekiln.workloads.model import fused  # no rotated copy, contiguous output (halves of cos/sin equal)
+
+    return fused.apply_rope(x, cos, sin)
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor, kernels: str = "torch") -> torch.Tensor:

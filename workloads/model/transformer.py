@@ -23,7 +23,7 @@ try:
 except ImportError:  # torch < 2.5
     create_block_mask = flex_attention = None
 
-from codekiln.workloads.model import ops
+from codekiln.workloads.model import fused, ops
 from codekiln.workloads.model.config import ModelConfig, RopeScalingConfig
 from codekiln.workloads.model.moe import MoE, RouterStats, load_balancing_loss
 from codekiln.workloads.model.rope import dynamic_inv_freq, rope_init, rope_inv_freq
@@ -108,17 +108,22 @@ class Attention(nn.Module):
         bias = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
         qkv = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]), bias)
         qkv = qkv.view(b, t, nh + 2 * nkv, hd)
-        v = qkv[:, :, nh + nkv :].transpose(1, 2)
-        if self.cfg.qk_norm:  # Qwen3: per-head RMSNorm before RoPE
-            q, k = self.q_norm(qkv[:, :, :nh]).transpose(1, 2), self.k_norm(qkv[:, :, nh : nh + nkv]).transpose(1, 2)
-            q, k = ops.apply_rope(q, cos, sin, self.cfg.kernels), ops.apply_rope(k, cos, sin, self.cfg.kernels)
-        else:  # q and k rotated in one pass
-            qk = ops.apply_rope(qkv[:, :, : nh + nkv].transpose(1, 2), cos, sin, self.cfg.kernels)
-            q, k = qk[:, :nh], qk[:, nh:]
+        if self.cfg.qk_norm or self.cfg.kernels != "torch":
+            v = qkv[:, :, nh + nkv :].transpose(1, 2)
+            q, k = qkv[:, :, :nh], qkv[:, :, nh : nh + nkv]
+            if self.cfg.qk_norm:  # Qwen3: per-head RMSNorm before RoPE
+                q, k = self.q_norm(q), self.k_norm(k)
+            # RoPE writes q and k contiguous in [B, heads, T, D], the layout attention reads (no copy there)
+            q = ops.apply_rope(q.transpose(1, 2), cos, sin, self.cfg.kernels)
+            k = ops.apply_rope(k.transpose(1, 2), cos, sin, self.cfg.kernels)
+        else:  # split + rotate in one op whose backward fills one qkv gradient
+            q, k, v = fused.qkv_rope(qkv, cos, sin, nh, nkv)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
         if isinstance(mask, torch.Tensor) or mask is None:  # SDPA; GQA without copying k/v per query head
-            if mask is None:  # plain causal, no cache: SDPA's fused causal kernel
+            if mask is None and self.cfg.kernels == "torch" and fused.use_causal_attention(q, k):
+                out = fused.causal_attention(q, k, v.contiguous())  # CPU training: blocked, probabilities kept
+            elif mask is None:  # plain causal, no cache: SDPA's fused causal kernel
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=nkv != nh)
             else:
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1), enable_gqa=nkv != nh)
@@ -139,8 +144,10 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(ffn_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight])).chunk(2, dim=-1)  # one matmul
-        return self.down_proj(ops.swiglu(gate, up, self.kernels))
+        gate_up = F.linear(x, torch.cat([self.gate_proj.weight, self.up_proj.weight]))  # one matmul
+        if self.kernels == "torch":  # one gradient tensor for both halves in backward
+            return self.down_proj(fused.swiglu(gate_up))
+        return self.down_proj(ops.swiglu(*gate_up.chunk(2, dim=-1), self.kernels))
 
 
 class Block(nn.Module):
