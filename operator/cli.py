@@ -61,6 +61,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_problems(result)
     if bad:
         return EXIT_INVALID
+    if args.init_from:  # continue the chain from a Hugging Face folder (make demo INIT_FROM=...)
+        from codekiln.operator.init_from import apply_init_from
+
+        try:
+            results, init_notes = apply_init_from(results, args.init_from)
+        except ValueError as exc:
+            _err(f"codekiln run: {exc}")
+            return EXIT_INVALID
+        for result in (r for r in results if not r.ok):
+            _print_problems(result)
+        if any(not r.ok for r in results):
+            return EXIT_INVALID
+        for note in init_notes:
+            _err(f"codekiln run: --init-from: {note}")
     wire = {(r.resource.kind_name, r.resource.metadata.name): r.wire() for r in results}
     try:
         plan = plan_local_run([r.resource for r in results])
@@ -214,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", action="append", required=True,
                    help="YAML file or folder of *.yaml (repeatable); several resources run in spec.after order")
     p.add_argument("--local", action="store_true", help="run here, without a cluster")
+    p.add_argument("--init-from", metavar="FOLDER",
+                   help="continue from a Hugging Face model folder (a codekiln export, Qwen2.5-Coder, Llama, ...): "
+                   "PretrainRuns start from it (initFrom), DataPipelines pack with its tokenizer.json, RLRuns "
+                   "warm-start from it when no PretrainRun runs")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("operator", help="start the Kubernetes operator", description=cmd_operator.__doc__)
