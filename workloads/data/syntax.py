@@ -242,7 +242,7 @@ _KNOWN_MACRO_PATTERN = re.compile(
     rb"_GLIBCXX\d*_(?:CONSTEXPR|DEPRECATED\w*|INIT)|_IsUnused|"
     rb"_GLIBCXX_(?:CONSTEXPR|USE_CONSTEXPR|NOEXCEPT|NOTHROW|VISIBILITY|CONST|PURE|NODISCARD)|"
     rb"__attribute__|__attribute|__declspec|__asm__|__asm|__nonnull|__wur|__THROW\w*|__NTH\w*|__REDIRECT\w*|__LEAF\w*|"
-    rb"__complex__|__real__|__imag__|__[A-Z][A-Z0-9_]*_(?:PURE|CONST|DEPRECATED|ATTR\w*|DECLSPEC|EXPORT|API)__"
+    rb"__complex__|__real__|__imag__|_Complex|\w+__attr__|__[A-Z][A-Z0-9_]*_(?:PURE|CONST|DEPRECATED|ATTR\w*|DECLSPEC|EXPORT|API)__"
 )
 _MACRO_SHAPE = re.compile(
     r"^(?:__[A-Z0-9_]+|__\w+__|_[A-Z][A-Z0-9_]+|[A-Z][A-Z0-9]*_(?:EXPORT|API|EXTERN|VISIBILITY|INLINE|DEPRECATED\w*|NOEXCEPT|"
@@ -551,7 +551,9 @@ def _skip_args(data: bytearray, i: int) -> int:
     return i
 
 
-_LONE_MACRO_LINE = re.compile(rb"^[ \t]*([A-Z_][A-Z0-9_]{2,})[ \t]*(\([^\n;{}]*\))?[ \t]*;?[ \t]*$", re.M)
+_LONE_MACRO_LINE = re.compile(
+    rb"^[ \t]*([A-Z_][A-Z0-9_]{2,}|[A-Z][A-Z0-9]*_[A-Za-z0-9_]+)[ \t]*(\([^\n;{}]*\))?[ \t]*;?[ \t]*$", re.M
+)
 
 
 _TYPE_WORDS = (
@@ -575,6 +577,7 @@ _CLASS_MACRO = re.compile(
 
 _ANNOTATION_ONLY = re.compile(
     rb"__attribute__|__attribute|__extension__|__asm__|__asm|__declspec|__restrict\w*|__complex__|__real__|__imag__|"
+    rb"_Complex|"
     rb"_IsUnused"
 )
 _EXPLICIT = frozenset(w.encode() for w in KNOWN_C_MACROS if w != "local")  # annotations even after `(`, `,`
@@ -683,6 +686,14 @@ _MEMBER_ACCESS = re.compile(rb"(?:->|\.)(\*)(?=[ \t]*[A-Za-z_(])")
 # pack expansion of a braced list `{a, b}...`, a C varargs ellipsis after a pack `_Args......`,
 # a qualified destructor call `p->~Node<T>()`: grammar gaps
 _PACK_CORNERS = re.compile(rb"(?<=\})[ \t]*(\.\.\.)|\.\.\.(\.\.\.)|(?:->|\.)[ \t]*(~)(?=[A-Za-z_]\w*[ \t]*<)")
+# lowercase annotation macros before a type: `static ossl_unused ossl_inline int f(`, `ossl_noreturn void f(`
+_LOWER_LEADING = re.compile(
+    rb"(?:^|(?<=[;{}])|\b(?:static|extern|inline)\b)[ \t]*((?:[a-z_]\w*[ \t]+){1,2})"
+    rb"(?=(?:void|int|char|short|long|unsigned|signed|float|double|_Bool|bool|struct|enum|union)\b)",
+    re.M,
+)
+# `__decltype(x)`: GNU spelling of decltype
+_GNU_DECLTYPE = re.compile(rb"\b(__)decltype\b")
 # trait builtins with type arguments: `__is_same(_Tp, long double)`, `__builtin_bit_cast(int64_t, v)`
 _TYPE_BUILTIN = re.compile(
     rb"\b(?:typeid|__is_\w+|__has_\w+|__builtin_bit_cast|__builtin_offsetof|__builtin_va_arg|"
@@ -695,7 +706,9 @@ _WRAP_NAME = re.compile(rb"\b([A-Z][A-Z0-9_]{2,}[ \t]*\()[ \t]*[A-Za-z_]\w*[ \t]
 # a macro that yields the return type: `extern NCURSES_EXPORT(int) f (…)`, `PR_EXTERN(void) f(…)`
 _TYPE_MACRO = re.compile(
     rb"(?:^|(?<=[;{}])|\b(?:extern|static)\b)[ \t]*([A-Z][A-Z0-9_]{2,}[ \t]*\()[^()\n;{}]*(\))"
-    rb"(?=[ \t]*[*&]*[ \t]*[A-Za-z_]\w*[ \t]*\()",
+    rb"(?=[ \t]*[*&]*[ \t]*[A-Za-z_]\w*[ \t]*\(|[ \t]*\n[ \t]*[*&]+[ \t]*[A-Za-z_]\w*[ \t]*\()|"
+    rb"\btypedef[ \t]+([A-Z][A-Z0-9_]*[ \t]*\()[^()\n;]*(\))(?=[ \t]*[A-Za-z_]\w*[ \t]*;)|"
+    rb"\b([A-Z][A-Z0-9_]*_OF[ \t]*\()[^()\n;]*(\))",  # STACK_OF(X509), LHASH_OF(T): a type
     re.M,
 )
 # pointer to member: `_Ret (_Tp::*_M_f)();`
@@ -739,6 +752,12 @@ def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
                 for g in range(1, (m.lastindex or 0) + 1):
                     if m.start(g) >= 0:
                         _blank(data, m.start(g), m.end(g))
+    for m in _LOWER_LEADING.finditer(bytes(data)):
+        words = m.group(1).split()
+        if not any(w.decode() in _C_KEYWORDS for w in words):
+            _blank(data, m.start(1), m.end(1))
+    for m in _GNU_DECLTYPE.finditer(bytes(data)):
+        _blank(data, m.start(1), m.end(1))
     for m in _TYPE_BUILTIN.finditer(bytes(data)):  # keep the call, drop the (type) arguments
         close = _args_end(data, m.end())
         if close > 0:
@@ -761,20 +780,16 @@ def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
         before = _word_before(snapshot, _prev_significant(snapshot, open_at))
         if not before or before in _EXPR_WORDS or before.decode() in _C_KEYWORDS and before != b"operator":
             continue  # `(size_t) SIZE_MAX`, `if (x) ABORT()`: not a declarator
+        if _typedef_name(snapshot, m.start(1)):
+            continue
         _blank(data, m.start(1), m.end(2) if m.group(2) else m.end(1))
     for m in _NEXT_LINE_MACRO.finditer(snapshot):
         if _ANNOTATION_NAME.search(m.group(1)):
             _blank(data, m.start(1), m.end(2) if m.group(2) else m.end(1))
     for m in _PARAM_MACRO.finditer(snapshot):
         prev = _word_before(snapshot, m.start(1) - 1)
-        if snapshot[m.end(2) :].lstrip()[:1] == b";":  # `long __align __LOCK_ALIGNMENT;`, not `typedef T NAME;`
-            stmt = max(
-                snapshot.rfind(b";", 0, m.start()),
-                snapshot.rfind(b"{", 0, m.start()),
-                snapshot.rfind(b"}", 0, m.start()),
-            )
-            if re.search(rb"\btypedef\b", snapshot[stmt + 1 : m.start()]) and not _ANNOTATION_NAME.search(m.group(2)):
-                continue
+        if _typedef_name(snapshot, m.start(2)):  # `long __align __LOCK_ALIGNMENT;`, not `typedef T NAME;`
+            continue
         if prev and prev.decode() not in _C_KEYWORDS and m.group(2).decode() not in _C_KEYWORDS:
             _blank(data, m.start(2), m.end(2))
     snapshot = bytes(data)
@@ -803,6 +818,17 @@ def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
             close = _args_end(snapshot, j) if j < len(snapshot) and snapshot[j] == 40 else -1
             if close > 0 and re.search(rb"\bconst\b|[*&][ \t]*[,)]", snapshot[j:close]):
                 _blank(data, j + 1, close - 1)
+        elif re.fullmatch(_CAPS, word) and not _in_expression(snapshot, m.start()):
+            j = _next_significant(snapshot, m.end())
+            close = _args_end(snapshot, j) if j < len(snapshot) and snapshot[j] == 40 else -1
+            nxt = (
+                snapshot[_next_significant(snapshot, close) : _next_significant(snapshot, close) + 1]
+                if close > 0
+                else b""
+            )
+            # `_GLIBCXX_DEBUG_ONLY(check();)`, `{ PB_DS_ASSERT_VALID((*this)) }`: statement macros
+            if close > 0 and (b";" in snapshot[j:close] or nxt == b"}"):
+                _blank(data, m.start(), close)
         elif _LONE_REQUIRES.fullmatch(word):  # libstdc++ concept checks: a call with no `;`
             end = _skip_args(data, m.end())
             nxt = _prev_significant(snapshot, _next_significant(snapshot, end) + 1)
@@ -815,6 +841,20 @@ def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
             continue  # `} IRCAS;` ends a typedef
         if m.group(1).decode() not in _C_KEYWORDS and (not before or before[-1:] in (b";", b"{", b"}", b"/")):
             _blank(data, m.start(1), m.end())
+
+
+def _typedef_name(data: bytes, start: int) -> bool:
+    """True when the word at ``start`` is the name a ``typedef`` declares (``typedef struct x X;``,
+    ``typedef STACK_OF(T) NAME;``), not an annotation after it (``typedef struct m *M ATTR;``)."""
+    stmt = max(data.rfind(b";", 0, start), data.rfind(b"{", 0, start), data.rfind(b"}", 0, start))
+    if not re.search(rb"\btypedef\b", data[stmt + 1 : start]):
+        return False
+    j = _prev_significant(data, start)
+    prev = _word_before(data, j)
+    if not prev or prev.decode() in _C_KEYWORDS:
+        return True
+    before = _word_before(data, _prev_significant(data, j - len(prev)))
+    return before in (b"typedef", b"struct", b"union", b"enum", b"class")  # else ``prev`` is the name
 
 
 def _next_significant(data: bytes | bytearray, i: int) -> int:
@@ -890,6 +930,7 @@ def bracket_check(text: str, language: str) -> SyntaxVerdict:
         if not verdict.ok:
             return verdict
     raw = text.encode("utf-8", "surrogateescape")
+    brace_net, first_unbalanced = 0, -1
     for m in _DEFINE_BODY.finditer(raw):
         body = _code_only(m.group(1))
         depth = 0
@@ -899,6 +940,12 @@ def bracket_check(text: str, language: str) -> SyntaxVerdict:
                 break
         if depth != 0:
             return _bracket_error(raw, m.start(), "unbalanced '()' in a #define")
+        net = body.count(b"{") - body.count(b"}")  # push/pop macro pairs cancel out over the file
+        brace_net += net
+        if net and 123 in body and 125 in body and first_unbalanced < 0:  # not `#define BEGIN {` alone
+            first_unbalanced = m.start()
+    if brace_net and first_unbalanced >= 0:
+        return _bracket_error(raw, first_unbalanced, "unbalanced '{}' across #define bodies")
     return SyntaxVerdict(True)
 
 
