@@ -1,6 +1,6 @@
 """The torch path's fused training ops against their references: blocked causal attention vs SDPA,
-RoPE without the rotated copy, the q/k/v split with RoPE, SwiGLU, the in-place chunked linear
-cross-entropy, and a whole training step's loss and gradients against transformers' LlamaForCausalLM
+RoPE without the rotated copy, the q/k/v split with RoPE, SwiGLU, RMSNorm, the in-place chunked
+linear cross-entropy, and a whole training step's loss and gradients against transformers' LlamaForCausalLM
 (float64 model, fp32 loss)."""
 
 from __future__ import annotations
@@ -78,6 +78,17 @@ def test_qkv_split_with_rope_and_swiglu_equal_references_with_gradients():
     g = torch.randn_like(ref)
     (ga,), (gb,) = torch.autograd.grad(out, gate_up, g), torch.autograd.grad(ref, gate_up, g)
     torch.testing.assert_close(ga, gb, atol=1e-13, rtol=0)
+
+
+def test_rms_norm_equals_reference_values_and_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(3, 9, 24, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(24, dtype=torch.float64, requires_grad=True)
+    out, ref = fused.rms_norm(x, w, 1e-6), reference.rms_norm(x, w, 1e-6)
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)  # the same roundings as the reference
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, (x, w), g), torch.autograd.grad(ref, (x, w), g), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-13, rtol=0)
 
 
 def test_chunked_linear_cross_entropy_equals_reference(monkeypatch):

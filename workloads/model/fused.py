@@ -24,13 +24,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
         safe = torch.where(valid, labels, 0).unsqueeze(1)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.empty_like(hidden) if needs_grad else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if needs_grad else None
+        grad_w = None if not needs_grad else torch.empty_like(weight, dtype=torch.float32) if n else \
+            torch.zeros_like(weight, dtype=torch.float32)  # the first chunk's mm sets it
+        # fp32: every chunk's logits go into one buffer (fresh [chunk, V] allocations cost page faults on CPU)
+        buffer = torch.empty(min(chunk, n), v, dtype=hidden.dtype, device=hidden.device) \
+            if hidden.dtype == torch.float32 else None
         # CPU: rows of ignored labels, whose gradient rows are zeroed (cheaper than a mask pass over [chunk, V])
         invalid = None if hidden.is_cuda else (~valid).nonzero().squeeze(1)
         for lo in range(0, n, chunk):
             h = hidden[lo : lo + chunk]
             rows = valid[lo : lo + chunk].unsqueeze(1)
-            logits = (h @ weight.t()).float()
+            if buffer is None:
+                logits = (h @ weight.t()).float()
+            else:
+                logits = torch.mm(h, weight.t(), out=buffer[: h.shape[0]])
             target = logits.gather(1, safe[lo : lo + chunk])
             top = logits.amax(dim=1, keepdim=True)
             expd = logits.sub_(top).exp_()  # in place: one [chunk, V] buffer for logits, exp and gradient
@@ -46,7 +53,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad[skip] = 0.0
                 grad = grad.to(hidden.dtype)
                 torch.mm(grad, weight, out=grad_h[lo : lo + chunk])
-                grad_w.addmm_(grad.t().float(), h.float())
+                if lo == 0:
+                    torch.mm(grad.t().float(), h.float(), out=grad_w)
+                else:
+                    grad_w.addmm_(grad.t().float(), h.float())
         if needs_grad:
             ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         return total
@@ -160,8 +170,8 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Te
     half = x.shape[-1] // 2
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     x1, x2, o1, o2 = x[..., :half], x[..., half:], out[..., :half], out[..., half:]
-    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1)
-    torch.mul(x2, cos, out=o2).addcmul_(x1, sin)
+    torch.mul(x1, cos, out=o1).sub_(x2 * sin)  # transformers' roundings: x*cos + rotate_half(x)*sin, no FMA
+    torch.mul(x2, cos, out=o2).add_(x1 * sin)
     return out
 
 
@@ -258,3 +268,28 @@ class _SwiGLU(torch.autograd.Function):
 def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up where ``gate_up`` is [..., 2F]: the gate's F columns, then the up projection's."""
     return _SwiGLU.apply(gate_up)
+
+
+class _RMSNorm(torch.autograd.Function):
+    """RMSNorm with the reference's forward roundings and a hand-written backward (fewer passes and
+    temporaries than autograd's chain of pow, mean, rsqrt and muls)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps: float):
+        rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, rstd, weight)
+        return weight * (x * rstd)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, rstd, weight = ctx.saved_tensors
+        xhat = x * rstd
+        grad_w = (grad * xhat).reshape(-1, x.shape[-1]).sum(0)
+        g = grad * weight
+        mean = (g * xhat).mean(-1, keepdim=True)
+        return torch.addcmul(g, xhat, mean, value=-1).mul_(rstd), grad_w, None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``weight * x / sqrt(mean(x^2) + eps)`` over the last dim, for fp32/fp64 ``x`` and ``weight`` of its dtype."""
+    return _RMSNorm.apply(x, weight, eps)
