@@ -552,8 +552,12 @@ def _skip_args(data: bytearray, i: int) -> int:
 
 
 _LONE_MACRO_LINE = re.compile(
-    rb"^[ \t]*([A-Z_][A-Z0-9_]{2,}|[A-Z][A-Z0-9]*_[A-Za-z0-9_]+)[ \t]*(\([^\n;{}]*\))?[ \t]*;?[ \t]*$", re.M
+    rb"^[ \t]*([A-Z_][A-Z0-9_]{2,}|[A-Z][A-Z0-9]*_[A-Za-z0-9_]+)[ \t]*(\([^\n;{}]*\))?"
+    rb"[ \t]*;?[ \t]*$",
+    re.M,
 )
+# the same, its arguments over several lines: `_DEFINE_SPEC(2, helper, _Tp _Cp::*,\n   !is_function<_Tp>::value)`
+_LONE_MACRO_START = re.compile(rb"^[ \t]*_?[A-Z][A-Z0-9_]{2,}[ \t]*(?=\()", re.M)
 
 
 _TYPE_WORDS = (
@@ -694,6 +698,12 @@ _LOWER_LEADING = re.compile(
 )
 # `__decltype(x)`: GNU spelling of decltype
 _GNU_DECLTYPE = re.compile(rb"\b(__)decltype\b")
+# `_Pred __pred = {}`: an empty-braced default argument (becomes `= 0`)
+_BRACED_DEFAULT = re.compile(rb"=[ \t]*(\{)[ \t]*(\})(?=[ \t\n]*[,)])")
+# `unsigned _M_msb:1 = 0;`: a bit-field's default member initializer
+_BITFIELD_INIT = re.compile(rb"(?<=[\w\s]):[ \t]*\d+[ \t]*(=[^;{}\n]*)(?=;)")
+# an operator function called by name in an expression: `&(operator*())`, `X::operator=(r)`, `operator~()`
+_OPERATOR_CALL = re.compile(rb"\boperator[ \t]*([-+*/%^&|~!=<>]{1,3}|\(\)|\[\])(?=[ \t]*\()")
 # trait builtins with type arguments: `__is_same(_Tp, long double)`, `__builtin_bit_cast(int64_t, v)`
 _TYPE_BUILTIN = re.compile(
     rb"\b(?:typeid|__is_\w+|__has_\w+|__builtin_bit_cast|__builtin_offsetof|__builtin_va_arg|"
@@ -762,6 +772,23 @@ def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
         close = _args_end(data, m.end())
         if close > 0:
             _blank(data, m.end() + 1, close - 1)
+    if cpp:
+        for m in _BRACED_DEFAULT.finditer(bytes(data)):
+            data[m.start(1)] = 48  # `0`
+            data[m.start(2)] = 32
+        for m in _BITFIELD_INIT.finditer(bytes(data)):
+            _blank(data, m.start(1), m.end(1))
+        snap = bytes(data)
+        for m in _OPERATOR_CALL.finditer(snap):
+            j = _prev_significant(snap, m.start())
+            if j >= 0 and (
+                snap[j] in b"(&,=!"
+                or snap[j - 1 : j + 1] in (b"::", b"->")
+                or snap[j] == 46
+                or _word_before(snap, j) in _EXPR_WORDS
+            ):
+                for k in range(m.start(1), m.end(1)):
+                    data[k] = 95  # `operator*(` → `operator_(`: a call by name
     for m in _UNNAMED_DEFAULT.finditer(bytes(data)):
         if cpp:
             data[m.start(1)] = 95  # `_`
@@ -834,11 +861,24 @@ def _blank_macros(data: bytearray, names: set[bytes], cpp: bool = True) -> None:
             nxt = _prev_significant(snapshot, _next_significant(snapshot, end) + 1)
             if end > m.end() and snapshot[nxt : nxt + 1] != b";":
                 _blank(data, m.start(), end)
+    for m in _LONE_MACRO_START.finditer(snapshot):  # a macro call alone over several lines, no `;`
+        close = _args_end(snapshot, m.end())
+        if close < 0 or b"\n" not in snapshot[m.end() : close]:
+            continue
+        eol = snapshot.find(b"\n", close)
+        rest = snapshot[close : eol if eol >= 0 else len(snapshot)].strip()
+        j = _prev_significant(snapshot, m.start())
+        nxt = snapshot[_next_significant(snapshot, close) : _next_significant(snapshot, close) + 1]
+        if not rest and (j < 0 or snapshot[j] in b";{}") and nxt not in (b"{", b":"):  # not a constructor
+            _blank(data, m.start(), close)
     for m in _LONE_MACRO_LINE.finditer(snapshot):  # `PR_BEGIN_EXTERN_C`, `Q_OBJECT`, `DECLARE_X(a, b);`
         before = bytes(data[max(0, m.start() - 400) : m.start()]).rstrip()
         args = m.group(2) or b""
         if args.count(b"(") != args.count(b")") or (not args and m.group(0).rstrip().endswith(b";")):
             continue  # `} IRCAS;` ends a typedef
+        nxt = snapshot[_next_significant(snapshot, m.end()) : _next_significant(snapshot, m.end()) + 1]
+        if args and not m.group(0).rstrip().endswith(b";") and nxt in (b"{", b":"):
+            continue  # `FOO(int a)\n{` / `: x(a)`: a function or constructor, not a macro line
         if m.group(1).decode() not in _C_KEYWORDS and (not before or before[-1:] in (b";", b"{", b"}", b"/")):
             _blank(data, m.start(1), m.end())
 
