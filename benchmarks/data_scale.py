@@ -5,7 +5,7 @@ Synthetic tiny code documents (~150 bytes) with planted exact duplicates (every 
 JSONL parts, then: ingest (read_jsonl, N shards) → dedup (exact + MinHash near dedup block: hashes, buckets,
 cluster, filter) → tokenizer (bounded reservoir) → pack.
 
-    python benchmarks/data_scale.py [--docs 1000000] [--shards 4] [--out /tmp/codekiln-scale]
+    python benchmarks/data_scale.py [--docs 1000000] [--shards 4] [--cluster-shards 4] [--engine oph]
 
 Last line: one JSON object with the seconds per stage, documents in/out, peak RSS (this process and the
 largest shard process) and the dedup counts against the planted ones.
@@ -78,7 +78,10 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--out", default="/tmp/codekiln-scale")
+    ap.add_argument("--cluster-shards", type=int, default=0, help="shards of the cluster stage (0: --shards)")
+    ap.add_argument("--engine", default="oph", help="MinHash engine: oph, rensa or numpy")
     args = ap.parse_args()
+    load_start = os.getloadavg()
     root = Path(args.out)
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
@@ -98,7 +101,16 @@ def main() -> None:
                         "name": "dedup",
                         "shards": n,
                         "input": "ingest",
-                        "dedup": {"exact": {}, "near": {"threshold": 0.8, "numPerm": 128, "bucketShards": n}},
+                        "dedup": {
+                            "exact": {},
+                            "near": {
+                                "threshold": 0.8,
+                                "numPerm": 128,
+                                "bucketShards": n,
+                                "clusterShards": args.cluster_shards or n,
+                                "engine": args.engine,
+                            },
+                        },
                         "steps": [],
                     },
                     {
@@ -137,6 +149,9 @@ def main() -> None:
         "docs": args.docs,
         "shards": n,
         "processes": args.processes,
+        "cluster_shards": args.cluster_shards or n,
+        "engine": args.engine,
+        "load_average_1m_5m_15m_at_start": [round(x, 1) for x in load_start],
         "write_corpus_s": round(t_write, 1),
         "stage_wall_s": timings,
         "stages": stages,

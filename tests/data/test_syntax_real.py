@@ -79,3 +79,19 @@ def test_cpp_corners_and_bracket_nesting() -> None:
     # a lost `)` in a macro body or in a branch only the `#else` view sees
     assert not syntax_check("#define le64toh(x) __uint64_identity (x\nint y;\n", "c").ok
     assert not syntax_check("#ifdef NDEBUG\nint a;\n#else\nint f(int x { return x; }\n#endif\n", "c").ok
+
+
+def test_macro_idioms_of_real_headers() -> None:
+    # openssl: type macros, lowercase annotations; glibc: push/pop macro pairs open and close a scope
+    openssl = (
+        "typedef STACK_OF(X509) CHAIN;\nSTACK_OF(X509)\n*get_chain(void);\n"
+        "static ossl_unused ossl_inline int f(void);\n"
+    )
+    assert syntax_check(openssl, "c").ok
+    pair = "#define push(r) do { int x = (r);\n#define pop(e) (void) (e); } while (0)\nint y;\n"
+    assert syntax_check(pair, "c").ok
+    assert not syntax_check("#define F(x) { if (x) { g(); }\nint y;\n", "c").ok  # a lost `}` in a macro body
+    # libstdc++: statement macros, `= {}` defaults, operator functions called by name
+    assert syntax_check("struct S { void f() { PB_DS_ASSERT_VALID((*this)) } };\n", "cpp").ok
+    assert syntax_check("struct S { int f(P p = {}) const; T* g() { return &(operator*()); } };\n", "cpp").ok
+    assert not syntax_check("struct S { void f() { g()\n h(); } };\n", "cpp").ok  # a lost `;`
