@@ -30,7 +30,7 @@ import subprocess
 import warnings
 from collections.abc import Set
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Filter, Reject
@@ -469,7 +469,18 @@ def c_view(text: str, cpp: bool, prefer_else: bool = False) -> tuple[bytes, set[
     Comments and directives are blanked; in each ``#if`` group one branch is kept: a decidable
     condition picks it, else the first branch (``prefer_else``: the last one, the configuration
     a build without the optional macros compiles); inactive branches are blanked.
+
+    Args:
+        text: the source file.
+        cpp: evaluate ``__cplusplus`` as C++.
+        prefer_else: take the last branch of a group whose condition is unknown.
     """
+    view, macros = _c_view(text, cpp, prefer_else)
+    return view, set(macros)
+
+
+@lru_cache(maxsize=8)  # the bracket check and the parse of one file share the views
+def _c_view(text: str, cpp: bool, prefer_else: bool) -> tuple[bytes, frozenset[bytes]]:
     data = bytearray(text.encode("utf-8", "surrogateescape"))
     for m in _C_LEXEME.finditer(bytes(data)):  # comments go (a `*/` must not read as an operator)
         if m.group(0)[:1] == b"/":
@@ -530,7 +541,7 @@ def c_view(text: str, cpp: bool, prefer_else: bool = False) -> tuple[bytes, set[
             _blank(data, pos, end)
         elif not active:
             _blank(data, pos, end)
-    return bytes(data), annotation_macros
+    return bytes(data), frozenset(annotation_macros)
 
 
 def _skip_args(data: bytearray, i: int) -> int:
