@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codekiln.workloads.atomic_io import atomic_path, atomic_write_text
+from codekiln.workloads.atomic_io import atomic_path, atomic_write_bytes
 from codekiln.workloads.data import step_params
 from codekiln.workloads.data.base import Step
 from codekiln.workloads.data.document import Document, priority_key
@@ -107,7 +107,12 @@ class MinhashSignatures(Step):
             order = np.argsort(bh[:, band], kind="stable")
             rec = np.stack([bh[order, band], order.astype(np.uint64)], axis=1)
             _save_npy(folder / f"band-{band:03d}" / f"{shard}.npy", rec)
-        atomic_write_text(folder / "keys" / f"{shard}.json", json.dumps(keys))
+        # priority keys as JSON lines + their byte offsets: the cluster stage parses only component members' keys
+        lines = [json.dumps(k).encode("utf-8") + b"\n" for k in keys]
+        offsets = np.zeros(len(lines) + 1, dtype=np.int64)
+        np.cumsum([len(x) for x in lines], out=offsets[1:])
+        atomic_write_bytes(folder / "keys" / f"{shard}.jsonl", b"".join(lines))
+        _save_npy(folder / "keys" / f"{shard}.offsets.npy", offsets)
 
 
 class _FromSignatures(Step):
@@ -172,9 +177,11 @@ class MinhashCluster(_FromSignatures):
         shard_of = np.searchsorted(offsets, members, side="right") - 1
         keys: list = [None] * members.size
         for s in np.unique(shard_of).tolist():
-            shard_keys = json.loads((folder / "keys" / f"shard-{s:05d}.json").read_text())
+            raw = (folder / "keys" / f"shard-{s:05d}.jsonl").read_bytes()
+            at = np.load(folder / "keys" / f"shard-{s:05d}.offsets.npy")
             for i in np.flatnonzero(shard_of == s).tolist():
-                keys[i] = shard_keys[int(members[i] - offsets[s])]
+                k = int(members[i] - offsets[s])
+                keys[i] = json.loads(raw[at[k] : at[k + 1]])
         rank_of = np.zeros(int(offsets[-1]), dtype=np.int64)
         rank_of[members] = _rank_by_priority(keys)
         drop = components_to_remove(int(offsets[-1]), a, b, rank_of, labels=labels, members=members)
