@@ -433,6 +433,11 @@ def component_labels(n: int, pairs_a: np.ndarray, pairs_b: np.ndarray) -> np.nda
 
     ``scipy.sparse.csgraph.connected_components`` (C, linear in pairs); deterministic, so every shard of a
     parallel cluster stage computes the same labels.
+
+    Args:
+        n: number of nodes.
+        pairs_a: one end of each duplicate pair.
+        pairs_b: the other end.
     """
     labels = np.full(n, -1, dtype=np.int64)
     if n == 0 or pairs_a.size == 0:

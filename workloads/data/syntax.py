@@ -7,13 +7,17 @@ with planted breakage; see ``tests/data/test_syntax_real.py`` and the README tab
 * **bash** — ``bash -n`` (the shell's own parser) when ``bash`` is installed; tree-sitter
   otherwise. tree-sitter-bash rejects valid scripts (``for f do``, case patterns such as
   ``?*' '?*)``) and accepts a missing ``then``.
-* **c / cpp** — tree-sitter on a *macro-aware* view of the file: preprocessor lines are
-  blanked, one branch of every ``#if`` group is kept (``__cplusplus`` branches by language,
-  ``#if 0`` skipped), annotation macros (``__THROW``, ``__BEGIN_DECLS``,
-  ``_GLIBCXX_VISIBILITY(default)``, ``V8_EXPORT``, ``*_API``, object-like macros the file
-  defines as empty or as a storage class, e.g. zlib's ``local``) are blanked, and an error
-  node made only of one macro-like identifier (optionally with arguments) is blanked and
-  the file reparsed. Blanking keeps byte offsets, so error locations stay true.
+* **c / cpp** — first ``bracket_check``: brackets nest and close in the active preprocessor branch
+  (two views: unknown ``#if``s take their first, then their last branch), ``()`` balance in every
+  ``#define`` body and ``{}`` across them. Then tree-sitter on a *macro-aware* view: comments and
+  directives blanked, one branch of every ``#if`` group kept (a three-valued evaluation: ``__cplusplus``
+  by language, ``defined X`` for macros defined above, ``#if 0``), annotation macros blanked
+  (``__THROW``, ``__BEGIN_DECLS``, ``_GLIBCXX_VISIBILITY(default)``, ``V8_EXPORT``, ``*_API``, trailing
+  ``) G_GNUC_DEPRECATED``, ``STACK_OF(T)``, object-like macros the file defines as empty or as a
+  storage class, e.g. zlib's ``local``) while value macros in operand position stay, GNU/C++ corners
+  the grammar lacks rewritten in place (``[[attr]]``, ``= delete``, ``__decltype``, ``->*``…), and an
+  error node made only of one macro-like identifier (optionally with arguments) is blanked and the
+  file reparsed. Blanking keeps byte offsets, so error locations stay true.
 * **other tree-sitter languages** — reject on any ``MISSING`` node or when the error
   bytes exceed ``max_error_fraction`` of the file.
 
@@ -975,6 +979,10 @@ def bracket_check(text: str, language: str) -> SyntaxVerdict:
 
     The grammar recovers from a lost ``}`` or ``)`` in ways that can look valid; the compiler
     does not, and neither does this count.
+
+    Args:
+        text: the source file.
+        language: ``c`` or ``cpp`` (how ``__cplusplus`` branches are taken).
     """
     for prefer_else in (False, True):
         verdict = _nesting(_code_only(c_view(text, language == "cpp", prefer_else)[0]))
@@ -1021,7 +1029,14 @@ def _bracket_error(data: bytes, at: int, what: str) -> SyntaxVerdict:
 
 
 def c_check(text: str, language: str, max_error_fraction: float = 0.0, rounds: int = 6) -> SyntaxVerdict:
-    """Macro-aware tree-sitter verdict for C (``language='c'``) or C++ (``'cpp'``), after ``bracket_check``."""
+    """Macro-aware tree-sitter verdict for C (``language='c'``) or C++ (``'cpp'``), after ``bracket_check``.
+
+    Args:
+        text: the source file.
+        language: ``c`` or ``cpp``.
+        max_error_fraction: error bytes tolerated (as a fraction of the file) when no node is MISSING.
+        rounds: reparses after blanking macro-like identifiers found in error nodes.
+    """
     brackets = bracket_check(text, language)
     if not brackets.ok:
         return brackets
@@ -1030,7 +1045,13 @@ def c_check(text: str, language: str, max_error_fraction: float = 0.0, rounds: i
 
 
 def c_parse(text: str, language: str, rounds: int = 6) -> tuple[bytes, list[tuple[int, int]], int]:
-    """The macro-aware view tree-sitter judges, its error spans and number of MISSING nodes."""
+    """The macro-aware view tree-sitter judges, its error spans and number of MISSING nodes.
+
+    Args:
+        text: the source file.
+        language: ``c`` or ``cpp``.
+        rounds: reparses after blanking macro-like identifiers found in error nodes.
+    """
     cpp = language == "cpp"
     view, defined = c_view(text, cpp)
     buf = bytearray(view)
