@@ -108,15 +108,16 @@ def test_chunked_linear_cross_entropy_equals_reference(monkeypatch):
         assert got[0][[0, 8, 9, 39]].abs().max() == 0
 
 
-def test_training_step_loss_and_gradients_equal_transformers(tmp_path):
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_training_step_loss_and_gradients_equal_transformers(tmp_path, family):
     """Loss and every parameter's gradient of one training step (fused CE, blocked attention, RoPE without
-    copies) against transformers' LlamaForCausalLM with the same weights, in float64 (the loss's logits in
-    fp32, as the fused loss computes them)."""
+    copies, SwiGLU, RMSNorm; Qwen3: q/k norms) against transformers' *ForCausalLM with the same weights, in
+    float64 (the loss's logits in fp32, as the fused loss computes them)."""
     transformers = pytest.importorskip("transformers")
     from codekiln.workloads.model.hf import export_hf
 
     torch.manual_seed(0)
-    cfg = ModelConfig(preset="tiny", max_seq_len=160)
+    cfg = ModelConfig(preset="tiny", family=family, max_seq_len=160)
     ours = Transformer(cfg)
     ours.reset_parameters(std=0.2)  # large logits: a wrong attention or loss shows
     export_hf(ours, cfg, tmp_path)

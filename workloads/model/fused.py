@@ -87,7 +87,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     return total
 
 
-CPU_ATTENTION_BLOCK = 64  # query rows per block: the [g*64, S] score tiles stay in cache (measured best on AVX2)
+CPU_ATTENTION_BLOCK = 48  # query rows per block: the [g*48, S] score tiles stay in cache (measured best on AVX2)
 CPU_ATTENTION_MAX_SAVED = 64 * 2**20  # bytes of saved probabilities per layer above which SDPA's flash kernel runs
 
 
@@ -99,47 +99,49 @@ class _CausalAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, block: int):
         b, h, t, d = q.shape
         kv = k.shape[1]
-        g, scale = h // kv, d**-0.5
+        g, scale, bk = h // kv, d**-0.5, b * kv
         qg = q.reshape(b, kv, g, t, d)  # the g query heads of a kv head share its keys: one matmul for the group
+        k3, v3 = k.reshape(bk, t, d), v.reshape(bk, t, d)
         out = torch.empty(b, kv, g, t, d, dtype=q.dtype, device=q.device)
         above = torch.full((block, block), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
-        probs = []
+        probs, queries = [], []
         for r0 in range(0, t, block):
             r1 = min(t, r0 + block)
             n = r1 - r0
-            q_b = torch.mul(qg[:, :, :, r0:r1], scale).view(b, kv, g * n, d)  # scaled here, not the [n, S] scores
-            s = torch.matmul(q_b, k[:, :, :r1].transpose(-1, -2)).view(b, kv, g, n, r1)
+            q_b = torch.mul(qg[:, :, :, r0:r1], scale).view(bk, g * n, d)  # scaled here, not the [n, S] scores
+            s = torch.bmm(q_b, k3[:, :r1].transpose(1, 2)).view(b, kv, g, n, r1)
             s[..., r0:r1].add_(above[:n, :n])  # the diagonal tile: no attention to later positions
-            p = torch.softmax(s, dim=-1).view(b, kv, g * n, r1)
-            out[:, :, :, r0:r1] = torch.matmul(p, v[:, :, :r1]).view(b, kv, g, n, d)
+            p = torch.softmax(s, dim=-1).view(bk, g * n, r1)
+            out[:, :, :, r0:r1] = torch.bmm(p, v3[:, :r1]).view(b, kv, g, n, d)
             probs.append(p)
-        out = out.view(b, h, t, d)
-        ctx.block = block
-        ctx.save_for_backward(q, k, v, out, *probs)
-        return out
+            queries.append(q_b)
+        ctx.block, ctx.n_blocks = block, len(probs)
+        ctx.save_for_backward(k, v, out, *probs, *queries)
+        return out.view(b, h, t, d)
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, out, *probs = ctx.saved_tensors
-        b, h, t, d = q.shape
-        kv = k.shape[1]
-        g, scale = h // kv, d**-0.5
-        dout = dout.contiguous()
-        delta = (dout * out).sum(-1).view(b, kv, g, t, 1)  # rowsum(dO * O) = rowsum(P * dP)
-        qg, dog = q.reshape(b, kv, g, t, d), dout.view(b, kv, g, t, d)
-        dq = torch.empty(b, kv, g, t, d, dtype=q.dtype, device=q.device)
-        dk, dv = torch.zeros_like(k), torch.zeros_like(v)
-        for p, r0 in zip(probs, range(0, t, ctx.block), strict=True):
+        k, v, out, *saved = ctx.saved_tensors
+        probs, queries = saved[: ctx.n_blocks], saved[ctx.n_blocks :]
+        b, kv, t, d = k.shape
+        h = dout.shape[1]
+        g, scale, bk = h // kv, d**-0.5, b * kv
+        dog = dout.contiguous().view(b, kv, g, t, d)
+        delta = (dog * out).sum(-1, keepdim=True)  # rowsum(dO * O) = rowsum(P * dP)
+        k3s, v3 = k.reshape(bk, t, d) * scale, v.reshape(bk, t, d)
+        dq = torch.empty(b, kv, g, t, d, dtype=k.dtype, device=k.device)
+        dk = torch.zeros(bk, t, d, dtype=k.dtype, device=k.device)
+        dv = torch.zeros(bk, t, d, dtype=k.dtype, device=k.device)
+        for p, q_b, r0 in zip(probs, queries, range(0, t, ctx.block), strict=True):
             r1 = min(t, r0 + ctx.block)
             n = r1 - r0
-            do_b = dog[:, :, :, r0:r1].reshape(b, kv, g * n, d)
-            dv[:, :, :r1] += torch.matmul(p.transpose(-1, -2), do_b)
-            ds = torch.matmul(do_b, v[:, :, :r1].transpose(-1, -2)).view(b, kv, g, n, r1)
-            ds = ds.sub_(delta[:, :, :, r0:r1]).view(b, kv, g * n, r1).mul_(p)  # softmax backward
-            dq[:, :, :, r0:r1] = torch.matmul(ds, k[:, :, :r1]).mul_(scale).view(b, kv, g, n, d)
-            q_b = torch.mul(qg[:, :, :, r0:r1], scale).view(b, kv, g * n, d)
-            dk[:, :, :r1] += torch.matmul(ds.transpose(-1, -2), q_b)
-        return dq.view(b, h, t, d), dk, dv, None
+            do_b = dog[:, :, :, r0:r1].reshape(bk, g * n, d)
+            dv[:, :r1].baddbmm_(p.transpose(1, 2), do_b)
+            ds = torch.bmm(do_b, v3[:, :r1].transpose(1, 2)).view(b, kv, g, n, r1)
+            ds = ds.sub_(delta[:, :, :, r0:r1]).view(bk, g * n, r1).mul_(p)  # softmax backward
+            dq[:, :, :, r0:r1] = torch.bmm(ds, k3s[:, :r1]).view(b, kv, g, n, d)
+            dk[:, :r1].baddbmm_(ds.transpose(1, 2), q_b)
+        return dq.view(b, h, t, d), dk.view(b, kv, t, d), dv.view(b, kv, t, d), None
 
 
 def use_causal_attention(q: torch.Tensor, k: torch.Tensor) -> bool:
