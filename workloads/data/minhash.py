@@ -173,9 +173,9 @@ def oph_signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int, seed: i
     """One-permutation hashing with optimal densification: ``[n_docs, num_perm]`` uint32.
 
     The 32-bit shingle hashes are the permutation: bin ``j`` of a document holds the least hash
-    in ``[j·2^32/num_perm, (j+1)·2^32/num_perm)``; since ``batch_shingles`` returns each document's
-    hashes sorted, that is the first hash of each run of equal bins (no sort, no per-permutation
-    product). An empty bin borrows a filled bin's value along a fixed probe sequence (optimal
+    in the ``j``-th of ``num_perm`` consecutive ranges of the hash space; since ``batch_shingles``
+    returns each document's hashes sorted, that is the first hash of each run of equal bins (no
+    sort, no per-permutation product). An empty bin borrows a filled bin's value along a fixed probe sequence (optimal
     densification, ``_densify``), so P[equal bin] stays the Jaccard similarity. ``seed != 1``
     remixes the hashes with a seeded bijection (then they are re-sorted) and changes the probes.
     Documents without shingles get all ``2^32−1``.
@@ -188,6 +188,8 @@ def oph_signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int, seed: i
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     n = offsets.size - 1
+    if not 0 < num_perm <= 1 << 16:
+        raise ValueError(f"num_perm {num_perm}: one-permutation hashing supports 1..65536 bins")
     sig = np.full((n, num_perm), _EMPTY, dtype=np.uint32)
     if n == 0 or flat.size == 0:
         return sig
@@ -201,23 +203,25 @@ def oph_signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int, seed: i
             x = x * np.uint64(0xC2B2AE35) & MAX_HASH
             x ^= x >> np.uint64(16)
         h = np.sort((doc << np.uint64(32)) | x) & MAX_HASH
-    bins = np.multiply(h, np.uint64(num_perm))
-    np.right_shift(bins, np.uint64(32), out=bins)
-    bins = bins.view(np.int64)  # < num_perm: the same bits
+    h = h.astype(np.uint32)
+    # bin by the top 16 bits (a monotone map, so each run's first hash is the bin's least; widths differ
+    # by at most one part in 2^16/num_perm), all in uint32
+    bins = np.right_shift(h, np.uint32(16))
+    np.multiply(bins, np.uint32(num_perm), out=bins)
+    np.right_shift(bins, np.uint32(16), out=bins)
     first = np.empty(h.size, dtype=bool)
     first[0] = True
     np.not_equal(bins[1:], bins[:-1], out=first[1:])
     first[offsets[:-1][sizes > 0]] = True
     idx = np.flatnonzero(first)
-    per_doc = np.add.reduceat(np.append(first, False).view(np.int8), offsets[:-1], dtype=np.int64)
-    per_doc[sizes == 0] = 0
+    per_doc = np.diff(np.searchsorted(idx, offsets))  # bins filled per document
     doc = np.repeat(np.arange(n), per_doc)
-    sig.reshape(-1)[doc * num_perm + bins[idx]] = h[idx].astype(np.uint32)
+    sig.reshape(-1)[doc * num_perm + bins[idx]] = h[idx]
     _densify(sig, per_doc, num_perm, seed)
     return sig
 
 
-_PROBES = 4
+_PROBES = 2
 
 
 @cache
