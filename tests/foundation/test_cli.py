@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SURFACE = {
     "crds": ["--root"],
     "validate": ["--file"],
-    "run": ["--file", "--local"],
+    "run": ["--file", "--init-from", "--local"],
     "operator": ["--all-namespaces", "--liveness-port", "--metrics-port", "--namespace"],
     "sandbox serve": ["--config", "--host", "--max-concurrency", "--max-queue", "--port", "--work-dir"],
     "version": [],
