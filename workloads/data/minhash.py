@@ -221,7 +221,7 @@ def oph_signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int, seed: i
     return sig
 
 
-_PROBES = 2
+_PROBES = 8
 
 
 @cache
