@@ -26,10 +26,12 @@ def _docs(*paths: Path) -> list[dict]:
 
 
 def _hf_folder(folder: Path, tokenizer: bool = True) -> Path:
+    """A folder with config.json and a minimal tokenizer.json (what --init-from looks at; no weights)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text("{}")
+    (folder / "config.json").write_text(json.dumps({"vocab_size": 8}))
     if tokenizer:
-        (folder / "tokenizer.json").write_text("{}")
+        vocab = {"<|endoftext|>": 0, "<|pad|>": 1, "a": 2}
+        (folder / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE", "vocab": vocab}}))
     return folder
 
 
@@ -60,6 +62,44 @@ def test_unusable_folders_name_the_flag(tmp_path):
     bare = _hf_folder(tmp_path / "bare", tokenizer=False)
     with pytest.raises(ValueError, match="--init-from .*no tokenizer.json.*datapipeline-demo"):
         init_from_overrides(_docs(ROOT / "examples" / "datapipeline.yaml"), bare)
+
+
+def _qwen_like_tokenizer(folder: Path, vocab_size: int) -> tuple[object, int]:
+    """A byte-level BPE with Qwen's special tokens (<|endoftext|>, FIM, chat; no <|pad|>) and config.json."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"]
+    tok.train_from_iterator(["def f(x):\n    return x + 1\n"] * 50,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=specials, min_frequency=1))
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "config.json").write_text(json.dumps({"vocab_size": vocab_size}))
+    return tok, tok.get_vocab_size(with_added_tokens=True)
+
+
+def test_a_tokenizer_without_pad_gets_one_at_a_spare_id(tmp_path, monkeypatch):
+    from tokenizers import Tokenizer
+
+    monkeypatch.chdir(tmp_path)  # the example's outputDir (runs/...) is relative: the extended copy goes there
+    tok, n = _qwen_like_tokenizer(tmp_path / "qwen", vocab_size=10_000)  # padded embedding, as Qwen2.5's 151936
+    docs, notes = init_from_overrides(_docs(ROOT / "examples" / "datapipeline.yaml"), tmp_path / "qwen")
+    stages = docs[0]["spec"]["pipeline"]["stages"]
+    (path,) = {step["pack"]["tokenizer"] for s in stages for step in s.get("steps") or [] if "pack" in step}
+    assert path == str(tmp_path / "runs" / "datapipeline-demo" / "tokenizer-init-from.json")
+    assert any("<|pad|> added as id" in n for n in notes)
+    extended = Tokenizer.from_file(path)
+    assert extended.token_to_id("<|pad|>") == n
+    text = "def g(y):\n    return y + 2<|endoftext|>"
+    assert extended.encode(text).ids == tok.encode(text).ids  # every other id is the model's
+
+    _qwen_like_tokenizer(tmp_path / "full", vocab_size=n)  # no spare embedding row
+    with pytest.raises(ValueError, match="--init-from .*no <\\|pad\\|> token .*no spare embedding row"):
+        init_from_overrides(_docs(ROOT / "examples" / "datapipeline.yaml"), tmp_path / "full")
+    (tmp_path / "full" / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {"<|begin_of_text|>": 0}}}))
+    with pytest.raises(ValueError, match="--init-from .*no <\\|endoftext\\|> token"):
+        init_from_overrides(_docs(ROOT / "examples" / "datapipeline.yaml"), tmp_path / "full")
 
 
 def _tokenizer(texts: list[str], path: Path) -> int:
