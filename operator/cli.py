@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML file or folder of *.yaml (repeatable); several resources run in spec.after order")
     p.add_argument("--local", action="store_true", help="run here, without a cluster")
     p.add_argument("--init-from", metavar="FOLDER",
-                   help="continue from a Hugging Face model folder (a codekiln export, Qwen2.5-Coder, Llama, ...): "
+                   help="continue from a Hugging Face model folder (a codekiln export, Qwen2.5-Coder, Qwen3, ...): "
                    "PretrainRuns start from it (initFrom), DataPipelines pack with its tokenizer.json, RLRuns "
                    "warm-start from it when no PretrainRun runs")
     p.set_defaults(func=cmd_run)
