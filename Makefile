@@ -2,7 +2,7 @@
 #   make demo   - install, then run the local pipeline on the embedded example resources (no cluster)
 #   make demo INIT_FROM=DIR - the same, continuing from a Hugging Face model folder DIR (a PretrainRun export,
 #                 Qwen2.5-Coder, Qwen3, ...): pretraining starts from its weights, the data is packed with its
-#                 tokenizer.json, and the RL runs continue from that (codekiln run --local --init-from DIR)
+#                 tokenizer.json, and the RLRun from pretraining continues from that (codekiln run --local --init-from DIR)
 #   make test   - install, then run the test suite
 .PHONY: demo test lint crds
 
