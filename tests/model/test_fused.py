@@ -38,6 +38,8 @@ def test_blocked_attention_is_chosen_only_for_cpu_training_within_the_memory_bud
         assert not fused.use_causal_attention(q, k)
     assert not fused.use_causal_attention(q.detach(), k)
     assert not fused.use_causal_attention(q.bfloat16(), k.bfloat16())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast would mix dtypes inside: SDPA
+        assert not fused.use_causal_attention(q, k)
     long = torch.zeros(4, 32, 4096, 16, requires_grad=True)  # ~1 GiB of probabilities: SDPA's flash kernel
     assert not fused.use_causal_attention(long, long)
 

@@ -144,10 +144,13 @@ class _CausalAttention(torch.autograd.Function):
         return dq.view(b, h, t, d), dk.view(b, kv, t, d), dv.view(b, kv, t, d), None
 
 
-def use_causal_attention(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """Whether :func:`causal_attention` beats SDPA here: CPU training in fp32/fp64 whose saved probabilities
-    stay under ``CPU_ATTENTION_MAX_SAVED`` per layer (SDPA's CPU flash backward is ~1.7x slower at short context)."""
+def use_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -> bool:
+    """Whether :func:`causal_attention` beats SDPA here: CPU training in fp32/fp64 (no autocast) whose saved
+    probabilities stay under ``CPU_ATTENTION_MAX_SAVED`` per layer (SDPA's CPU flash backward is ~1.7x slower
+    at short context)."""
     if q.is_cuda or q.dtype not in (torch.float32, torch.float64) or q.shape[2] != k.shape[2]:
+        return False
+    if k.dtype != q.dtype or (v is not None and v.dtype != q.dtype) or torch.is_autocast_enabled("cpu"):
         return False
     if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)):
         return False
@@ -168,9 +171,11 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block: i
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """(x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) per half, into ``out`` (default: a new contiguous tensor)."""
+    """(x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) per half, into ``out`` (default: a new contiguous tensor of
+    the promoted dtype, as ``x * cos`` gives: bf16 q/k with fp32 cos/sin under autocast stay fp32)."""
     half = x.shape[-1] // 2
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
+    if out is None:
+        out = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, cos.dtype), device=x.device)
     x1, x2, o1, o2 = x[..., :half], x[..., half:], out[..., :half], out[..., half:]
     torch.mul(x1, cos, out=o1).sub_(x2 * sin)  # transformers' roundings: x*cos + rotate_half(x)*sin, no FMA
     torch.mul(x2, cos, out=o2).add_(x1 * sin)
@@ -185,12 +190,13 @@ class _Rope(torch.autograd.Function):
         half = x.shape[-1] // 2
         cos, sin = cos[..., :half].unsqueeze(1), sin[..., :half].unsqueeze(1)
         ctx.save_for_backward(cos, sin)
+        ctx.dtype = x.dtype
         return _rotate(x, cos, sin)
 
     @staticmethod
     def backward(ctx, grad):
         cos, sin = ctx.saved_tensors
-        return _rotate(grad, cos, -sin), None, None
+        return _rotate(grad, cos, -sin).to(ctx.dtype), None, None
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -213,7 +219,7 @@ class _QkvRope(torch.autograd.Function):
         half = qkv.shape[-1] // 2
         cos, sin = cos[..., :half].unsqueeze(1), sin[..., :half].unsqueeze(1)
         ctx.save_for_backward(cos, sin)
-        ctx.nh, ctx.nkv = nh, nkv
+        ctx.nh, ctx.nkv, ctx.dtype = nh, nkv, qkv.dtype
         q = _rotate(qkv[:, :, :nh].transpose(1, 2), cos, sin)
         k = _rotate(qkv[:, :, nh : nh + nkv].transpose(1, 2), cos, sin)
         return q, k, qkv[:, :, nh + nkv :].transpose(1, 2).contiguous()
@@ -223,7 +229,7 @@ class _QkvRope(torch.autograd.Function):
         cos, sin = ctx.saved_tensors
         nh, nkv = ctx.nh, ctx.nkv
         b, h, t, d = dq.shape
-        grad = torch.empty(b, t, nh + 2 * nkv, d, dtype=dq.dtype, device=dq.device)
+        grad = torch.empty(b, t, nh + 2 * nkv, d, dtype=ctx.dtype, device=dq.device)
         _rotate(dq, cos, -sin, out=grad[:, :, :nh].transpose(1, 2))
         _rotate(dk, cos, -sin, out=grad[:, :, nh : nh + nkv].transpose(1, 2))
         grad[:, :, nh + nkv :].copy_(dv.transpose(1, 2))

@@ -121,7 +121,7 @@ class Attention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
         if isinstance(mask, torch.Tensor) or mask is None:  # SDPA; GQA without copying k/v per query head
-            if mask is None and self.cfg.kernels == "torch" and fused.use_causal_attention(q, k):
+            if mask is None and self.cfg.kernels == "torch" and fused.use_causal_attention(q, k, v):
                 out = fused.causal_attention(q, k, v.contiguous())  # CPU training: blocked, probabilities kept
             elif mask is None:  # plain causal, no cache: SDPA's fused causal kernel
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=nkv != nh)
