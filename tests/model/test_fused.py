@@ -16,6 +16,15 @@ from codekiln.workloads.model.transformer import Transformer
 from codekiln.workloads.train.loss import token_ce_sum
 
 
+def assert_same_with_gradients(out, ref, inputs, upstream, atol: float) -> None:
+    """``out`` equals ``ref`` within ``atol``, and so do their gradients w.r.t. ``inputs`` for ``upstream``."""
+    for a, b in zip(out if isinstance(out, tuple) else (out,), ref if isinstance(ref, tuple) else (ref,), strict=True):
+        torch.testing.assert_close(a, b, atol=atol, rtol=0)
+    got, want = torch.autograd.grad(out, inputs, upstream), torch.autograd.grad(ref, inputs, upstream)
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=f"gradient of input {i}")
+
+
 @pytest.mark.parametrize(("heads", "kv_heads", "t", "block"), [(4, 4, 130, 64), (8, 2, 100, 37), (6, 3, 64, 64)])
 def test_blocked_causal_attention_equals_sdpa_values_and_gradients(heads, kv_heads, t, block):
     torch.manual_seed(0)
@@ -53,10 +62,7 @@ def test_rope_without_rotated_copy_equals_reference_values_and_gradients():
     x = qkv[:, :, :4].transpose(1, 2)
     out, ref = fused.apply_rope(x, emb.cos(), emb.sin()), reference.apply_rope(x, emb.cos(), emb.sin())
     assert out.is_contiguous()
-    torch.testing.assert_close(out, ref, atol=1e-13, rtol=0)
-    g = torch.randn_like(ref)
-    (ga,), (gb,) = torch.autograd.grad(out, qkv, g), torch.autograd.grad(ref, qkv, g)
-    torch.testing.assert_close(ga, gb, atol=1e-13, rtol=0)
+    assert_same_with_gradients(out, ref, qkv, torch.randn_like(ref), 1e-13)
 
 
 def test_qkv_split_with_rope_and_swiglu_equal_references_with_gradients():
@@ -68,18 +74,11 @@ def test_qkv_split_with_rope_and_swiglu_equal_references_with_gradients():
     got = fused.qkv_rope(qkv, cos, sin, 4, 2)
     want = (reference.apply_rope(qkv[:, :, :4].transpose(1, 2), cos, sin),
             reference.apply_rope(qkv[:, :, 4:6].transpose(1, 2), cos, sin), qkv[:, :, 6:].transpose(1, 2))
-    grads = [torch.randn_like(w) for w in want]
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-13, rtol=0)
-    (ga,), (gb,) = torch.autograd.grad(got, qkv, grads), torch.autograd.grad(want, qkv, grads)
-    torch.testing.assert_close(ga, gb, atol=1e-13, rtol=0)
+    assert_same_with_gradients(tuple(got), want, qkv, [torch.randn_like(w) for w in want], 1e-13)
 
     gate_up = torch.randn(3, 7, 20, dtype=torch.float64, requires_grad=True)
     out, ref = fused.swiglu(gate_up), F.silu(gate_up[..., :10]) * gate_up[..., 10:]
-    torch.testing.assert_close(out, ref, atol=1e-14, rtol=0)
-    g = torch.randn_like(ref)
-    (ga,), (gb,) = torch.autograd.grad(out, gate_up, g), torch.autograd.grad(ref, gate_up, g)
-    torch.testing.assert_close(ga, gb, atol=1e-13, rtol=0)
+    assert_same_with_gradients(out, ref, gate_up, torch.randn_like(ref), 1e-13)
 
 
 def test_rms_norm_equals_reference_values_and_gradients():
