@@ -141,7 +141,7 @@ def shebang_language(text: str | None) -> str | None:
 
 def header_language(text: str) -> str:
     """``cpp`` when a ``.h`` file uses C++-only syntax, else ``c``."""
-    from codekiln.workloads.data.syntax import c_view  # C++ behind `#ifdef __cplusplus` does not count
+    from codekiln.workloads.data.c_syntax import c_view  # C++ behind `#ifdef __cplusplus` does not count
 
     src = _strip_c_comments(text[:200_000])
     as_c = c_view(src, cpp=False)[0].decode("utf-8", "replace")
