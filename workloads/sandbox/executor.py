@@ -124,8 +124,7 @@ class Executor:
             if z is not None:
                 with contextlib.suppress(OSError):
                     z.ctl.close()
-                with contextlib.suppress(ProcessLookupError):
-                    z.proc.kill()
+                z.kill()
         if self.isolator.cgroups is not None:
             self.isolator.cgroups.close()
 

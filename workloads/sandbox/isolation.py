@@ -175,20 +175,35 @@ class Zygote:
     jobs: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     log_task: asyncio.Future | None = None
+    pidfd: int | None = None  # the outer bwrap, signalled without reaping it (asyncio's watcher reaps it)
 
     @property
     def alive(self) -> bool:
         return self.proc.returncode is None
 
+    def kill(self) -> None:
+        """SIGKILL the sandbox. Through its pidfd: ``Popen.kill`` polls first and could reap the exit before
+        asyncio's child watcher does (which then logs an unknown child and reports 255)."""
+        if self.proc.returncode is not None:
+            return
+        if self.pidfd is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            return
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
     async def close(self) -> None:
         """Stop the sandbox: closing the control socket ends the zygote; SIGKILL makes sure."""
         with contextlib.suppress(OSError):
             self.ctl.close()
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+        self.kill()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.proc.wait(), 5)
+        if self.pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+            self.pidfd = None
 
     async def op(self, req: dict, data: bytes | None = None, max_body: int = 64 << 20) -> tuple[dict, bytes]:
         """A file operation answered by the zygote itself (sessions: read, write, list, snapshot, diff)."""
@@ -396,6 +411,8 @@ class Isolator:
                     os.close(fd)
         srv.setblocking(False)
         zyg = Zygote(proc=proc, ctl=srv, mode=mode, slot=slot)
+        with contextlib.suppress(OSError, AttributeError):  # Linux ≥ 5.3; otherwise Popen.kill
+            zyg.pidfd = os.pidfd_open(proc.pid)
         try:
             head, _ = await asyncio.wait_for(zyg.op({"op": "ping"}), 30)
         except (TimeoutError, EOFError, OSError, ValueError, SetupError) as exc:
