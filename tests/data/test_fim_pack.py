@@ -156,3 +156,16 @@ def test_tokenizer_reservoir_is_bounded_uniform_and_order_free() -> None:
     idx = sorted(int(d.id.split("-")[1]) for d in a)
     assert idx[0] < 500 and idx[-1] > 4500  # spread over the stream, not its head
     assert len(reservoir_sample(iter(docs[:10]), 300)) == 10
+
+
+def test_pack_refuses_a_tokenizer_without_pad_instead_of_making_up_an_id(tmp_path: Path, texts: list[str]) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {chr(c): i for i, c in enumerate(range(32, 127))} | {EOT: 95}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=" "))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.add_special_tokens([EOT])
+    path = tmp_path / "no-pad.json"
+    tok.save(str(path))
+    with pytest.raises(ValueError, match=r"pack.tokenizer .*no <\|pad\|> token"):
+        _pack(tmp_path, path, [Document("0", texts[0])], seq_len=64)

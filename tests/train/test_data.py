@@ -78,3 +78,19 @@ def test_sampler_is_deterministic_covers_each_epoch_and_resumes():
     assert Sampler(10, seed=4).take(10) != first[:10]
     with pytest.raises(ValueError, match="sampler state"):
         Sampler(11, seed=3).load_state_dict(state)
+
+
+def test_special_ids_come_from_the_tokenizer_and_are_never_made_up(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    from codekiln.workloads.special_tokens import EOT, PAD, SPECIAL_TOKENS
+    from codekiln.workloads.train.trainer import _special_ids
+
+    tok = Tokenizer(models.WordLevel({"a": 0, "b": 1, EOT: 7}, unk_token="a"))
+    tok.add_special_tokens([EOT])
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    ids = _special_ids(path)
+    assert ids == {EOT: 7}  # no <|pad|> or FIM ids: positions 1, 2… are real tokens of this tokenizer ("b")
+    assert PAD not in ids
+    assert _special_ids(None) == {t: i for i, t in enumerate(SPECIAL_TOKENS)}

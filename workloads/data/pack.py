@@ -42,6 +42,10 @@ class PackStep(Step):
     def run(self, docs: Iterable[Document], rank: int, world_size: int) -> Iterator[Document]:
         tok = load_tokenizer(self.ctx.resolve(self.params.tokenizer))
         eot, pad = tok.token_to_id(EOT), tok.token_to_id(PAD)
+        missing = [t for t, i in ((EOT, eot), (PAD, pad)) if i is None]
+        if missing:  # a token id is never made up: it would be a real token of this tokenizer
+            raise ValueError(f"pack.tokenizer {self.params.tokenizer}: no {' or '.join(missing)} token (packing ends "
+                             f"documents with {EOT} and pads the last sequence with {PAD}); add them as special tokens")
         pieces: list[np.ndarray] = []
         batch: list[Document] = []
 

@@ -83,13 +83,14 @@ def tokenizer_vocab_size(tok_path: Path | None) -> int | None:
 
 
 def _special_ids(tok_path: Path | None) -> dict[str, int]:
-    ids = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
-    if tok_path is not None:
-        from tokenizers import Tokenizer
+    """Ids of the special tokens: the tokenizer's own (those it lacks are absent, never a made-up id that is a
+    real token of it), or their default positions when there is no tokenizer file."""
+    if tok_path is None:
+        return {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_file(str(tok_path))
-        ids.update({t: tok.token_to_id(t) for t in SPECIAL_TOKENS if tok.token_to_id(t) is not None})
-    return ids
+    tok = Tokenizer.from_file(str(tok_path))
+    return {t: i for t in SPECIAL_TOKENS if (i := tok.token_to_id(t)) is not None}
 
 
 def stage_steps(cfg: TrainConfig, stage: TrainStageConfig, world_size: int) -> int:
@@ -108,6 +109,7 @@ class Trainer:
         self.ckpt_dir = self.out / cfg.checkpoint.dir
         self.tok_path = tokenizer_path(cfg)
         self.special = _special_ids(self.tok_path)
+        self.pad_id = self.special.get(PAD, -1)  # no <|pad|>: no token is padding
         self.reader = PackedReader(cfg.data.path) if cfg.objective == "pretrain" else None
         torch.manual_seed(cfg.seed)
         self.model = load_hf_to_continue(cfg.init_from, cfg.model, "initFrom") if cfg.init_from else \
@@ -134,8 +136,12 @@ class Trainer:
                 raise ValueError("data.tokenizer: SFT needs a tokenizer.json")
             return SftSource(self.cfg.data.path, Tokenizer.from_file(str(self.tok_path)), stage.seq_len)
         s = self.special
-        fim = FimTokens(s[FIM_PREFIX], s[FIM_SUFFIX], s[FIM_MIDDLE], s[EOT])
-        return PretrainSource(self.reader, stage, self.cfg.data.eval_sequences, self.cfg.seed + index, fim, s[PAD])
+        needed = [EOT, FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE] if stage.fim_rate else []
+        if missing := [t for t in needed if t not in s]:
+            raise ValueError(f"stages[{index}].fimRate: the tokenizer ({self.tok_path}) has no {', '.join(missing)}")
+        fim = FimTokens(*(s.get(t, -1) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE, EOT)))
+        return PretrainSource(self.reader, stage, self.cfg.data.eval_sequences, self.cfg.seed + index, fim,
+                              self.pad_id)
 
     def micro_batches(self, source, sampler: Sampler) -> list[dict[str, torch.Tensor]]:
         """This rank's micro-batches of the next global batch (same global order for any world size)."""
@@ -181,7 +187,7 @@ class Trainer:
         """Unigram log-probs of the training split (computed once)."""
         if self._unigram is None:
             n_train = len(self.reader) - self.cfg.data.eval_sequences
-            self._unigram = unigram_logprobs(self.reader, n_train, self.model.cfg.vocab_size, self.special[PAD])
+            self._unigram = unigram_logprobs(self.reader, n_train, self.model.cfg.vocab_size, self.special.get(PAD))
         return self._unigram
 
     @torch.no_grad()
@@ -197,7 +203,7 @@ class Trainer:
         self.model.eval()
         for lo in range(0, len(mine), self.cfg.micro_batch_size):
             seqs = [samples[i] for i in mine[lo : lo + self.cfg.micro_batch_size]]
-            batch = collate(seqs, [s.tokens != self.special[PAD] for s in seqs])
+            batch = collate(seqs, [s.tokens != self.pad_id for s in seqs])
             labels = batch["labels"][batch["labels"] != IGNORE_INDEX].numpy()
             batch = {k: v.to(self.env.device) for k, v in batch.items()}
             batch["loss_denominator"] = 1.0
