@@ -10,7 +10,9 @@ field), and the name mapping with its shape checks.
 
 from __future__ import annotations
 
+import importlib
 import re
+import sys
 from typing import TYPE_CHECKING, Any
 
 from codekiln.workloads.model.config import ModelConfig, MoEConfig, RopeScalingConfig
@@ -330,3 +332,27 @@ class FamilySpec:
         from codekiln.workloads.model.transformer import Transformer
 
         return Transformer(cfg)
+
+
+def lazy_spec(package: str, name: str, architectures: dict[str, str], adapter: str):
+    """A family package's module ``__getattr__`` that builds its ``SPEC`` on first use, so that importing the
+    family's torch-free ``config`` module does not import its model.
+
+    Args:
+        package: the family package (``__name__`` of its ``__init__``), holding ``config`` (``from_hf``,
+            ``to_hf``), ``model`` (``build``) and ``state_dict_adapter``.
+        name: the family's name.
+        architectures: the ``architectures`` entries it reads, each to its ``ModelConfig.family``.
+        adapter: the adapter class's name in ``state_dict_adapter``.
+    """
+
+    def __getattr__(attr: str):
+        if attr != "SPEC":
+            raise AttributeError(attr)
+        config, model, adapters = (importlib.import_module(f"{package}.{m}")
+                                   for m in ("config", "model", "state_dict_adapter"))
+        spec = FamilySpec(name, architectures, config.from_hf, config.to_hf, getattr(adapters, adapter), model.build)
+        sys.modules[package].SPEC = spec
+        return spec
+
+    return __getattr__
