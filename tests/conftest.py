@@ -36,7 +36,7 @@ def served_url(tiny_model_dir):
 def local_sandbox_url():
     """A real sandbox server (bubblewrap isolation) for scoring model-written code."""
     if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap (bwrap) is not installed: the sandbox cannot isolate programs")
+        pytest.fail("bubblewrap (bwrap) is required: apt-get install bubblewrap (the sandbox cannot isolate programs)")
     from codekiln.workloads.sandbox.local import local_server
 
     with local_server() as url:
